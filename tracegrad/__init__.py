@@ -1,0 +1,53 @@
+"""tracegrad: optimize LLM workflows with textual gradients.
+
+Write a pipeline in plain Python out of prompts (``Parameter``), LLM calls (``LLMCall``)
+and functions (``@op``); call ``loss.backward()``; let an optimizer rewrite the
+parameters. See README.md for the tour.
+"""
+
+from __future__ import annotations
+
+from . import prompts
+from .backward import BackwardResult, TextualPropagator, TracePropagator, backward
+from .core import (
+    Feedback,
+    Graph,
+    Module,
+    Parameter,
+    Variable,
+    backward_llm,
+    enable_grad,
+    get_backward_llm,
+    graph,
+    no_grad,
+    parameters_of,
+    set_backward_llm,
+    shorten,
+)
+from .llm.base import Completion, Engine, Image, LLMError, Request, StructuredOutputError, Usage
+from .ops import (
+    ExecutionError,
+    FormattedLLMCall,
+    LLMCall,
+    MetricLoss,
+    MultiFieldEvaluation,
+    TextLoss,
+    aggregate,
+    concat,
+    format,
+    op,
+)
+from .ops import sum_losses as sum
+from .sandbox import SandboxError
+from .template import TemplateError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackwardResult", "Completion", "Engine", "ExecutionError", "Feedback", "FormattedLLMCall",
+    "Graph", "Image", "LLMCall", "LLMError", "MetricLoss", "Module", "MultiFieldEvaluation",
+    "Parameter", "Request", "SandboxError", "StructuredOutputError", "TemplateError", "TextLoss",
+    "TextualPropagator", "TracePropagator", "Usage", "Variable", "aggregate", "backward",
+    "backward_llm", "concat", "enable_grad", "format", "get_backward_llm", "graph", "no_grad",
+    "op", "parameters_of", "prompts", "set_backward_llm", "shorten", "sum",
+]

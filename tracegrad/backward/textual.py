@@ -1,0 +1,241 @@
+"""The textual propagator: where feedback for your prompt comes from.
+
+Walk the graph from the loss in generations (every consumer of a node sits in an
+earlier generation). For each node that has feedback:
+
+* a plain op (format, python function, loss, aggregate) routes the feedback to its
+  inputs itself -- ``node.op.backward(node)``, no LLM call;
+* an LLM call asks the backward engine once for *all* its inputs that need feedback:
+  "here is what went in, what came out and what was said about it -- how should each
+  input change?" The reply is a JSON object with one entry per input.
+
+With ``batch_feedback=True`` the LLM nodes of one generation that share a parameter
+(one prompt used across a batch) are asked about together, chunked to a size budget,
+so a batch of 16 costs one or two calls instead of 16.
+
+All calls of one generation run concurrently, bounded by ``max_concurrency``.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from .. import prompts
+from ..core.context import get_backward_llm
+from ..core.shorten import shorten
+from ..core.variable import Feedback, Parameter, Variable, generations
+from ..llm.base import Request, StructuredOutputError
+from ..llm.structured import complete_json
+from .result import BackwardResult
+
+
+@dataclass
+class _Target:
+    key: str
+    var: Variable
+    nodes: list[Variable]
+
+
+class TextualPropagator:
+    def __init__(
+        self,
+        engine: Any = None,
+        *,
+        max_concurrency: int | None = None,
+        batch_feedback: bool = False,
+        chunk_chars: int = 16000,
+        value_limit: int = 2000,
+        feedback_limit: int = 4000,
+        prompt: str = "textual_backward",
+    ) -> None:
+        self.engine = engine
+        self.max_concurrency = max_concurrency
+        self.batch_feedback = batch_feedback
+        self.chunk_chars = chunk_chars
+        self.value_limit = value_limit
+        self.feedback_limit = feedback_limit
+        self.prompt = prompt
+
+    # -- driver ----------------------------------------------------------------
+    def run(self, root: Variable) -> BackwardResult:
+        t0 = time.perf_counter()
+        engine = self.engine or get_backward_llm()
+        limit = self.max_concurrency or getattr(engine, "max_concurrency", None) or 8
+        result = BackwardResult()
+        gens = generations(root)
+        result.nodes = sum(len(g) for g in gens)
+        with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="tg-backward") as pool:
+            for gen in gens:
+                llm_nodes = []
+                for node in gen:
+                    if node.op is None or not node.grads or not node.requires_grad:
+                        continue
+                    if node.op.uses_llm:
+                        if any(v.requires_grad for v in node.op.inputs.values()):
+                            llm_nodes.append(node)
+                    else:
+                        node.op.backward(node)
+                if not llm_nodes:
+                    continue
+                jobs = self._jobs(llm_nodes)
+                outcomes = list(pool.map(lambda job: self._ask(engine, job), jobs))
+                for job, (assignments, calls, events) in zip(jobs, outcomes, strict=True):
+                    result.calls += calls
+                    result.events.extend(events)
+                    for var, fb in assignments:
+                        var.add_feedback(fb)
+        result.elapsed_s = time.perf_counter() - t0
+        return result
+
+    # -- grouping --------------------------------------------------------------
+    def _jobs(self, nodes: list[Variable]) -> list[list[Variable]]:
+        if not self.batch_feedback or len(nodes) == 1:
+            return [[n] for n in nodes]
+        groups: dict[tuple[int, ...], list[Variable]] = {}
+        for n in nodes:
+            key = tuple(sorted(v.id for v in n.op.inputs.values()  # type: ignore[union-attr]
+                               if isinstance(v, Parameter) and v.requires_grad))
+            groups.setdefault(key, []).append(n)
+        jobs: list[list[Variable]] = []
+        for key, members in groups.items():
+            if not key:
+                jobs.extend([m] for m in members)
+                continue
+            chunk: list[Variable] = []
+            size = 0
+            for m in members:
+                est = self._node_size(m)
+                if chunk and size + est > self.chunk_chars:
+                    jobs.append(chunk)
+                    chunk, size = [], 0
+                chunk.append(m)
+                size += est
+            if chunk:
+                jobs.append(chunk)
+        return jobs
+
+    def _node_size(self, n: Variable) -> int:
+        op = n.op
+        assert op is not None
+        size = min(len(n.text), self.value_limit) + min(len(n.feedback_text), self.feedback_limit)
+        for v in op.inputs.values():
+            if not isinstance(v, Parameter):
+                size += min(len(v.text), self.value_limit)
+        return size + 200
+
+    # -- one backward call ------------------------------------------------------
+    def _targets(self, job: list[Variable]) -> list[_Target]:
+        shared: dict[int, _Target] = {}
+        targets: list[_Target] = []
+        for i, n in enumerate(job):
+            for key, var in n.op.inputs.items():  # type: ignore[union-attr]
+                if not var.requires_grad:
+                    continue
+                if len(job) > 1 and isinstance(var, Parameter):
+                    if var.id not in shared:
+                        shared[var.id] = _Target(var.name, var, [n])
+                        targets.append(shared[var.id])
+                    else:
+                        shared[var.id].nodes.append(n)
+                else:
+                    targets.append(_Target(key if len(job) == 1 else f"#{i + 1}.{key}", var, [n]))
+        return targets
+
+    def _render(self, job: list[Variable], targets: list[_Target]) -> str:
+        shared_ids = {t.var.id for t in targets if len(job) > 1 and isinstance(t.var, Parameter)}
+        lines: list[str] = []
+        op0 = job[0].op
+        assert op0 is not None
+        if len(job) > 1:
+            lines.append(f"The same step `{op0.name}` ran {len(job)} times (one per example).")
+            lines.append("## Shared inputs (identical in every run)")
+            for t in targets:
+                if t.var.id in shared_ids:
+                    lines.append(self._input_block(t.key, t.var, True))
+        for i, n in enumerate(job):
+            op = n.op
+            assert op is not None
+            header = f"## Run #{i + 1}" if len(job) > 1 else f"## Step `{op.name}`"
+            lines.append(header)
+            lines.append("### Inputs")
+            for key, var in op.inputs.items():
+                if var.id in shared_ids:
+                    continue
+                label = key if len(job) == 1 else f"#{i + 1}.{key}"
+                lines.append(self._input_block(label, var, var.requires_grad))
+            lines.append(f"### Output ({n.role})\n<output>\n{shorten(n.value, self.value_limit)}\n</output>")
+            fb = "\n".join(f"- {shorten(g.text, 1500)}" for g in n.grads)
+            lines.append(f"### Feedback on the output\n{shorten(fb, self.feedback_limit)}")
+        lines.append("## Inputs to give feedback on")
+        for t in targets:
+            lines.append(f"- `{t.key}`: {t.var.role or 'input'}")
+        return "\n\n".join(lines)
+
+    def _input_block(self, key: str, var: Variable, wants: bool) -> str:
+        mark = " (give feedback on this)" if wants else ""
+        return f"<input key=\"{key}\" role=\"{var.role}\"{mark}>\n{shorten(var.value, self.value_limit)}\n</input>"
+
+    def _ask(self, engine: Any, job: list[Variable]) -> tuple[list[tuple[Variable, Feedback]], int, list[dict[str, Any]]]:
+        targets = self._targets(job)
+        keys = [t.key for t in targets]
+        request = Request(
+            messages=[
+                {"role": "system", "content": prompts.load(self.prompt)},
+                {"role": "user", "content": self._render(job, targets)},
+            ],
+            purpose="backward",
+        )
+
+        def validate(data: Any) -> dict[str, str]:
+            if not isinstance(data, dict):
+                raise ValueError("expected a JSON object mapping input keys to feedback strings")
+            found = _match_keys(data, keys)
+            missing = [k for k in keys if k not in found]
+            if missing:
+                raise ValueError(f"missing feedback for: {', '.join(missing)}")
+            return found
+
+        events: list[dict[str, Any]] = []
+        op0 = job[0].op
+        assert op0 is not None
+        try:
+            found, _, calls = complete_json(engine, request, validate)
+        except StructuredOutputError as e:
+            found, calls = {}, 2
+            events.append({"event": "backward_fallback", "node": job[0].name, "error": str(e)[:300]})
+        assignments: list[tuple[Variable, Feedback]] = []
+        for t in targets:
+            context = {"op": op0.name, "outputs": [n.name for n in t.nodes]}
+            text = found.get(t.key)
+            if text is None:
+                # The model failed twice: pass the output feedback through unchanged,
+                # so the signal is not lost, and say so.
+                text = "\n".join(g.text for n in t.nodes for g in n.grads)
+                context["fallback"] = True
+            if text.strip().lower().rstrip(".") in {"no change needed", "none", "n/a"}:
+                continue
+            assignments.append((t.var, Feedback(text, source=job[0].name, context=context)))
+        return assignments, calls, events
+
+
+def _match_keys(data: dict[str, Any], keys: list[str]) -> dict[str, str]:
+    """Map reply keys to expected keys, forgiving case, backticks and obvious prefixes."""
+
+    def norm(s: str) -> str:
+        return s.strip().strip("`'\"").lower()
+
+    out: dict[str, str] = {}
+    normalized = {norm(k): v for k, v in data.items()}
+    for k in keys:
+        v = normalized.get(norm(k))
+        if v is None:
+            for rk, rv in normalized.items():
+                if rk.endswith(norm(k)) or norm(k).endswith(rk):
+                    v = rv
+                    break
+        if v is not None:
+            out[k] = v if isinstance(v, str) else str(v)
+    return out

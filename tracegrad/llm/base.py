@@ -1,0 +1,331 @@
+"""The engine protocol: the one door every LLM call in tracegrad goes through.
+
+Ops, propagators, optimizers and judges build a :class:`Request` and hand it to an
+:class:`Engine`. Caching, rate limits, retries, metering and budgets are wrappers that
+take an engine and return an engine (see :class:`EngineWrapper`), so each concern stays
+in its own small module and composes in any order -- the same idea as httpx transports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import mimetypes
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+Purpose = Literal["forward", "backward", "optimizer", "judge", "eval", "other"]
+PURPOSES: tuple[str, ...] = ("forward", "backward", "optimizer", "judge", "eval", "other")
+
+Message = dict[str, Any]
+"""An OpenAI-style chat message: ``{"role": ..., "content": str | list[part]}``."""
+
+
+class LLMError(Exception):
+    """Base class of every error the LLM layer raises on purpose."""
+
+
+class StructuredOutputError(LLMError):
+    """The model did not return a value matching the requested schema, even after a repair."""
+
+    def __init__(self, message: str, *, raw: str = "") -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+class ConfigurationError(LLMError):
+    """The engine cannot be used as configured (missing key, unknown provider...)."""
+
+
+class RetryableError(LLMError):
+    """A failure worth retrying: rate limit, server error, timeout, dropped connection.
+
+    ``status`` is the HTTP status when there was a response; ``retry_after`` is how long
+    the server asked us to wait, in seconds, when it said so. ``attempts`` is filled in
+    by the retrying wrapper once it gives up.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.attempts = 1
+
+    def gave_up(self, attempts: int) -> RetryableError:
+        """A copy of this error (same class) whose message says retries are exhausted."""
+        import copy
+
+        err = copy.copy(self)
+        last = f"status {self.status}" if self.status is not None else "no HTTP response"
+        err.args = (f"{self.args[0]} -- gave up after {attempts} attempts (last: {last})",)
+        err.attempts = attempts
+        return err
+
+
+class ConnectionFailed(RetryableError):
+    """The server could not be reached at all (refused, DNS, reset before replying)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, retry_after=retry_after)
+        self.url = url
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image value: bytes or a file path. Sent to multimodal models as a data URL."""
+
+    data: bytes
+    mime: str = "image/png"
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> Image:
+        p = Path(path)
+        mime = mimetypes.guess_type(p.name)[0] or "image/png"
+        return cls(p.read_bytes(), mime)
+
+    def data_url(self) -> str:
+        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+    def __repr__(self) -> str:  # never dump bytes into prompts or logs
+        return f"<Image {self.mime} {len(self.data)} bytes>"
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.estimated or other.estimated,
+        )
+
+
+@dataclass
+class Request:
+    """Everything that determines an LLM reply, plus bookkeeping that does not.
+
+    ``params`` are sampling parameters passed through to the server unchanged.
+    ``sample_id`` lets a caller deliberately re-sample: it is part of the cache key.
+    ``purpose`` and ``cache`` affect metering and caching, never the reply.
+    """
+
+    messages: list[Message]
+    model: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    response_format: type[BaseModel] | None = None
+    purpose: str = "forward"
+    sample_id: str | None = None
+    cache: bool = True
+
+    def with_messages(self, messages: list[Message]) -> Request:
+        return replace(self, messages=messages)
+
+
+@dataclass
+class Completion:
+    text: str
+    model: str = ""
+    usage: Usage = field(default_factory=Usage)
+    parsed: Any = None
+    cached: bool = False
+    finish_reason: str | None = None
+    latency_s: float = 0.0
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every engine and every wrapper provides: a sync and an async twin."""
+
+    model: str
+
+    def complete(self, request: Request) -> Completion: ...
+
+    async def acomplete(self, request: Request) -> Completion: ...
+
+
+class BaseEngine:
+    """Convenience base: implement one of ``complete``/``acomplete``; get both plus ``chat``."""
+
+    model: str = "unknown"
+    max_concurrency: int | None = None
+
+    def complete(self, request: Request) -> Completion:
+        return asyncio.run(self.acomplete(request))
+
+    async def acomplete(self, request: Request) -> Completion:
+        return await asyncio.to_thread(self.complete, request)
+
+    def chat(
+        self,
+        messages: str | Sequence[Message],
+        *,
+        system: str | None = None,
+        response_format: type[BaseModel] | None = None,
+        purpose: str = "forward",
+        cache: bool = True,
+        sample_id: str | None = None,
+        **params: Any,
+    ) -> Completion:
+        return self.complete(
+            make_request(
+                messages,
+                system=system,
+                response_format=response_format,
+                purpose=purpose,
+                cache=cache,
+                sample_id=sample_id,
+                **params,
+            )
+        )
+
+    async def achat(
+        self,
+        messages: str | Sequence[Message],
+        *,
+        system: str | None = None,
+        response_format: type[BaseModel] | None = None,
+        purpose: str = "forward",
+        cache: bool = True,
+        sample_id: str | None = None,
+        **params: Any,
+    ) -> Completion:
+        return await self.acomplete(
+            make_request(
+                messages,
+                system=system,
+                response_format=response_format,
+                purpose=purpose,
+                cache=cache,
+                sample_id=sample_id,
+                **params,
+            )
+        )
+
+
+class EngineWrapper(BaseEngine):
+    """Base of every wrapper: forwards to ``inner`` and exposes its attributes."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+
+    @property
+    def model(self) -> str:  # type: ignore[override]
+        return self.inner.model
+
+    @property
+    def max_concurrency(self) -> int | None:  # type: ignore[override]
+        return getattr(self.inner, "max_concurrency", None)
+
+    def complete(self, request: Request) -> Completion:
+        return self.inner.complete(request)
+
+    async def acomplete(self, request: Request) -> Completion:
+        return await self.inner.acomplete(request)
+
+    def find(self, kind: type) -> Any:
+        """The first engine of ``kind`` in this wrapper chain, or None."""
+        e: Any = self
+        while e is not None:
+            if isinstance(e, kind):
+                return e
+            e = getattr(e, "inner", None)
+        return None
+
+
+def find_engine(engine: Any, kind: type) -> Any:
+    """Walk a wrapper chain and return the first engine of ``kind`` (or None)."""
+    e = engine
+    while e is not None:
+        if isinstance(e, kind):
+            return e
+        e = getattr(e, "inner", None)
+    return None
+
+
+def content_to_text(content: Any) -> str:
+    """Flatten message content (string or parts) to text; images become a short marker."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    out = []
+    for part in content:
+        if isinstance(part, dict) and part.get("type") == "text":
+            out.append(str(part.get("text", "")))
+        elif isinstance(part, dict) and part.get("type") == "image_url":
+            out.append("<image>")
+        else:
+            out.append(str(part))
+    return "\n".join(out)
+
+
+def make_content(value: Any) -> str | list[dict[str, Any]]:
+    """Message content for a value: text, or parts when it holds images."""
+    if isinstance(value, Image):
+        return [{"type": "image_url", "image_url": {"url": value.data_url()}}]
+    if isinstance(value, list | tuple) and any(isinstance(v, Image) for v in value):
+        parts: list[dict[str, Any]] = []
+        for v in value:
+            if isinstance(v, Image):
+                parts.append({"type": "image_url", "image_url": {"url": v.data_url()}})
+            else:
+                parts.append({"type": "text", "text": str(v)})
+        return parts
+    return value if isinstance(value, str) else str(value)
+
+
+def make_request(
+    messages: str | Sequence[Message],
+    *,
+    system: str | None = None,
+    response_format: type[BaseModel] | None = None,
+    purpose: str = "forward",
+    cache: bool = True,
+    sample_id: str | None = None,
+    **params: Any,
+) -> Request:
+    msgs: list[Message] = []
+    if system is not None:
+        msgs.append({"role": "system", "content": system})
+    if isinstance(messages, str):
+        msgs.append({"role": "user", "content": messages})
+    else:
+        msgs.extend(dict(m) for m in messages)
+    return Request(
+        messages=msgs,
+        params=params,
+        response_format=response_format,
+        purpose=purpose,
+        cache=cache,
+        sample_id=sample_id,
+    )
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count (about 4 characters per token) used when a server reports no usage."""
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+def estimate_request_tokens(request: Request) -> int:
+    return sum(estimate_tokens(content_to_text(m.get("content"))) + 4 for m in request.messages)

@@ -1,0 +1,3 @@
+from .mock import MockLLM, ScriptedLLM
+
+__all__ = ["MockLLM", "ScriptedLLM"]
