@@ -82,14 +82,18 @@ def _load_env() -> dict[str, Price]:
     try:
         mtime = os.stat(path).st_mtime
     except OSError as e:
-        raise ConfigurationError(f"TRACEGRAD_PRICING names {path!r}, which cannot be read: {e}") from None
+        raise ConfigurationError(
+            f"TRACEGRAD_PRICING names {path!r}, which cannot be read: {e}"
+        ) from None
     if _env_cache is not None and _env_cache[0] == path and _env_cache[1] == mtime:
         return _env_cache[2]
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise ConfigurationError(f"TRACEGRAD_PRICING file {path!r} is not valid JSON: {e}") from None
+        raise ConfigurationError(
+            f"TRACEGRAD_PRICING file {path!r} is not valid JSON: {e}"
+        ) from None
     table = _parse_table(data, path)
     _env_cache = (path, mtime, table)
     return table

@@ -7,6 +7,7 @@ as expected vs. got); ``TextLoss`` and ``MultiFieldEvaluation`` ask a judge mode
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -152,7 +153,7 @@ def aggregate(losses: Sequence[Variable], role: str = "aggregated evaluation", l
     scores = [v.score for v in vars_ if v.score is not None]
     text = "\n".join(f"[{i}] {shorten(v.value, limit)}" for i, v in enumerate(vars_))
     op = AggregateOp("aggregate", {f"loss{i}": v for i, v in enumerate(vars_)})
-    return _objective(text, op, sum(scores) / len(scores) if scores else None, role)
+    return _objective(text, op, builtins.sum(scores) / len(scores) if scores else None, role)
 
 
 def sum(losses: Sequence[Variable]) -> Variable:  # noqa: A001 - mirrors torch.sum

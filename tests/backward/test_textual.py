@@ -1,0 +1,131 @@
+import json
+
+import tracegrad as tg
+from tracegrad.testing import MockLLM
+
+from ..conftest import backward_reply, feedback_keys
+
+
+def build_pipeline(forward):
+    """Two LLM calls with an @tg.op between them, plus a frozen side call."""
+    first = tg.Parameter("Answer the question step by step.", role="system prompt of solver")
+    second = tg.Parameter("Give only the final number.", role="system prompt of formatter")
+    frozen = tg.Parameter("Translate to French.", role="frozen prompt", requires_grad=False)
+    question = tg.Variable("I have two apples and a pear. How many fruits?", role="question")
+
+    @tg.op
+    def tidy(text: str) -> str:
+        """Remove surrounding whitespace."""
+        return text.strip()
+
+    solved = tg.LLMCall(forward, system=first)(question)
+    side = tg.LLMCall(forward, system=frozen)(question)  # no trainable ancestor
+    combined = tg.concat(tidy(solved), side)
+    final = tg.LLMCall(forward, system=second)(combined)
+    return final, (first, second), (frozen, question)
+
+
+def test_every_trainable_parameter_gets_feedback_and_calls_are_exact(backward_engine):
+    forward = MockLLM(default="7")
+    final, trainable, frozen = build_pipeline(forward)
+    loss = tg.TextLoss("Is the answer correct?")(final)
+    assert backward_engine.calls == 1  # the judge
+    result = loss.backward()
+    # LLM nodes with a trainable ancestor: solver and formatter. The side call has none.
+    assert result.calls == 2
+    assert backward_engine.calls_for("backward") == 2
+    assert backward_engine.calls == 3  # judge + 2
+    for p in trainable:
+        assert p.grads, f"{p.role} got no feedback"
+    for v in frozen:
+        assert v.grads == []
+    # the formatter's prompt got the feedback written for its 'system' key
+    assert trainable[1].grads[0].text == "feedback for system"
+    # the solver's request showed the feedback that flowed back through tidy/concat
+    solver_req = [t for t in backward_engine.texts("backward") if "step by step" in t][0]
+    assert "feedback for input" in solver_req
+
+
+def test_calls_of_one_generation_overlap_within_the_limit():
+    engine = MockLLM({r"Inputs to give feedback on": backward_reply}, latency=0.05)
+    forward = MockLLM(default="7")
+    system = tg.Parameter("Answer.", role="system prompt")
+    call = tg.LLMCall(forward, system=system)
+    losses = [tg.MetricLoss(lambda p, e: 0.0)(call(f"q{i}"), "3") for i in range(9)]
+    total = tg.aggregate(losses)
+    result = total.backward(propagator=tg.TextualPropagator(engine, max_concurrency=3))
+    assert result.calls == 9
+    assert 1 < engine.max_in_flight <= 3
+    # each example's feedback reached the prompt once, not the batch text nine times
+    assert len(system.grads) == 9
+
+
+def test_batched_feedback_groups_a_shared_prompt_into_one_call():
+    engine = MockLLM({r"Inputs to give feedback on": backward_reply})
+    forward = MockLLM(default="7")
+    system = tg.Parameter("Answer.", role="system prompt", name="qa_prompt")
+    call = tg.LLMCall(forward, system=system)
+    losses = [tg.MetricLoss(lambda p, e: 0.0)(call(f"question {i}"), "3") for i in range(16)]
+    result = tg.aggregate(losses).backward(
+        propagator=tg.TextualPropagator(engine, batch_feedback=True)
+    )
+    assert result.calls == 1
+    keys = feedback_keys(engine.requests[0])
+    assert keys == ["qa_prompt"]
+    assert engine.requests[0].messages[-1]["content"].count("## Run #") == 16
+    assert system.grads[0].text == "feedback for qa_prompt"
+
+
+def test_batched_feedback_is_chunked_to_the_budget():
+    engine = MockLLM({r"Inputs to give feedback on": backward_reply})
+    forward = MockLLM(default="x" * 900)
+    system = tg.Parameter("Answer.", role="system prompt", name="qa_prompt")
+    call = tg.LLMCall(forward, system=system)
+    losses = [tg.MetricLoss(lambda p, e: 0.0)(call(f"question {i}"), "3") for i in range(16)]
+    result = tg.aggregate(losses).backward(
+        propagator=tg.TextualPropagator(engine, batch_feedback=True, chunk_chars=5000)
+    )
+    assert 2 <= result.calls <= 8
+    assert all(len(r.messages[-1]["content"]) < 12000 for r in engine.requests)
+
+
+def test_malformed_reply_is_repaired_once():
+    replies = iter(["no json here", json.dumps({"system": "be shorter"})])
+    engine = MockLLM(lambda req: next(replies))
+    system = tg.Parameter("Answer.", role="system prompt")
+    out = tg.LLMCall(MockLLM(default="7"), system=system)("q")
+    out.backward("wrong answer", propagator=tg.TextualPropagator(engine))
+    assert engine.calls == 2
+    assert "could not be used" in engine.texts()[1]
+    assert system.grads[0].text == "be shorter"
+
+
+def test_twice_malformed_reply_falls_back_and_is_recorded():
+    engine = MockLLM(default="still not json")
+    system = tg.Parameter("Answer.", role="system prompt")
+    out = tg.LLMCall(MockLLM(default="7"), system=system)("q")
+    result = out.backward("wrong answer", propagator=tg.TextualPropagator(engine))
+    assert engine.calls == 2
+    assert result.events and result.events[0]["event"] == "backward_fallback"
+    assert system.grads[0].text == "wrong answer"
+    assert system.grads[0].context.get("fallback") is True
+
+
+def test_backward_on_a_non_objective_needs_feedback():
+    out = tg.concat(tg.Parameter("a"), "b")
+    try:
+        out.backward(propagator=tg.TracePropagator())
+    except ValueError as e:
+        assert "feedback=" in str(e)
+    else:
+        raise AssertionError("backward without an objective or feedback did not fail")
+
+
+def test_long_values_are_shortened_with_a_marker():
+    engine = MockLLM({r"Inputs to give feedback on": backward_reply})
+    system = tg.Parameter("Answer.", role="system prompt")
+    out = tg.LLMCall(MockLLM(default="y" * 50_000), system=system)("x" * 50_000)
+    out.backward("too long", propagator=tg.TextualPropagator(engine, value_limit=1000))
+    text = engine.texts()[0]
+    assert "characters omitted" in text
+    assert len(text) < 6000

@@ -1,0 +1,356 @@
+"""Cache: identical requests are answered from disk, costing nothing and sending nothing.
+
+Re-running an optimization (after a crash, to tweak a report, in CI) should not pay for
+the same calls twice. The store is one SQLite file in WAL mode so that several threads and
+several processes (parallel experiments) can share it. The key covers everything that
+decides a reply -- engine identity, model, messages, sampling parameters, output schema
+and ``sample_id`` -- and nothing that does not (purpose, bookkeeping).
+
+Replies that are cut off (finish_reason "length"), empty, or fail the requested schema are
+not stored: they are failures, and the next run deserves a fresh attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from .base import Completion, Engine, EngineWrapper, Request, Usage
+from .structured import parse_as
+
+__all__ = [
+    "Cache",
+    "CacheWarning",
+    "default_cache_path",
+    "request_key",
+    "canonical_json",
+    "completion_to_json",
+    "completion_from_json",
+]
+
+KEY_VERSION = 1
+_LOCK_RETRIES = 40
+
+
+class CacheWarning(UserWarning):
+    """The cache could not be used as asked; calls still go to the server."""
+
+
+def default_cache_path() -> Path:
+    """``$TRACEGRAD_CACHE_DIR/cache.sqlite3``, else ``~/.cache/tracegrad/cache.sqlite3``."""
+    d = os.environ.get("TRACEGRAD_CACHE_DIR")
+    if d:
+        return Path(d).expanduser() / "cache.sqlite3"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tracegrad" / "cache.sqlite3"
+
+
+def cache_disabled_by_env() -> bool:
+    return os.environ.get("TRACEGRAD_NO_CACHE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def engine_fingerprint(engine: Any) -> dict[str, Any]:
+    """What an engine chain contributes to a reply besides the request."""
+    e = engine
+    while e is not None:
+        fp = getattr(e, "cache_fingerprint", None)
+        if callable(fp):
+            return dict(fp())
+        e = getattr(e, "inner", None)
+    return {"model": getattr(engine, "model", None)}
+
+
+def request_key(request: Request, engine: dict[str, Any] | None = None) -> str:
+    """sha256 of the canonical JSON of everything that decides the reply."""
+    fmt = request.response_format
+    payload = {
+        "v": KEY_VERSION,
+        "engine": {**(engine or {}), "model": request.model or (engine or {}).get("model")},
+        "messages": request.messages,
+        "params": request.params,
+        "response_format": fmt.model_json_schema() if fmt is not None else None,
+        "sample_id": request.sample_id,
+    }
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def _jsonable_parsed(parsed: Any) -> Any:
+    if parsed is None:
+        return None
+    if isinstance(parsed, BaseModel):
+        return parsed.model_dump(mode="json")
+    try:
+        json.dumps(parsed)
+    except (TypeError, ValueError):
+        return None
+    return parsed
+
+
+def completion_to_json(c: Completion) -> dict[str, Any]:
+    return {
+        "text": c.text,
+        "parsed": _jsonable_parsed(c.parsed),
+        "usage": {
+            "prompt_tokens": c.usage.prompt_tokens,
+            "completion_tokens": c.usage.completion_tokens,
+            "estimated": c.usage.estimated,
+        },
+        "model": c.model,
+        "finish_reason": c.finish_reason,
+    }
+
+
+def completion_from_json(d: dict[str, Any], request: Request, *, cached: bool) -> Completion:
+    text = str(d.get("text") or "")
+    parsed: Any = d.get("parsed")
+    fmt = request.response_format
+    if fmt is not None:
+        try:
+            parsed = fmt.model_validate(parsed) if parsed is not None else parse_as(text, fmt)
+        except ValueError:  # pydantic's ValidationError is a ValueError
+            parsed = None
+    u = d.get("usage") or {}
+    return Completion(
+        text=text,
+        model=str(d.get("model") or ""),
+        usage=Usage(
+            int(u.get("prompt_tokens", 0)),
+            int(u.get("completion_tokens", 0)),
+            bool(u.get("estimated", False)),
+        ),
+        parsed=parsed,
+        cached=cached,
+        finish_reason=d.get("finish_reason"),
+    )
+
+
+def _is_lock_error(e: sqlite3.Error) -> bool:
+    msg = str(e).lower()
+    return isinstance(e, sqlite3.OperationalError) and ("locked" in msg or "busy" in msg)
+
+
+class Cache(EngineWrapper):
+    """A SQLite-backed reply cache. ``request.cache=False`` or ``enabled=False`` bypasses it.
+
+    Hits return ``cached=True`` and the usage recorded when the reply was first paid for;
+    the meter counts them as cached calls, not as spend.
+    """
+
+    def __init__(
+        self,
+        inner: Engine,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        enabled: bool | None = None,
+    ) -> None:
+        super().__init__(inner)
+        self.path = Path(path).expanduser() if path is not None else default_cache_path()
+        self.enabled = (not cache_disabled_by_env()) if enabled is None else enabled
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self.hits = 0
+        self.misses = 0
+
+    # -- storage ---------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS replies ("
+                " key TEXT PRIMARY KEY, value TEXT NOT NULL, model TEXT, created REAL)"
+            )
+            conn.execute("SELECT count(*) FROM replies").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _move_aside(self, error: sqlite3.Error) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{os.getpid()}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            try:
+                src.rename(str(aside) + suffix)
+            except FileNotFoundError:
+                pass  # another process moved it already
+        warnings.warn(
+            f"tracegrad cache {self.path} was unreadable ({error}); moved it to {aside} and "
+            "started an empty cache",
+            CacheWarning,
+            stacklevel=4,
+        )
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        # a connection must not cross fork(): abandon the parent's and open our own
+        self._conn, self._pid = None, os.getpid()
+        for attempt in range(_LOCK_RETRIES):
+            try:
+                self._conn = self._connect()
+                return self._conn
+            except sqlite3.Error as e:
+                if _is_lock_error(e):
+                    time.sleep(0.02 * (attempt + 1))
+                    continue
+                if isinstance(e, sqlite3.OperationalError) and "unable to open" in str(e):
+                    raise
+                self._move_aside(e)
+        raise sqlite3.OperationalError(f"cache {self.path} could not be opened: other writers kept it")
+
+    def _run(self, fn: Any, *, force: bool = False) -> Any:
+        """Run ``fn(conn)`` under our lock, riding out other processes' write locks."""
+        with self._lock:
+            if not (self.enabled or force):
+                return None
+            for attempt in range(_LOCK_RETRIES):
+                try:
+                    return fn(self._connection())
+                except sqlite3.Error as e:
+                    if _is_lock_error(e) and attempt < _LOCK_RETRIES - 1:
+                        time.sleep(0.01 * (attempt + 1))
+                        continue
+                    self._disable(e)
+                    return None
+        return None
+
+    def _disable(self, error: sqlite3.Error) -> None:
+        self.enabled = False
+        warnings.warn(
+            f"tracegrad cache {self.path} failed ({type(error).__name__}: {error}); caching is "
+            "off for this engine. Delete the file or point TRACEGRAD_CACHE_DIR elsewhere.",
+            CacheWarning,
+            stacklevel=5,
+        )
+
+    # -- keyed access ----------------------------------------------------------
+    def key(self, request: Request) -> str:
+        return request_key(request, engine_fingerprint(self.inner))
+
+    def _usable(self, request: Request) -> bool:
+        return self.enabled and request.cache
+
+    def get(self, request: Request) -> Completion | None:
+        if not self._usable(request):
+            return None
+        key = self.key(request)
+        row = self._run(
+            lambda c: c.execute("SELECT value FROM replies WHERE key = ?", (key,)).fetchone()
+        )
+        if row is None:
+            return None
+        try:
+            data = json.loads(row[0])
+        except json.JSONDecodeError:
+            return None
+        return completion_from_json(data, request, cached=True)
+
+    def contains(self, request: Request) -> bool:
+        """Whether ``request`` would be answered from the cache (no side effects)."""
+        if not self._usable(request):
+            return False
+        key = self.key(request)
+        row = self._run(lambda c: c.execute("SELECT 1 FROM replies WHERE key = ?", (key,)).fetchone())
+        return row is not None
+
+    @staticmethod
+    def storable(request: Request, c: Completion) -> bool:
+        if c.finish_reason == "length" or not c.text.strip():
+            return False
+        return not (request.response_format is not None and c.parsed is None)
+
+    def put(self, request: Request, c: Completion) -> bool:
+        if not self._usable(request) or not self.storable(request, c):
+            return False
+        key = self.key(request)
+        value = json.dumps(completion_to_json(c), ensure_ascii=False)
+        self._run(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO replies (key, value, model, created) VALUES (?, ?, ?, ?)",
+                (key, value, c.model, time.time()),
+            )
+        )
+        return True
+
+    # -- engine ----------------------------------------------------------------
+    def complete(self, request: Request) -> Completion:
+        t0 = time.perf_counter()
+        hit = self.get(request)
+        if hit is not None:
+            self.hits += 1
+            hit.latency_s = time.perf_counter() - t0
+            return hit
+        self.misses += 1
+        c = self.inner.complete(request)
+        self.put(request, c)
+        return c
+
+    async def acomplete(self, request: Request) -> Completion:
+        t0 = time.perf_counter()
+        hit = await asyncio.to_thread(self.get, request) if self._usable(request) else None
+        if hit is not None:
+            self.hits += 1
+            hit.latency_s = time.perf_counter() - t0
+            return hit
+        self.misses += 1
+        c = await self.inner.acomplete(request)
+        if self._usable(request) and self.storable(request, c):
+            await asyncio.to_thread(self.put, request, c)
+        return c
+
+    # -- maintenance -----------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        row = self._run(lambda c: c.execute("SELECT count(*) FROM replies").fetchone(), force=True)
+        size = 0
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                size += os.path.getsize(str(self.path) + suffix)
+            except OSError:
+                pass
+        return {
+            "path": str(self.path),
+            "entries": int(row[0]) if row else 0,
+            "size_bytes": size,
+            "enabled": self.enabled,
+            "hits": self.hits,
+            "misses": self.misses,
+        }
+
+    def clear(self) -> int:
+        """Delete every entry; returns how many there were."""
+
+        def wipe(c: sqlite3.Connection) -> int:
+            n = c.execute("SELECT count(*) FROM replies").fetchone()[0]
+            c.execute("DELETE FROM replies")
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return int(n)
+
+        return int(self._run(wipe, force=True) or 0)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None

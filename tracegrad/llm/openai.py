@@ -1,0 +1,389 @@
+"""OpenAIEngine: Chat Completions on OpenAI or any OpenAI-compatible server.
+
+This is the only module that imports ``openai``. Everything the SDK can raise is turned
+into one of our own errors here, so the wrappers above (limits, cache, meter) and the ops
+never depend on SDK exception classes -- and so that no message can carry the API key.
+The SDK's own retries are off by default: :class:`~tracegrad.llm.limits.Limits` retries,
+with one budget and one backoff policy for the whole run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import inspect
+import json
+import os
+import re
+import threading
+import time
+import weakref
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import openai
+from openai.resources.chat.completions import Completions
+from openai.types.chat import ChatCompletion
+from pydantic import BaseModel
+
+from .base import (
+    BaseEngine,
+    Completion,
+    ConfigurationError,
+    ConnectionFailed,
+    LLMError,
+    Message,
+    Request,
+    RetryableError,
+    Usage,
+    estimate_request_tokens,
+    estimate_tokens,
+)
+from .calllog import redact
+from .structured import parse_as
+
+__all__ = ["OpenAIEngine"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_NO_KEY = "tracegrad-no-key"  # servers without auth still need some bearer value
+_RETRYABLE_STATUS = {408, 409, 425, 429}
+# models that reject max_tokens and want max_completion_tokens instead
+_REASONING = re.compile(r"^(o\d|gpt-5)")
+
+
+def _create_params() -> frozenset[str]:
+    skip = {"self", "messages", "model", "extra_headers", "extra_query", "extra_body", "timeout"}
+    return frozenset(p for p in inspect.signature(Completions.create).parameters if p not in skip)
+
+
+_SDK_PARAMS = _create_params()
+
+
+def _display_url(url: str) -> str:
+    """The URL without any user:password part, safe for messages."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        parts = parts._replace(netloc=host)
+    return urlunsplit(parts)
+
+
+def _retry_after(headers: Any) -> float | None:
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            pass
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            continue
+        return max(0.0, when.timestamp() - time.time())
+    return None
+
+
+def _schema_name(model: type[BaseModel]) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", model.__name__)[:64] or "Response"
+
+
+def schema_instruction(model: type[BaseModel]) -> str:
+    """The text asking for JSON when the server cannot be told the schema natively."""
+    return (
+        "Reply with only a JSON object (no prose, no code fences) that matches this JSON "
+        f"schema:\n{json.dumps(model.model_json_schema(), ensure_ascii=False)}"
+    )
+
+
+def _append_schema(messages: list[Message], model: type[BaseModel]) -> list[Message]:
+    out = [dict(m) for m in messages]
+    note = schema_instruction(model)
+    if not out:
+        return [{"role": "user", "content": note}]
+    last = out[-1]
+    content = last.get("content")
+    if isinstance(content, list):
+        last["content"] = [*content, {"type": "text", "text": note}]
+    else:
+        last["content"] = f"{content or ''}\n\n{note}"
+    return out
+
+
+class _SchemaRejected(Exception):
+    def __init__(self, error: LLMError) -> None:
+        self.error = error
+
+
+class OpenAIEngine(BaseEngine):
+    """Chat Completions through the official ``openai`` client.
+
+    ``base_url`` (or ``$OPENAI_BASE_URL``) points at any OpenAI-compatible server; such a
+    server may need no key. ``temperature``, ``max_tokens`` and any other keyword become
+    default sampling parameters; a request's ``params`` override them. Parameters the SDK
+    does not know are still sent (as extra body fields), never dropped.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 0,
+        *,
+        max_concurrency: int = 8,
+        organization: str | None = None,
+        default_headers: dict[str, str] | None = None,
+        http_client: Any = None,
+        async_http_client: Any = None,
+        **params: Any,
+    ) -> None:
+        if not model:
+            raise ConfigurationError("OpenAIEngine needs a model name, e.g. 'gpt-4o-mini'")
+        self.model = model
+        key = api_key or os.environ.get("OPENAI_API_KEY") or None
+        url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        if not key and (url is None or urlsplit(url).hostname == "api.openai.com"):
+            raise ConfigurationError(
+                "No OpenAI API key found. Set the OPENAI_API_KEY environment variable, or pass "
+                "base_url=... (CLI: --base-url URL) to use an OpenAI-compatible server such as "
+                "a local one at http://localhost:8000/v1 that needs no key."
+            )
+        self._api_key = key
+        self.base_url = url
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.max_concurrency = max_concurrency
+        self.params: dict[str, Any] = dict(params)
+        if temperature is not None:
+            self.params["temperature"] = temperature
+        if max_tokens is not None:
+            self.params["max_tokens"] = max_tokens
+        self.json_schema_supported: bool | None = None  # None: not yet known
+        self._client_kw: dict[str, Any] = {
+            "api_key": key or _NO_KEY,
+            "base_url": url,
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "organization": organization,
+            "default_headers": default_headers,
+        }
+        self._http_client = http_client
+        self._async_http_client = async_http_client
+        self._lock = threading.Lock()
+        self._client: openai.OpenAI | None = None
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI]
+        self._aclients = weakref.WeakKeyDictionary()
+
+    # -- identity ------------------------------------------------------------
+    @property
+    def display_url(self) -> str:
+        return _display_url(self.base_url or DEFAULT_BASE_URL)
+
+    def __repr__(self) -> str:
+        return f"OpenAIEngine(model={self.model!r}, base_url={self.display_url!r})"
+
+    def secret_values(self) -> list[str]:
+        """Strings that must never be written anywhere (used by CallLog)."""
+        return [self._api_key] if self._api_key else []
+
+    def cache_fingerprint(self) -> dict[str, Any]:
+        """What besides the request decides the reply: server and default parameters."""
+        return {"model": self.model, "base_url": self.base_url, "params": self.params}
+
+    # -- clients ---------------------------------------------------------------
+    @property
+    def client(self) -> openai.OpenAI:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = openai.OpenAI(http_client=self._http_client, **self._client_kw)
+        return self._client
+
+    def _aclient(self) -> openai.AsyncOpenAI:
+        # an async HTTP pool belongs to the event loop that opened it: one client per loop
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            c = self._aclients.get(loop)
+            if c is None:
+                c = openai.AsyncOpenAI(http_client=self._async_http_client, **self._client_kw)
+                self._aclients[loop] = c
+            return c
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    # -- request building ----------------------------------------------------
+    def _kwargs(self, request: Request, *, native_schema: bool) -> dict[str, Any]:
+        params = {**self.params, **request.params}
+        if params.get("stream"):
+            raise LLMError("streaming is not supported by OpenAIEngine; drop stream=True")
+        params.pop("stream", None)
+        timeout = params.pop("timeout", None)
+        model = request.model or self.model
+        if (
+            _REASONING.match(model)
+            and "max_tokens" in params
+            and "max_completion_tokens" not in params
+        ):
+            params["max_completion_tokens"] = params.pop("max_tokens")
+        messages = [dict(m) for m in request.messages]
+        fmt = request.response_format
+        if fmt is not None:
+            if native_schema:
+                params["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": _schema_name(fmt),
+                        "schema": fmt.model_json_schema(),
+                        "strict": False,
+                    },
+                }
+            else:
+                params.pop("response_format", None)
+                messages = _append_schema(messages, fmt)
+        kwargs: dict[str, Any] = {"model": model, "messages": messages}
+        extra = {}
+        for k, v in params.items():
+            (kwargs if k in _SDK_PARAMS else extra)[k] = v
+        if extra:
+            kwargs["extra_body"] = extra
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        return kwargs
+
+    # -- errors ----------------------------------------------------------------
+    def _map_error(self, e: Exception, model: str) -> LLMError:
+        url = self.display_url
+        secrets = self.secret_values()
+
+        def clean(msg: str) -> str:
+            return redact(msg, secrets)
+
+        if isinstance(e, LLMError):
+            return e
+        if isinstance(e, openai.APITimeoutError):
+            return RetryableError(clean(f"request to {url} timed out (timeout {self.timeout}s)"))
+        if isinstance(e, openai.APIConnectionError):
+            cause = e.__cause__ or e.__context__
+            why = f": {cause}" if cause else ""
+            return ConnectionFailed(
+                clean(f"could not connect to the LLM server at {url}{why}"), url=url
+            )
+        if isinstance(e, openai.APIStatusError):
+            status = e.status_code
+            msg = clean(str(e.message))
+            if status == 429 and e.code == "insufficient_quota":
+                return LLMError(f"{url} answered 429 insufficient_quota: {msg} (check billing)")
+            if status in _RETRYABLE_STATUS or status >= 500:
+                return RetryableError(
+                    f"{url} answered HTTP {status}: {msg}",
+                    status=status,
+                    retry_after=_retry_after(e.response.headers),
+                )
+            if status == 401:
+                return LLMError(
+                    f"authentication failed (HTTP 401) at {url}: check OPENAI_API_KEY or the "
+                    "api_key passed to the engine"
+                )
+            if status == 404:
+                return LLMError(f"{url} answered HTTP 404 for model {model!r}: {msg}")
+            return LLMError(f"{url} rejected the request (HTTP {status}): {msg}")
+        if isinstance(e, ValueError):  # a body that is not JSON
+            return RetryableError(clean(f"{url} sent a malformed response: {e}"))
+        if isinstance(e, openai.OpenAIError):
+            return LLMError(clean(f"OpenAI client error talking to {url}: {e}"))
+        return LLMError(clean(f"unexpected error talking to {url}: {type(e).__name__}: {e}"))
+
+    def _failed(self, e: Exception, kwargs: dict[str, Any], schema_fallback: bool) -> Exception:
+        """Our error for ``e``; a rejected json_schema becomes a signal to retry as text."""
+        err = self._map_error(e, kwargs["model"])
+        if schema_fallback and isinstance(
+            e, openai.BadRequestError | openai.UnprocessableEntityError
+        ):
+            return _SchemaRejected(err)
+        return err
+
+    # -- replies ---------------------------------------------------------------
+    def _completion(self, resp: Any, request: Request, model: str, t0: float) -> Completion:
+        url = self.display_url
+        if not isinstance(resp, ChatCompletion):
+            raise RetryableError(f"{url} sent a response that is not a chat completion")
+        if not resp.choices:
+            raise RetryableError(f"{url} sent a chat completion without choices")
+        choice = resp.choices[0]
+        text = choice.message.content or ""
+        if resp.usage is not None:
+            usage = Usage(resp.usage.prompt_tokens or 0, resp.usage.completion_tokens or 0)
+        else:
+            usage = Usage(estimate_request_tokens(request), estimate_tokens(text), estimated=True)
+        parsed = None
+        if request.response_format is not None:
+            try:
+                parsed = parse_as(text, request.response_format)
+            except ValueError:
+                parsed = None  # complete_structured decides whether to repair
+        return Completion(
+            text=text,
+            model=resp.model or model,
+            usage=usage,
+            parsed=parsed,
+            finish_reason=choice.finish_reason,
+            latency_s=time.perf_counter() - t0,
+        )
+
+    def _native_schema(self) -> bool:
+        return self.json_schema_supported is not False
+
+    def complete(self, request: Request) -> Completion:
+        t0 = time.perf_counter()
+        native = request.response_format is not None and self._native_schema()
+        kwargs = self._kwargs(request, native_schema=native)
+        try:
+            resp = self._send(kwargs, schema_fallback=native)
+        except _SchemaRejected:
+            kwargs = self._kwargs(request, native_schema=False)
+            resp = self._send(kwargs, schema_fallback=False)
+            self.json_schema_supported = False  # only now: text mode worked, schema was the issue
+        else:
+            if native:
+                self.json_schema_supported = True
+        return self._completion(resp, request, kwargs["model"], t0)
+
+    def _send(self, kwargs: dict[str, Any], *, schema_fallback: bool) -> Any:
+        try:
+            return self.client.chat.completions.create(**kwargs)
+        except Exception as e:
+            raise self._failed(e, kwargs, schema_fallback) from e
+
+    async def acomplete(self, request: Request) -> Completion:
+        t0 = time.perf_counter()
+        native = request.response_format is not None and self._native_schema()
+        kwargs = self._kwargs(request, native_schema=native)
+        try:
+            resp = await self._asend(kwargs, schema_fallback=native)
+        except _SchemaRejected:
+            kwargs = self._kwargs(request, native_schema=False)
+            resp = await self._asend(kwargs, schema_fallback=False)
+            self.json_schema_supported = False
+        else:
+            if native:
+                self.json_schema_supported = True
+        return self._completion(resp, request, kwargs["model"], t0)
+
+    async def _asend(self, kwargs: dict[str, Any], *, schema_fallback: bool) -> Any:
+        try:
+            return await self._aclient().chat.completions.create(**kwargs)
+        except Exception as e:
+            raise self._failed(e, kwargs, schema_fallback) from e

@@ -1,0 +1,388 @@
+"""FakeOpenAIServer: a real HTTP server on 127.0.0.1 that speaks the Chat Completions API.
+
+Mocking the ``openai`` package would test our assumptions about it, not the package. This
+server lets the real client do real HTTP, so retries, timeouts, dropped connections, rate
+limits and concurrency are exercised the way they happen in production -- offline, fast
+and deterministic. Faults are queued with :meth:`FakeOpenAIServer.inject`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from ..llm.base import content_to_text, estimate_tokens
+
+__all__ = ["FakeOpenAIServer", "FAULTS"]
+
+FAULTS = (
+    "429",
+    "500",
+    "502",
+    "503",
+    "hang",
+    "drop",
+    "malformed",
+    "empty",
+    "whitespace",
+    "length",
+    "huge",
+    "400-json-schema",
+)
+
+ServerReply = str | Callable[[dict[str, Any]], Any]
+
+
+def body_text(body: dict[str, Any]) -> str:
+    """The joined message text of a request body: what reply patterns match against."""
+    return "\n".join(content_to_text(m.get("content")) for m in body.get("messages") or [])
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    return sum(
+        estimate_tokens(content_to_text(m.get("content"))) + 4 for m in body.get("messages") or []
+    )
+
+
+class _Fault:
+    def __init__(self, kind: str, retry_after: float | None, seconds: float) -> None:
+        self.kind = kind
+        self.retry_after = retry_after
+        self.seconds = seconds
+
+
+class FakeOpenAIServer:
+    """An OpenAI-compatible server for tests. Use as a context manager or start()/stop().
+
+    ``replies`` takes the same forms as :class:`~tracegrad.testing.MockLLM`: a list
+    consumed in order, a callable ``f(body) -> str``, or a mapping ``{regex: reply}``
+    matched against the joined message text (a mapped reply may be a callable).
+    """
+
+    def __init__(
+        self,
+        replies: Iterable[ServerReply]
+        | Callable[[dict[str, Any]], Any]
+        | Mapping[str, ServerReply]
+        | None = None,
+        *,
+        default: str | None = "fake reply",
+        latency: float = 0.0,
+        model: str = "fake-model",
+        json_schema_supported: bool = True,
+    ) -> None:
+        self.default = default
+        self.latency = latency
+        self.model = model
+        self.json_schema_supported = json_schema_supported
+        self._fn: Callable[[dict[str, Any]], Any] | None = None
+        self._rules: list[tuple[re.Pattern[str], ServerReply]] = []
+        self._queue: deque[ServerReply] = deque()
+        if callable(replies) and not isinstance(replies, Mapping):
+            self._fn = replies
+        elif isinstance(replies, Mapping):
+            self._rules = [(re.compile(k, re.S), v) for k, v in replies.items()]
+        elif replies is not None:
+            self._queue.extend(replies)
+        self._faults: deque[_Fault] = deque()
+        self._lock = threading.Lock()
+        self._requests: list[dict[str, Any]] = []
+        self._in_flight = 0
+        self.max_in_flight = 0
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> FakeOpenAIServer:
+        if self._httpd is not None:
+            return self
+        self._stopping.clear()
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        httpd.daemon_threads = True
+        httpd.block_on_close = False
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+            name="FakeOpenAIServer",
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; hanging handlers are released so this returns promptly."""
+        self._stopping.set()
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("FakeOpenAIServer is not running; call start() first")
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # -- inspection --------------------------------------------------------
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Received chat request bodies, oldest first.
+
+        Each carries ``_headers`` (lower-cased, without Authorization) and ``_authorized``
+        (whether an Authorization header was sent) -- the key itself is never kept.
+        """
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return len(self._requests)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self._faults.clear()
+            self.max_in_flight = 0
+
+    # -- scripting ---------------------------------------------------------
+    def inject(
+        self,
+        fault: str,
+        times: int = 1,
+        *,
+        retry_after: float | None = 0,
+        seconds: float = 30.0,
+    ) -> None:
+        """Make the next ``times`` chat requests fail with ``fault`` (see :data:`FAULTS`).
+
+        ``retry_after`` is the Retry-After header of "429" (None omits it); ``seconds`` is
+        how long "hang" holds the request before closing it without a reply.
+        """
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; choose one of {', '.join(FAULTS)}")
+        with self._lock:
+            for _ in range(times):
+                self._faults.append(_Fault(fault, retry_after, seconds))
+
+    def add_replies(self, *replies: ServerReply) -> None:
+        with self._lock:
+            self._queue.extend(replies)
+
+    def _next_fault(self) -> _Fault | None:
+        with self._lock:
+            return self._faults.popleft() if self._faults else None
+
+    def _reply_for(self, body: dict[str, Any]) -> str | None:
+        reply: Any = None
+        with self._lock:
+            if self._fn is not None:
+                reply = self._fn
+            elif self._rules:
+                text = body_text(body)
+                for pat, r in self._rules:
+                    if pat.search(text):
+                        reply = r
+                        break
+            elif self._queue:
+                reply = self._queue.popleft()
+        if reply is None:
+            reply = self.default
+        if callable(reply):
+            reply = reply(body)
+        return None if reply is None else str(reply)
+
+    def _record(self, body: dict[str, Any], headers: Mapping[str, str]) -> None:
+        entry = dict(body)
+        entry["_headers"] = {
+            k.lower(): v for k, v in headers.items() if k.lower() != "authorization"
+        }
+        entry["_authorized"] = any(k.lower() == "authorization" for k in headers)
+        with self._lock:
+            self._requests.append(entry)
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+
+    def _exit(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def completion_body(
+        self, body: dict[str, Any], content: str, finish_reason: str = "stop"
+    ) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-fake-{self.request_count}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model") or self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": _prompt_tokens(body),
+                "completion_tokens": estimate_tokens(content),
+                "total_tokens": _prompt_tokens(body) + estimate_tokens(content),
+            },
+        }
+
+
+def _error(message: str, type_: str, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": None}}
+
+
+def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # else headers and body wait on delayed ACKs (~40 ms)
+        timeout = 30  # idle keep-alive connections end eventually
+
+        def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+            pass
+
+        def _send(
+            self, status: int, payload: Any, headers: Mapping[str, str] | None = None
+        ) -> None:
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+
+        def _drop(self) -> None:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/").endswith("/models"):
+                self._send(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [
+                            {
+                                "id": server.model,
+                                "object": "model",
+                                "created": 0,
+                                "owned_by": "tracegrad",
+                            }
+                        ],
+                    },
+                )
+            else:
+                self._send(404, _error(f"no route GET {self.path}", "invalid_request_error"))
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            if not self.path.rstrip("/").endswith("/chat/completions"):
+                self._send(404, _error(f"no route POST {self.path}", "invalid_request_error"))
+                return
+            try:
+                body = json.loads(raw or b"{}")
+            except json.JSONDecodeError:
+                self._send(400, _error("request body is not JSON", "invalid_request_error"))
+                return
+            server._record(body, self.headers)
+            server._enter()
+            try:
+                self._chat(body)
+            finally:
+                server._exit()
+
+        def _chat(self, body: dict[str, Any]) -> None:
+            if server.latency:
+                server._stopping.wait(server.latency)
+            fault = server._next_fault()
+            kind = fault.kind if fault else None
+            if kind == "429":
+                headers = {}
+                if fault is not None and fault.retry_after is not None:
+                    headers["Retry-After"] = f"{fault.retry_after:g}"
+                self._send(429, _error("Rate limit reached (fake)", "rate_limit_error"), headers)
+                return
+            if kind in ("500", "502", "503"):
+                self._send(int(kind), _error(f"fake server error {kind}", "server_error"))
+                return
+            if kind == "hang":
+                server._stopping.wait(fault.seconds if fault else 30.0)
+                self._drop()
+                return
+            if kind == "drop":
+                self._drop()
+                return
+            if kind == "malformed":
+                self._send(200, b'{"id": "chatcmpl-broken", "choices": [ {"message": ')
+                return
+            fmt = body.get("response_format") or {}
+            wants_schema = isinstance(fmt, dict) and fmt.get("type") == "json_schema"
+            if wants_schema and (kind == "400-json-schema" or not server.json_schema_supported):
+                self._send(
+                    400,
+                    _error(
+                        "response_format of type 'json_schema' is not supported by this server",
+                        "invalid_request_error",
+                        "response_format",
+                    ),
+                )
+                return
+            if kind == "empty":
+                self._send(200, server.completion_body(body, ""))
+                return
+            if kind == "whitespace":
+                self._send(200, server.completion_body(body, "  \n\t "))
+                return
+            content = server._reply_for(body)
+            if content is None:
+                self._send(
+                    500, _error("FakeOpenAIServer has no reply for this request", "server_error")
+                )
+                return
+            if kind == "length":
+                self._send(
+                    200,
+                    server.completion_body(body, content[: max(1, len(content) // 2)], "length"),
+                )
+                return
+            if kind == "huge":
+                content = (content + " ") * (1_000_000 // (len(content) + 1) + 1)
+                content = content[:1_000_000]
+            self._send(200, server.completion_body(body, content))
+
+    return Handler
