@@ -1,5 +1,55 @@
+"""The LLM layer: one engine protocol, an OpenAI-compatible engine, and composable wrappers."""
+
 from .base import (
-    BaseEngine, Completion, Engine, EngineWrapper, Image, LLMError, Message, Request,
-    StructuredOutputError, Usage, find_engine,
+    BaseEngine,
+    Completion,
+    ConfigurationError,
+    ConnectionFailed,
+    Engine,
+    EngineWrapper,
+    Image,
+    LLMError,
+    Message,
+    Request,
+    RetryableError,
+    StructuredOutputError,
+    Usage,
+    find_engine,
 )
-from .structured import acomplete_structured, complete_json, complete_structured
+from .cache import Cache
+from .calllog import CallLog
+from .factory import LLM
+from .limits import Limits
+from .meter import Budget, BudgetExceeded, Meter
+from .openai import OpenAIEngine
+from .pricing import cost, set_pricing
+from .structured import acomplete_structured, complete_structured
+
+__all__ = [
+    "Engine",
+    "BaseEngine",
+    "EngineWrapper",
+    "Request",
+    "Completion",
+    "Usage",
+    "Image",
+    "Message",
+    "LLMError",
+    "StructuredOutputError",
+    "ConfigurationError",
+    "ConnectionFailed",
+    "RetryableError",
+    "OpenAIEngine",
+    "LLM",
+    "Cache",
+    "Limits",
+    "Meter",
+    "Budget",
+    "BudgetExceeded",
+    "CallLog",
+    "complete_structured",
+    "acomplete_structured",
+    "cost",
+    "set_pricing",
+    "find_engine",
+]

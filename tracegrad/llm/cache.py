@@ -218,7 +218,9 @@ class Cache(EngineWrapper):
                 if isinstance(e, sqlite3.OperationalError) and "unable to open" in str(e):
                     raise
                 self._move_aside(e)
-        raise sqlite3.OperationalError(f"cache {self.path} could not be opened: other writers kept it")
+        raise sqlite3.OperationalError(
+            f"cache {self.path} could not be opened: other writers kept it"
+        )
 
     def _run(self, fn: Any, *, force: bool = False) -> Any:
         """Run ``fn(conn)`` under our lock, riding out other processes' write locks."""
@@ -228,15 +230,19 @@ class Cache(EngineWrapper):
             for attempt in range(_LOCK_RETRIES):
                 try:
                     return fn(self._connection())
-                except sqlite3.Error as e:
-                    if _is_lock_error(e) and attempt < _LOCK_RETRIES - 1:
+                except (sqlite3.Error, OSError) as e:
+                    if (
+                        isinstance(e, sqlite3.Error)
+                        and _is_lock_error(e)
+                        and attempt < _LOCK_RETRIES - 1
+                    ):
                         time.sleep(0.01 * (attempt + 1))
                         continue
                     self._disable(e)
                     return None
         return None
 
-    def _disable(self, error: sqlite3.Error) -> None:
+    def _disable(self, error: Exception) -> None:
         self.enabled = False
         warnings.warn(
             f"tracegrad cache {self.path} failed ({type(error).__name__}: {error}); caching is "
@@ -272,7 +278,9 @@ class Cache(EngineWrapper):
         if not self._usable(request):
             return False
         key = self.key(request)
-        row = self._run(lambda c: c.execute("SELECT 1 FROM replies WHERE key = ?", (key,)).fetchone())
+        row = self._run(
+            lambda c: c.execute("SELECT 1 FROM replies WHERE key = ?", (key,)).fetchone()
+        )
         return row is not None
 
     @staticmethod

@@ -25,7 +25,8 @@ from .base import Completion, Engine, EngineWrapper, Request
 __all__ = ["CallLog", "redact"]
 
 _SK = re.compile(r"sk-[A-Za-z0-9_\-]{6,}")
-_AUTH = re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:bearer\s+)?[^\s\"',;}]+")
+# also inside JSON-escaped text, where quotes come as \"
+_AUTH = re.compile(r"(?i)(authorization\\?[\"']?\s*[:=]\s*\\?[\"']?)(?:bearer\s+)?[^\s\"',;}\\]+")
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{4,}")
 _DATA_URL = re.compile(r"data:([\w.+/-]+);base64,([A-Za-z0-9+/=]+)")
 REDACTED = "[REDACTED]"

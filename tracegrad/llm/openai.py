@@ -18,6 +18,7 @@ import re
 import threading
 import time
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -115,6 +116,19 @@ def _append_schema(messages: list[Message], model: type[BaseModel]) -> list[Mess
     return out
 
 
+async def _close_with_loop(client: openai.AsyncOpenAI) -> AsyncIterator[None]:
+    """Close ``client`` when its event loop shuts down.
+
+    A started async generator is finalised by ``loop.shutdown_asyncgens()``, which
+    ``asyncio.run`` calls before closing the loop -- the one moment the pool's sockets
+    can still be closed cleanly instead of leaking until garbage collection.
+    """
+    try:
+        yield
+    finally:
+        await client.close()
+
+
 class _SchemaRejected(Exception):
     def __init__(self, error: LLMError) -> None:
         self.error = error
@@ -180,7 +194,7 @@ class OpenAIEngine(BaseEngine):
         self._async_http_client = async_http_client
         self._lock = threading.Lock()
         self._client: openai.OpenAI | None = None
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI]
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]]
         self._aclients = weakref.WeakKeyDictionary()
 
     # -- identity ------------------------------------------------------------
@@ -208,15 +222,18 @@ class OpenAIEngine(BaseEngine):
                     self._client = openai.OpenAI(http_client=self._http_client, **self._client_kw)
         return self._client
 
-    def _aclient(self) -> openai.AsyncOpenAI:
+    async def _aclient(self) -> openai.AsyncOpenAI:
         # an async HTTP pool belongs to the event loop that opened it: one client per loop
         loop = asyncio.get_running_loop()
         with self._lock:
-            c = self._aclients.get(loop)
-            if c is None:
-                c = openai.AsyncOpenAI(http_client=self._async_http_client, **self._client_kw)
-                self._aclients[loop] = c
-            return c
+            entry = self._aclients.get(loop)
+            if entry is not None:
+                return entry[0]
+            client = openai.AsyncOpenAI(http_client=self._async_http_client, **self._client_kw)
+            closer = _close_with_loop(client)
+            self._aclients[loop] = (client, closer)
+        await closer.__anext__()
+        return client
 
     def close(self) -> None:
         with self._lock:
@@ -384,6 +401,7 @@ class OpenAIEngine(BaseEngine):
 
     async def _asend(self, kwargs: dict[str, Any], *, schema_fallback: bool) -> Any:
         try:
-            return await self._aclient().chat.completions.create(**kwargs)
+            client = await self._aclient()
+            return await client.chat.completions.create(**kwargs)
         except Exception as e:
             raise self._failed(e, kwargs, schema_fallback) from e

@@ -29,10 +29,13 @@ def extract_json(text: str) -> Any:
         raise ValueError("empty reply")
     candidates: list[str] = [text.strip()]
     candidates += [m.strip() for m in _FENCE.findall(text)]
+    spans = []
     for open_c, close_c in (("{", "}"), ("[", "]")):
         i, j = text.find(open_c), text.rfind(close_c)
         if 0 <= i < j:
-            candidates.append(text[i : j + 1])
+            spans.append((i, text[i : j + 1]))
+    # the outermost structure starts first: a list of objects is a list, not its first object
+    candidates += [c for _, c in sorted(spans)]
     last_err = "no JSON object found"
     for c in candidates:
         if not c:
@@ -124,9 +127,7 @@ def _with_format(request: Request, model: type[BaseModel]) -> Request:
     return replace(request, response_format=model)
 
 
-def complete_json(
-    engine: Engine, request: Request, validate: Any
-) -> tuple[Any, Completion, int]:
+def complete_json(engine: Engine, request: Request, validate: Any) -> tuple[Any, Completion, int]:
     """Send ``request`` and return ``validate(parsed_json)``, repairing once.
 
     ``validate`` raises ValueError with a reason the model can act on. Returns the
@@ -142,4 +143,6 @@ def complete_json(
     try:
         return validate(extract_json(second.text)), second, 2
     except ValueError as e:
-        raise StructuredOutputError(f"reply unusable after one repair: {e}", raw=second.text) from None
+        raise StructuredOutputError(
+            f"reply unusable after one repair: {e}", raw=second.text
+        ) from None

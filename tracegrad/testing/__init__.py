@@ -1,3 +1,7 @@
-from .mock import MockLLM, ScriptedLLM
+"""Offline tools for testing LLM pipelines: scripted engines, a fake server, record/replay."""
 
-__all__ = ["MockLLM", "ScriptedLLM"]
+from .mock import MockLLM, ScriptedLLM
+from .replay import ReplayLLM
+from .server import FakeOpenAIServer
+
+__all__ = ["MockLLM", "ScriptedLLM", "FakeOpenAIServer", "ReplayLLM"]

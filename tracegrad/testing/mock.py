@@ -103,7 +103,9 @@ class MockLLM(BaseEngine):
             elif self._queue:
                 return self._queue.pop(0)
         if self.default is None:
-            raise AssertionError(f"MockLLM has no reply for request:\n{request_text(request)[:500]}")
+            raise AssertionError(
+                f"MockLLM has no reply for request:\n{request_text(request)[:500]}"
+            )
         return self.default
 
     def _finish(self, request: Request, reply: Reply) -> Completion:

@@ -51,6 +51,12 @@ def _prompt_tokens(body: dict[str, Any]) -> int:
     )
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 256  # the default backlog of 5 drops bursts of concurrent connects
+
+
 class _Fault:
     def __init__(self, kind: str, retry_after: float | None, seconds: float) -> None:
         self.kind = kind
@@ -77,11 +83,13 @@ class FakeOpenAIServer:
         latency: float = 0.0,
         model: str = "fake-model",
         json_schema_supported: bool = True,
+        report_usage: bool = True,
     ) -> None:
         self.default = default
         self.latency = latency
         self.model = model
         self.json_schema_supported = json_schema_supported
+        self.report_usage = report_usage
         self._fn: Callable[[dict[str, Any]], Any] | None = None
         self._rules: list[tuple[re.Pattern[str], ServerReply]] = []
         self._queue: deque[ServerReply] = deque()
@@ -94,6 +102,7 @@ class FakeOpenAIServer:
         self._faults: deque[_Fault] = deque()
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
+        self._responses: list[dict[str, Any]] = []
         self._in_flight = 0
         self.max_in_flight = 0
         self._stopping = threading.Event()
@@ -105,13 +114,11 @@ class FakeOpenAIServer:
         if self._httpd is not None:
             return self
         self._stopping.clear()
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        httpd.daemon_threads = True
-        httpd.block_on_close = False
+        httpd = _HTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.01},
             daemon=True,
             name="FakeOpenAIServer",
         )
@@ -157,6 +164,12 @@ class FakeOpenAIServer:
             return list(self._requests)
 
     @property
+    def responses(self) -> list[dict[str, Any]]:
+        """The chat completion bodies sent with status 200, oldest first."""
+        with self._lock:
+            return list(self._responses)
+
+    @property
     def request_count(self) -> int:
         with self._lock:
             return len(self._requests)
@@ -164,6 +177,7 @@ class FakeOpenAIServer:
     def reset(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._responses.clear()
             self._faults.clear()
             self.max_in_flight = 0
 
@@ -235,7 +249,9 @@ class FakeOpenAIServer:
     def completion_body(
         self, body: dict[str, Any], content: str, finish_reason: str = "stop"
     ) -> dict[str, Any]:
-        return {
+        """An OpenAI-shaped reply to ``body``, with deterministic token counts."""
+        prompt, completion = _prompt_tokens(body), estimate_tokens(content)
+        reply: dict[str, Any] = {
             "id": f"chatcmpl-fake-{self.request_count}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -248,12 +264,16 @@ class FakeOpenAIServer:
                     "logprobs": None,
                 }
             ],
-            "usage": {
-                "prompt_tokens": _prompt_tokens(body),
-                "completion_tokens": estimate_tokens(content),
-                "total_tokens": _prompt_tokens(body) + estimate_tokens(content),
-            },
         }
+        if self.report_usage:
+            reply["usage"] = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
+        with self._lock:
+            self._responses.append(reply)
+        return reply
 
 
 def _error(message: str, type_: str, param: str | None = None) -> dict[str, Any]:
@@ -290,7 +310,7 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 pass
 
         def do_GET(self) -> None:
-            if self.path.rstrip("/").endswith("/models"):
+            if self.path.split("?")[0].rstrip("/") == "/v1/models":
                 self._send(
                     200,
                     {
@@ -311,7 +331,7 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            if not self.path.rstrip("/").endswith("/chat/completions"):
+            if self.path.split("?")[0].rstrip("/") != "/v1/chat/completions":
                 self._send(404, _error(f"no route POST {self.path}", "invalid_request_error"))
                 return
             try:

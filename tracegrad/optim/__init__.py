@@ -1,0 +1,22 @@
+"""Optimizers: turn feedback (or scores) into new parameter values.
+
+* :class:`TGD` -- one rewrite per parameter from its textual feedback (TextGrad line);
+* :class:`TraceOptimizer` -- all parameters in one call from the execution trace (Trace line);
+* :class:`OPRO` -- new values from a scoreboard of earlier values and scores, no backward.
+
+All of them check every proposed value against automatic constraints
+(:mod:`tracegrad.optim.constraints`, :mod:`tracegrad.optim.code`) before applying it.
+"""
+
+from .base import Optimizer, StepResult
+from .code import ALLOWED_IMPORTS, validate_code
+from .constraints import check as check_value
+from .constraints import describe as describe_constraints
+from .opro import OPRO
+from .tgd import TGD
+from .trace import TraceOptimizer
+
+__all__ = [
+    "ALLOWED_IMPORTS", "OPRO", "TGD", "Optimizer", "StepResult", "TraceOptimizer",
+    "check_value", "describe_constraints", "validate_code",
+]

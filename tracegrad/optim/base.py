@@ -1,0 +1,441 @@
+"""What every optimizer shares: parameter names, the step result, memory, untrusted replies.
+
+An optimizer turns feedback (or scores) into new parameter values with an LLM. Three
+things make that safe to run unattended, and they live here so each optimizer gets
+them the same way:
+
+* **Names.** Replies, history and step results refer to parameters by name, so names
+  must be unique within an optimizer; colliding names get a ``#2`` suffix.
+* **Atomic steps.** All proposals of a step are gathered first and applied together;
+  if the engine raises (budget exhausted, network down) nothing is applied, and the
+  error reaches the training loop untouched. ``StepResult.revert()`` undoes a step for
+  validation gating.
+* **Memory.** ``record_score`` keeps the values the program was scored with, so the next
+  request can show what already worked ("momentum") without growing without bound.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import re
+import string
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import prompts
+from ..core.context import get_backward_llm
+from ..core.shorten import render, shorten
+from ..core.variable import Feedback, Parameter
+from ..llm.base import Request
+from . import constraints as cons
+
+
+@dataclass
+class StepResult:
+    """What one ``step()`` did. ``previous`` has the same keys as ``updated``."""
+
+    updated: dict[str, Any] = field(default_factory=dict)
+    previous: dict[str, Any] = field(default_factory=dict)
+    unchanged: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    calls: int = 0
+    reverted: bool = False
+    _params: dict[str, Parameter] = field(default_factory=dict, repr=False, compare=False)
+    _on_revert: Callable[[StepResult], None] | None = field(default=None, repr=False, compare=False)
+
+    def revert(self) -> None:
+        """Put the previous values back (a validation gate rejected the step). Idempotent."""
+        if self.reverted:
+            return
+        for name, old in self.previous.items():
+            p = self._params.get(name)
+            if p is not None:
+                p.value = old
+                p.events.append({"param": name, "event": "reverted", "detail": "step was reverted"})
+        self.reverted = True
+        if self._on_revert is not None:
+            self._on_revert(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "updated": self.updated,
+            "previous": self.previous,
+            "unchanged": list(self.unchanged),
+            "events": list(self.events),
+            "calls": self.calls,
+            "reverted": self.reverted,
+        }
+
+
+# -- feedback -----------------------------------------------------------------------
+
+
+@dataclass
+class FeedbackItem:
+    """One distinct feedback text on a parameter, however many runs produced it."""
+
+    text: str
+    sources: list[str]
+    context: dict[str, Any]
+    count: int = 1
+    feedback: Feedback | None = None
+
+
+def collect_feedback(grads: Iterable[Feedback]) -> list[FeedbackItem]:
+    """De-duplicate feedback by text (whitespace-insensitive), keeping the first context."""
+    items: dict[str, FeedbackItem] = {}
+    for g in grads:
+        key = " ".join(g.text.split())
+        if not key:
+            continue
+        item = items.get(key)
+        if item is None:
+            items[key] = FeedbackItem(g.text.strip(), [g.source] if g.source else [], dict(g.context),
+                                      1, g)
+        else:
+            item.count += 1
+            if g.source and g.source not in item.sources:
+                item.sources.append(g.source)
+    return list(items.values())
+
+
+_POSITIVE = re.compile(
+    r"(?:no (?:further )?changes? (?:is |are )?(?:needed|required|necessary)"
+    r"|nothing (?:needs )?to (?:change|improve|fix)"
+    r"|(?:the )?(?:answer|output|result|response|solution|prediction) is correct"
+    r"|(?:all )?correct|looks good|lgtm|none|n/?a|perfect"
+    r"|correct: expected .* and got it)[\s.!]*",
+    re.I | re.S,
+)
+_INDEX = re.compile(r"^\[\d+\]\s*")
+
+
+def is_positive(fb: Feedback | FeedbackItem) -> bool:
+    """True when a feedback item asks for no change.
+
+    Decided without an LLM: either the context marks a successful example
+    (``success: true`` or ``score >= 1``), or every line of the text is one of the stock
+    "nothing to change" phrases (including MetricLoss's "Correct: expected X and got it.").
+    """
+    ctx = fb.context or {}
+    if ctx.get("success") is True:
+        return True
+    score = ctx.get("score")
+    if isinstance(score, int | float) and not isinstance(score, bool) and score >= 1.0:
+        return True
+    lines = [_INDEX.sub("", ln).strip() for ln in fb.text.splitlines()]
+    lines = [ln for ln in lines if ln]
+    return bool(lines) and all(_POSITIVE.fullmatch(ln) for ln in lines)
+
+
+_CONTEXT_SKIP = {"kind", "nodes", "fallback", "outputs", "success", "score"}
+
+
+def render_feedback(items: list[FeedbackItem], *, context_limit: int = 400,
+                    text_limit: int | None = None) -> str:
+    blocks = []
+    for i, it in enumerate(items, 1):
+        attrs = f' n="{i}"'
+        if it.sources:
+            attrs += f' from="{", ".join(it.sources[:3])}{", ..." if len(it.sources) > 3 else ""}"'
+        if it.count > 1:
+            attrs += f' times="{it.count}"'
+        text = it.text if text_limit is None else shorten(it.text, text_limit)
+        ctx_lines = []
+        for k, v in it.context.items():
+            if k in _CONTEXT_SKIP or v in (None, "", [], {}):
+                continue
+            ctx_lines.append(f"  {k}: {shorten(v, context_limit)}")
+        ctx = ("\ncontext:\n" + "\n".join(ctx_lines)) if ctx_lines and context_limit > 0 else ""
+        blocks.append(f"<feedback{attrs}>\n{text}{ctx}\n</feedback>")
+    return "\n".join(blocks)
+
+
+def summarise_feedback(
+    engine: Any,
+    items: list[FeedbackItem],
+    *,
+    about: str,
+    limit: int,
+    input_limit: int,
+    prompt: str = "feedback_summary",
+) -> tuple[str, int, list[dict[str, Any]]]:
+    """Condense feedback that is over budget with one LLM call; the result fits ``limit``.
+
+    The summary request is itself bounded: each item gets an equal share of
+    ``input_limit``, and items that do not fit even at a minimal share are left out
+    (and that is reported), so a huge batch cannot make this call explode.
+    """
+    events: list[dict[str, Any]] = []
+    share = max(160, input_limit // max(len(items), 1) - 120)
+    shown: list[FeedbackItem] = []
+    size = 0
+    for it in items:
+        est = min(len(it.text), share) + 160
+        if shown and size + est > input_limit:
+            break
+        shown.append(it)
+        size += est
+    omitted = len(items) - len(shown)
+    body = render_feedback(shown, context_limit=min(200, share // 3), text_limit=share)
+    if omitted:
+        body += f"\n[{omitted} more feedback items were left out to keep this request bounded]"
+        events.append({"event": "feedback_truncated",
+                       "detail": f"{omitted} of {len(items)} items did not fit the summary request"})
+    system = string.Template(prompts.load(prompt)).safe_substitute(limit=str(limit))
+    request = Request(
+        messages=[
+            {"role": "system", "content": system},
+            {"role": "user", "content": f"The variable: {about}\n\nFeedback items:\n{body}"},
+        ],
+        purpose="optimizer",
+    )
+    reply = engine.complete(request).text or ""
+    summary = reply.strip()
+    if not summary:
+        events.append({"event": "summary_failed", "detail": "empty summary; feedback was shortened"})
+        summary = render_feedback(shown, context_limit=0, text_limit=max(80, limit // max(len(shown), 1)))
+    return shorten(summary, limit), 1, events
+
+
+# -- values and replies ----------------------------------------------------------------
+
+
+def value_text(value: Any) -> str:
+    """The full text of a value as the optimizer should see and reproduce it."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, indent=2)
+    return render(value)
+
+
+def extract_tag(text: str, tag: str) -> str | None:
+    """The content of the last complete ``<tag>...</tag>`` block, or None."""
+    found = re.findall(rf"<{tag}>(.*?)</{tag}>", text or "", re.S)
+    if not found:
+        return None
+    v = found[-1]
+    if v.startswith("\r\n"):
+        v = v[2:]
+    elif v.startswith("\n"):
+        v = v[1:]
+    return v[:-1] if v.endswith("\n") else v
+
+
+def repair_request(request: Request, reply: str, problem: str, fmt: str) -> Request:
+    note = string.Template(prompts.load("optimizer_repair")).safe_substitute(
+        problem=problem, format=fmt
+    )
+    return request.with_messages([
+        *request.messages,
+        {"role": "assistant", "content": shorten(reply, 6000)},
+        {"role": "user", "content": note},
+    ])
+
+
+def same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, str) and isinstance(b, str):
+        return a.rstrip("\n") == b.rstrip("\n")
+    return type(a) is type(b) and a == b
+
+
+# -- the optimizer ---------------------------------------------------------------------
+
+
+class Optimizer:
+    """Base class. Subclasses implement ``step()`` with the helpers below."""
+
+    needs_backward: bool = True
+    default_history: int = 3
+
+    def __init__(
+        self,
+        parameters: Iterable[Parameter] | Any,
+        engine: Any = None,
+        *,
+        constraints: Iterable[cons.Constraint] = (),
+        history: int | None = None,
+        max_concurrency: int | None = None,
+        **opts: Any,
+    ) -> None:
+        if opts:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected option(s): {', '.join(sorted(opts))}"
+            )
+        if hasattr(parameters, "parameters") and not isinstance(parameters, list | tuple | set):
+            parameters = parameters.parameters()
+        self.params: list[Parameter] = []
+        self.names: dict[str, Parameter] = {}
+        self._name_of: dict[int, str] = {}
+        for p in parameters:
+            if not isinstance(p, Parameter):
+                raise TypeError(f"optimizers take Parameters, got {type(p).__name__}: {p!r}")
+            if id(p) in self._name_of:
+                continue
+            name = p.name
+            n = 2
+            while name in self.names:
+                name = f"{p.name}#{n}"
+                n += 1
+            if p.value_type is not None:
+                try:
+                    cons.type_adapter(p.value_type)
+                except Exception as e:  # noqa: BLE001 - report the user's type error up front
+                    raise TypeError(f"parameter {p.name!r}: value_type {p.value_type!r} "
+                                    f"cannot be validated: {e}") from None
+            self.params.append(p)
+            self.names[name] = p
+            self._name_of[id(p)] = name
+        if not self.params:
+            raise ValueError("the optimizer got no parameters")
+        self._engine = engine
+        self.constraints: list[cons.Constraint] = list(constraints)
+        self.history_size = self.default_history if history is None else max(0, int(history))
+        self.max_concurrency = max_concurrency
+        self.history: list[dict[str, Any]] = []
+        self.steps = 0
+        self._led_to: dict[str, str] = {}
+
+    # -- public API ------------------------------------------------------------------
+    @property
+    def engine(self) -> Any:
+        """The engine given at construction, else the current backward engine."""
+        return self._engine or get_backward_llm()
+
+    def name_of(self, param: Parameter) -> str:
+        return self._name_of[id(param)]
+
+    def propagator(self) -> Any:
+        return None
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.zero_grad()
+
+    def step(self) -> StepResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def record_score(self, score: float, feedback: str = "") -> None:
+        """Remember the score of the current values (a second score for the same values
+        is averaged in: more evaluations, a better estimate)."""
+        values = self.values()
+        key = _key(values)
+        for entry in self.history:
+            if _key(entry["values"]) == key:
+                entry["n"] += 1
+                entry["score"] += (float(score) - entry["score"]) / entry["n"]
+                entry["step"] = self.steps
+                if feedback:
+                    entry["feedback"] = shorten(feedback, 2000)
+                self.history.remove(entry)
+                self.history.append(entry)
+                break
+        else:
+            self.history.append({
+                "step": self.steps,
+                "values": values,
+                "score": float(score),
+                "n": 1,
+                "feedback": shorten(feedback, 2000) if feedback else "",
+                "led_to": {k: v for k, v in self._led_to.items() if k in values},
+            })
+        self._trim_history()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": type(self).__name__,
+            "steps": self.steps,
+            "history": json.loads(json.dumps(self.history, default=str)),
+            "led_to": dict(self._led_to),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state.get("steps", 0))
+        self.history = [dict(e) for e in state.get("history", [])]
+        for e in self.history:
+            e.setdefault("n", 1)
+            e.setdefault("feedback", "")
+            e.setdefault("led_to", {})
+        self._led_to = dict(state.get("led_to", {}))
+        self._trim_history()
+
+    # -- helpers for subclasses -------------------------------------------------------
+    def values(self) -> dict[str, Any]:
+        return {name: p.value for name, p in self.names.items()}
+
+    def _trim_history(self) -> None:
+        """Keep the most recent entries (OPRO keeps the best ones instead)."""
+        if len(self.history) > self.history_size:
+            del self.history[: len(self.history) - self.history_size]
+
+    def _pool_size(self, engine: Any) -> int:
+        return max(1, self.max_concurrency or getattr(engine, "max_concurrency", None) or 8)
+
+    def constraint_lines(self, param: Parameter) -> list[str]:
+        return cons.describe(param, self.constraints)
+
+    def check(self, param: Parameter, raw: Any) -> tuple[Any, list[str]]:
+        return cons.check(param, raw, self.constraints)
+
+    def _new_result(self) -> StepResult:
+        return StepResult(_params=dict(self.names))
+
+    def _event(self, result: StepResult, name: str, event: str, detail: str = "", **extra: Any) -> None:
+        ev = {"param": name, "event": event, "detail": detail, "step": self.steps + 1, **extra}
+        result.events.append(ev)
+        p = self.names.get(name)
+        if p is not None:
+            p.events.append(ev)
+
+    def _apply(self, result: StepResult, proposals: dict[str, Any], reasons: dict[str, str]) -> None:
+        """Apply all accepted values at once and fill ``updated``/``previous``/``unchanged``."""
+        for name, p in self.names.items():
+            if name in proposals and not same_value(proposals[name], p.value):
+                result.previous[name] = p.value
+                result.updated[name] = proposals[name]
+            elif name not in result.unchanged:
+                result.unchanged.append(name)
+        before = {n: self._led_to.get(n) for n in result.updated}
+        for name, value in result.updated.items():
+            self.names[name].value = value
+            self._led_to[name] = shorten(reasons.get(name, ""), 1500)
+
+        def restore(_: StepResult) -> None:
+            for n, text in before.items():
+                if text is None:
+                    self._led_to.pop(n, None)
+                else:
+                    self._led_to[n] = text
+
+        result._on_revert = restore
+        self.steps += 1
+
+    def _run_parallel(self, fn: Callable[..., Any], engine: Any, jobs: list[Any]) -> list[Any]:
+        """``fn(engine, job)`` for every job, concurrently, each in a copy of the caller's
+        context (so context-scoped settings such as ``tg.backward_llm(...)`` or a budget
+        still apply inside the worker threads)."""
+        if len(jobs) <= 1:
+            return [fn(engine, j) for j in jobs]
+        with ThreadPoolExecutor(max_workers=min(self._pool_size(engine), len(jobs)),
+                                thread_name_prefix="tg-optim") as pool:
+            futures = [pool.submit(contextvars.copy_context().run, fn, engine, j) for j in jobs]
+            # wait for all before raising, so no call is still running when step() returns
+            errors = [f.exception() for f in futures]
+            for e in errors:
+                if e is not None:
+                    raise e
+            return [f.result() for f in futures]
+
+
+def _key(values: dict[str, Any]) -> str:
+    return json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
+
+
+__all__ = [
+    "FeedbackItem", "Optimizer", "StepResult", "collect_feedback", "extract_tag", "is_positive",
+    "render_feedback", "repair_request", "same_value", "summarise_feedback", "value_text",
+]

@@ -1,0 +1,260 @@
+"""TGD: textual gradient descent, one rewrite per parameter (the TextGrad line).
+
+Each parameter that received feedback gets its own update request; requests for
+different parameters run concurrently. Three things this does differently from a naive
+"here is the feedback, rewrite it" loop, because users of that loop hit each of them:
+
+* The current value is sent in full. A shortened value invites a shortened rewrite,
+  which silently deletes the part the model never saw.
+* Feedback is bounded: duplicates are merged, and when a batch's feedback is still over
+  ``feedback_budget`` it is first condensed by one extra call, so the request size does
+  not grow with the batch.
+* The request shows earlier values with their scores (``record_score``), so a step does
+  not undo what an earlier step got right.
+
+A reply must hold the new value between ``<new_value>`` tags and pass the automatic
+constraints; otherwise it is repaired once, then the old value is kept and an event says
+why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import prompts
+from ..core.shorten import shorten
+from ..core.variable import Parameter
+from ..llm.base import Request
+from .base import (
+    FeedbackItem,
+    Optimizer,
+    StepResult,
+    collect_feedback,
+    extract_tag,
+    is_positive,
+    render_feedback,
+    repair_request,
+    same_value,
+    summarise_feedback,
+    value_text,
+)
+from .constraints import KIND_HINTS, Constraint
+
+TAG = "new_value"
+_FORMAT = f"the complete new value between <{TAG}> and </{TAG}>"
+
+_KIND_REMINDER = {
+    "number": "Only the number goes between the tags.",
+    "json": "Only valid JSON goes between the tags.",
+    "code": "The whole Python source (imports and the complete function) goes between the "
+            "tags; no markdown fences are needed.",
+    "template": "The whole template goes between the tags, with every field kept.",
+}
+
+
+@dataclass
+class _Outcome:
+    value: Any = None
+    accepted: bool = False
+    calls: int = 0
+    events: list[dict[str, str]] = field(default_factory=list)
+    reason: str = ""
+
+
+class TGD(Optimizer):
+    """Textual gradient descent.
+
+    ``gate=True`` skips the call for a parameter whose feedback all says nothing needs
+    to change. ``examples`` are shown in every request (shortened to
+    ``examples_budget`` in total) to ground the rewrite in the task.
+    """
+
+    def __init__(
+        self,
+        parameters: Iterable[Parameter] | Any,
+        engine: Any = None,
+        *,
+        constraints: Iterable[Constraint] = (),
+        history: int | None = None,
+        max_concurrency: int | None = None,
+        gate: bool = False,
+        feedback_budget: int = 6000,
+        summary_input_chars: int = 24000,
+        context_limit: int = 400,
+        history_value_limit: int = 1500,
+        examples: Iterable[Any] = (),
+        examples_budget: int = 3000,
+        prompt: str = "tgd_update",
+        summary_prompt: str = "feedback_summary",
+    ) -> None:
+        super().__init__(parameters, engine, constraints=constraints, history=history,
+                         max_concurrency=max_concurrency)
+        self.gate = gate
+        self.feedback_budget = feedback_budget
+        self.summary_input_chars = summary_input_chars
+        self.context_limit = context_limit
+        self.history_value_limit = history_value_limit
+        self.examples = list(examples)
+        self.examples_budget = examples_budget
+        self.prompt = prompt
+        self.summary_prompt = summary_prompt
+
+    def propagator(self) -> Any:
+        from ..backward import TextualPropagator
+
+        return TextualPropagator(self._engine, max_concurrency=self.max_concurrency)
+
+    # -- step ------------------------------------------------------------------------
+    def step(self) -> StepResult:
+        result = self._new_result()
+        jobs: list[tuple[str, Parameter, list[FeedbackItem]]] = []
+        for name, p in self.names.items():
+            if not p.requires_grad:
+                continue
+            items = collect_feedback(p.grads)
+            if not items:
+                continue
+            if self.gate and all(is_positive(it) for it in items):
+                self._event(result, name, "gated",
+                            f"all {len(items)} feedback item(s) say no change is needed; no call made")
+                continue
+            jobs.append((name, p, items))
+        outcomes = self._run_parallel(self._update_one, self.engine if jobs else None, jobs)
+        proposals: dict[str, Any] = {}
+        reasons: dict[str, str] = {}
+        for (name, _, _), out in zip(jobs, outcomes, strict=True):
+            result.calls += out.calls
+            for ev in out.events:
+                self._event(result, name, ev["event"], ev.get("detail", ""))
+            if out.accepted:
+                proposals[name] = out.value
+                reasons[name] = out.reason
+        self._apply(result, proposals, reasons)
+        return result
+
+    def _update_one(self, engine: Any, job: tuple[str, Parameter, list[FeedbackItem]]) -> _Outcome:
+        name, p, items = job
+        out = _Outcome()
+        rendered = render_feedback(items, context_limit=self.context_limit)
+        runs = sum(it.count for it in items)
+        if len(rendered) > self.feedback_budget:
+            summary, calls, events = summarise_feedback(
+                engine, items, about=f"{name} ({p.role or p.value_kind})",
+                limit=self.feedback_budget, input_limit=self.summary_input_chars,
+                prompt=self.summary_prompt,
+            )
+            out.calls += calls
+            out.events += events
+            out.events.append({
+                "event": "feedback_summarised",
+                "detail": f"{len(items)} distinct items from {runs} runs ({len(rendered)} chars) "
+                          f"condensed to {len(summary)} chars",
+            })
+            feedback_block = (
+                f"(Feedback from {runs} runs, {len(items)} distinct items, condensed into a "
+                f"summary because it was too long to show in full.)\n{summary}"
+            )
+            out.reason = summary
+        else:
+            feedback_block = rendered
+            out.reason = "\n".join(it.text for it in items)
+
+        request = Request(
+            messages=[
+                {"role": "system", "content": prompts.load(self.prompt)},
+                {"role": "user", "content": self._render(name, p, feedback_block)},
+            ],
+            purpose="optimizer",
+        )
+        reply = engine.complete(request).text or ""
+        out.calls += 1
+        value, problem = self._parse(p, reply)
+        if problem is not None:
+            out.events.append({"event": "repair", "detail": f"{problem[0]}: {problem[1]}"})
+            reply = engine.complete(repair_request(request, reply, problem[1], _FORMAT)).text or ""
+            out.calls += 1
+            value, problem = self._parse(p, reply)
+            if problem is not None:
+                out.events.append({"event": problem[0],
+                                   "detail": f"{problem[1]} (after one repair; kept the previous value)"})
+                return out
+        if same_value(value, p.value):
+            out.events.append({"event": "no_change", "detail": "the optimizer returned the current value"})
+        out.value, out.accepted = value, True
+        return out
+
+    def _parse(self, p: Parameter, reply: str) -> tuple[Any, tuple[str, str] | None]:
+        raw = extract_tag(reply, TAG)
+        if raw is None:
+            if f"<{TAG}>" in reply:
+                return None, ("missing_tags", f"the reply opens <{TAG}> but never closes it with "
+                                              f"</{TAG}> (was it cut off?)")
+            return None, ("missing_tags", f"the reply has no <{TAG}>...</{TAG}> block")
+        value, problems = self.check(p, raw)
+        if problems == ["empty value"]:
+            return None, ("empty_value", f"the value between <{TAG}> and </{TAG}> is empty")
+        if problems:
+            return None, ("constraint_violation", "; ".join(problems))
+        return value, None
+
+    # -- the request -----------------------------------------------------------------
+    def _render(self, name: str, p: Parameter, feedback_block: str) -> str:
+        kind = p.value_kind
+        parts = [
+            "## The variable\n"
+            f"name: {name}\nrole: {p.role or 'not described'}\n"
+            f"kind: {kind} ({KIND_HINTS.get(kind, kind)})",
+            f"## Current value\n<current_value>\n{value_text(p.value)}\n</current_value>",
+            f"## Feedback on the current value\n{feedback_block}",
+            "## Constraints (the new value must satisfy every one)\n"
+            + "\n".join(f"- {c}" for c in self.constraint_lines(p)),
+        ]
+        hist = self._history_block(name, p)
+        if hist:
+            parts.append("## Earlier values and their scores (oldest first; higher is better)\n"
+                         + hist)
+        ex = self._examples_block()
+        if ex:
+            parts.append(f"## Examples of the task\n{ex}")
+        parts.append(f"## Your reply\nWrite {_FORMAT}. {_KIND_REMINDER.get(kind, '')}".rstrip())
+        return "\n\n".join(parts)
+
+    def _history_block(self, name: str, p: Parameter) -> str:
+        entries = [e for e in self.history if name in e.get("values", {})][-self.history_size:] \
+            if self.history_size else []
+        blocks = []
+        for e in entries:
+            head = f"### After step {e['step']}: score {e['score']:.4g}"
+            if e.get("n", 1) > 1:
+                head += f" (mean of {e['n']} evaluations)"
+            v = e["values"][name]
+            if same_value(v, p.value):
+                body = "value: the current value (shown above)"
+            else:
+                body = f"<value>\n{shorten(value_text(v), self.history_value_limit)}\n</value>"
+            lines = [head, body]
+            led = (e.get("led_to") or {}).get(name)
+            if led:
+                lines.append(f"written in response to: {shorten(led, 400)}")
+            if e.get("feedback"):
+                lines.append(f"evaluation: {shorten(e['feedback'], 400)}")
+            blocks.append("\n".join(lines))
+        return "\n\n".join(blocks)
+
+    def _examples_block(self) -> str:
+        if not self.examples:
+            return ""
+        share = max(100, self.examples_budget // len(self.examples))
+        shown, size = [], 0
+        for ex in self.examples:
+            text = shorten(value_text(ex), share)
+            if shown and size + len(text) > self.examples_budget:
+                break
+            shown.append(f"<example>\n{text}\n</example>")
+            size += len(text)
+        return "\n".join(shown)
+
+
+__all__ = ["TGD"]

@@ -1,0 +1,459 @@
+"""TraceOptimizer: all parameters rewritten in one call from the execution trace (OptoPrime line).
+
+Backward makes no LLM call here: the trace propagator leaves on every parameter the
+subgraph between it and the loss. This optimizer merges those subgraphs and shows them to
+the model as a short code-like listing (``out = op(arg=name)`` plus the values each step
+produced), with the parameters in full and the result's feedback. Seeing how values flow
+lets the model fix the parameter that caused a problem rather than the one nearest to it,
+and one call per step keeps cost flat in the number of parameters.
+
+The listing is bounded: when it would exceed ``max_listing_chars`` the steps farthest
+(by graph distance) from both the parameters and the result are cut, and a line says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .. import prompts
+from ..backward import TracePropagator
+from ..core.shorten import shorten
+from ..core.variable import Parameter, Variable
+from ..llm.base import Request, StructuredOutputError
+from ..llm.structured import complete_json, extract_json
+from .base import (
+    Optimizer,
+    StepResult,
+    collect_feedback,
+    render_feedback,
+    repair_request,
+    same_value,
+    summarise_feedback,
+    value_text,
+)
+from .constraints import KIND_HINTS, Constraint
+
+_FORMAT = ('one JSON object {"reasoning": "...", "values": {"<parameter name>": <corrected value>}} '
+           "holding corrected values for the rejected parameters only")
+_REASONING_KEYS = {"reasoning", "reason", "explanation", "thoughts", "analysis"}
+
+
+class TraceReply(BaseModel):
+    """The reply contract: new values by parameter name, and why."""
+
+    reasoning: str = ""
+    values: dict[str, Any]
+
+
+def _reply_from_json(data: Any) -> TraceReply:
+    """Accept the agreed shape, or a flat mapping of names to values (a common slip)."""
+    if not isinstance(data, dict):
+        raise ValueError('expected a JSON object {"reasoning": "...", "values": {...}}')
+    if "values" in data:
+        body = {"reasoning": data.get("reasoning", ""), "values": data["values"]}
+    else:
+        body = {
+            "reasoning": next((data[k] for k in data if str(k).lower() in _REASONING_KEYS), ""),
+            "values": {k: v for k, v in data.items() if str(k).lower() not in _REASONING_KEYS},
+        }
+    if not isinstance(body["reasoning"], str):
+        body["reasoning"] = json.dumps(body["reasoning"])
+    try:
+        return TraceReply.model_validate(body)
+    except ValidationError as e:
+        raise ValueError('"values" must be an object mapping parameter names to new values: '
+                         + "; ".join(str(err.get("msg")) for err in e.errors()[:3])) from None
+
+
+# -- key matching ----------------------------------------------------------------------
+
+
+def _norm(s: str) -> str:
+    return str(s).strip().strip("`'\"").strip().lower()
+
+
+def _forms(name: str) -> set[str]:
+    """The ways a model plausibly writes a parameter name: full, last part, no suffix."""
+    n = _norm(name)
+    out = {n}
+    base = n.split("#", 1)[0]
+    out.add(base)
+    for cut in (".__code__", "__code__"):
+        if base.endswith(cut) and len(base) > len(cut):
+            out.add(base[: -len(cut)].rstrip("."))
+    for sep in (".", ":", "/"):
+        for form in list(out):
+            if sep in form:
+                out.add(form.rsplit(sep, 1)[1])
+    out.discard("")
+    out.discard("__code__")
+    return out
+
+
+def match_keys(keys: Iterable[str], names: Iterable[str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Map reply keys to parameter names.
+
+    Forgiving about case, quotes, a missing module prefix or ``#n`` suffix; strict about
+    anything else. Returns ``(matched key -> name, [(key, why it was not used)])``.
+    """
+    names = list(names)
+    keys = list(keys)
+    matched: dict[str, str] = {}
+    taken: dict[str, str] = {}
+    rejected: list[tuple[str, str]] = []
+    by_norm = {_norm(n): n for n in names}
+    rest = []
+    for k in keys:  # exact and case-insensitive matches first: they win over aliases
+        if k in names or _norm(k) in by_norm:
+            name = k if k in names else by_norm[_norm(k)]
+            if name in taken:
+                rejected.append((k, f"duplicate of key {taken[name]!r} for parameter {name!r}"))
+                continue
+            matched[k], taken[name] = name, k
+        else:
+            rest.append(k)
+    forms = {n: _forms(n) for n in names}
+    for k in rest:
+        cands = [n for n in names if _forms(k) & forms[n]]
+        if len(cands) == 1 and cands[0] not in taken:
+            matched[k], taken[cands[0]] = cands[0], k
+        elif len(cands) == 1:
+            rejected.append((k, f"duplicate of key {taken[cands[0]]!r} for parameter {cands[0]!r}"))
+        elif cands:
+            rejected.append((k, f"ambiguous: could be any of {', '.join(cands)}"))
+        else:
+            rejected.append((k, f"no parameter of that name (known: {', '.join(names)})"))
+    return matched, rejected
+
+
+# -- the listing -------------------------------------------------------------------------
+
+
+def _topo(nodes: dict[int, Variable]) -> list[Variable]:
+    order: list[Variable] = []
+    seen: set[int] = set()
+    for start in sorted(nodes.values(), key=lambda v: v.id):
+        stack: list[tuple[Variable, bool]] = [(start, False)]
+        while stack:
+            node, done = stack.pop()
+            if done:
+                order.append(node)
+                continue
+            if node.id in seen:
+                continue
+            seen.add(node.id)
+            stack.append((node, True))
+            for p in reversed(node.parents):
+                if p.id in nodes and p.id not in seen:
+                    stack.append((p, False))
+    return order
+
+
+class _Listing:
+    """Renders a merged trace subgraph as code-like lines, within a character budget."""
+
+    def __init__(self, nodes: dict[int, Variable], param_names: dict[int, str], value_limit: int):
+        self.nodes = nodes
+        self.order = _topo(nodes)
+        self.param_names = param_names
+        self.value_limit = value_limit
+        self._names: dict[int, str] = dict(param_names)
+        self._used = set(param_names.values())
+
+    def name(self, v: Variable) -> str:
+        n = self._names.get(v.id)
+        if n is None:
+            n = v.name
+            if n in self._used:
+                n = f"{v.name}_{v.id}"
+            self._used.add(n)
+            self._names[v.id] = n
+        return n
+
+    def short(self, value: Any) -> str:
+        text = shorten(value, self.value_limit)
+        return json.dumps(text, ensure_ascii=False) if isinstance(value, str) else text
+
+    def block(self, v: Variable, declared: set[int]) -> list[str]:
+        op = v.op
+        assert op is not None
+        lines = []
+        for inp in op.inputs.values():
+            if inp.id in self.nodes or inp.id in declared:
+                continue
+            declared.add(inp.id)
+            role = f"  # {inp.role}" if inp.role else ""
+            lines.append(f"{self.name(inp)} = {self.short(inp.value)}{role}")
+        args = ", ".join(f"{k}={self.name(x)}" for k, x in op.inputs.items())
+        desc = " ".join(op.description.split()) if op.description else ""
+        lines.append(f"{self.name(v)} = {op.name}({args})" + (f"  # {shorten(desc, 160)}" if desc else ""))
+        if v.error:
+            lines.append(f"    -> raised: {self.short(v.error)}")
+        else:
+            lines.append(f"    -> {self.short(v.value)}")
+        return lines
+
+    def distances(self) -> dict[int, int]:
+        """Undirected distance of each node to the nearest parameter or result node."""
+        children: dict[int, list[int]] = {}
+        for v in self.order:
+            for p in v.parents:
+                if p.id in self.nodes:
+                    children.setdefault(p.id, []).append(v.id)
+        sources = [v.id for v in self.order
+                   if v.id in self.param_names or not children.get(v.id)]
+        dist = dict.fromkeys(sources, 0)
+        queue = deque(sources)
+        while queue:
+            i = queue.popleft()
+            v = self.nodes[i]
+            for j in [*(p.id for p in v.parents if p.id in self.nodes), *children.get(i, [])]:
+                if j not in dist:
+                    dist[j] = dist[i] + 1
+                    queue.append(j)
+        return dist
+
+    def render(self, max_chars: int) -> tuple[str, int]:
+        steps = [v for v in self.order if v.op is not None]
+        keep = {v.id for v in steps}
+        sizes = {v.id: sum(len(x) + 1 for x in self.block(v, set())) for v in steps}
+        if sum(sizes.values()) > max_chars:
+            dist = self.distances()
+            index = {v.id: i for i, v in enumerate(self.order)}
+            keep, used = set(), 0
+            for v in sorted(steps, key=lambda v: (dist.get(v.id, 1 << 30), -index[v.id])):
+                if used + sizes[v.id] <= max_chars:
+                    keep.add(v.id)
+                    used += sizes[v.id]
+        cut = len(steps) - len(keep)
+        lines: list[str] = []
+        if cut:
+            lines.append(f"# {cut} of {len(steps)} steps were cut from this listing to keep it short "
+                         "(kept: the steps nearest the parameters and the result)")
+        declared: set[int] = set()
+        gap = 0
+        for v in steps:
+            if v.id not in keep:
+                gap += 1
+                continue
+            if gap:
+                lines.append(f"# ... {gap} step(s) cut here ...")
+                gap = 0
+            lines.extend(self.block(v, declared))
+        if gap:
+            lines.append(f"# ... {gap} step(s) cut here ...")
+        return "\n".join(lines), cut
+
+
+# -- the optimizer ------------------------------------------------------------------------
+
+
+class TraceOptimizer(Optimizer):
+    """One call per step rewrites every parameter that has feedback."""
+
+    def __init__(
+        self,
+        parameters: Iterable[Parameter] | Any,
+        engine: Any = None,
+        *,
+        constraints: Iterable[Constraint] = (),
+        history: int | None = None,
+        max_concurrency: int | None = None,
+        max_listing_chars: int = 12000,
+        value_limit: int = 300,
+        feedback_budget: int = 6000,
+        summary_input_chars: int = 24000,
+        history_value_limit: int = 800,
+        prompt: str = "trace_update",
+        summary_prompt: str = "feedback_summary",
+    ) -> None:
+        super().__init__(parameters, engine, constraints=constraints, history=history,
+                         max_concurrency=max_concurrency)
+        self.max_listing_chars = max_listing_chars
+        self.value_limit = value_limit
+        self.feedback_budget = feedback_budget
+        self.summary_input_chars = summary_input_chars
+        self.history_value_limit = history_value_limit
+        self.prompt = prompt
+        self.summary_prompt = summary_prompt
+
+    def propagator(self) -> Any:
+        return TracePropagator()
+
+    def step(self) -> StepResult:
+        result = self._new_result()
+        offered = {n: p for n, p in self.names.items() if p.requires_grad and p.grads}
+        if not offered:
+            self._apply(result, {}, {})
+            return result
+        engine = self.engine
+
+        # feedback: one list for all parameters, each item saying whom it concerns
+        # (the same loss feedback sits on every parameter: count it once, not per parameter)
+        items = collect_feedback(g for p in offered.values() for g in p.grads)
+        owners: dict[str, list[str]] = {}
+        counts: dict[str, int] = {}
+        for n, p in offered.items():
+            for it in collect_feedback(p.grads):
+                key = " ".join(it.text.split())
+                owners.setdefault(key, []).append(n)
+                counts[key] = max(counts.get(key, 0), it.count)
+        for it in items:
+            key = " ".join(it.text.split())
+            it.count = counts.get(key, 1)
+            who = owners.get(key, [])
+            it.context = {"concerns": ", ".join(who)} if len(who) < len(offered) else {}
+        feedback = render_feedback(items, context_limit=self.value_limit)
+        reason = "\n".join(it.text for it in items)
+        if len(feedback) > self.feedback_budget:
+            summary, calls, events = summarise_feedback(
+                engine, items, about="the result of the program traced below",
+                limit=self.feedback_budget, input_limit=self.summary_input_chars,
+                prompt=self.summary_prompt,
+            )
+            result.calls += calls
+            for ev in events:
+                for n in offered:
+                    self._event(result, n, ev["event"], ev["detail"])
+            for n in offered:
+                self._event(result, n, "feedback_summarised",
+                            f"{len(items)} items ({len(feedback)} chars) condensed to {len(summary)} chars")
+            feedback = f"(Condensed from {len(items)} feedback items.)\n{summary}"
+            reason = summary
+
+        # the trace
+        nodes: dict[int, Variable] = {}
+        for p in offered.values():
+            for g in p.grads:
+                for v in g.trace or ():
+                    nodes[v.id] = v
+        listing = _Listing(nodes, {p.id: n for n, p in offered.items()}, self.value_limit)
+        trace_text, cut = listing.render(self.max_listing_chars)
+        if cut:
+            for n in offered:
+                self._event(result, n, "trace_cut", f"{cut} steps cut from the listing")
+
+        request = Request(
+            messages=[
+                {"role": "system", "content": prompts.load(self.prompt)},
+                {"role": "user", "content": self._render(offered, trace_text, feedback)},
+            ],
+            purpose="optimizer",
+        )
+        try:
+            reply, completion, calls = complete_json(engine, request, _reply_from_json)
+        except StructuredOutputError as e:
+            result.calls += 2
+            for n in offered:
+                self._event(result, n, "invalid_reply",
+                            f"{str(e)[:300]} (kept the previous value)")
+            self._apply(result, {}, {})
+            return result
+        result.calls += calls
+        if calls > 1:
+            for n in offered:
+                self._event(result, n, "repair", "the first reply was not the agreed JSON")
+
+        proposals, problems = self._collect(result, reply.values, offered)
+        if problems:
+            for n, why in problems.items():
+                self._event(result, n, "repair", f"constraint_violation: {why}")
+            listing_problems = "\n".join(f"- {n}: {why}" for n, why in problems.items())
+            fixed_req = repair_request(
+                request, completion.text,
+                f"these values break their constraints and were not applied:\n{listing_problems}",
+                _FORMAT,
+            )
+            text = engine.complete(fixed_req).text or ""
+            result.calls += 1
+            try:
+                second = _reply_from_json(extract_json(text))
+                retry, still = self._collect(result, second.values,
+                                             {n: offered[n] for n in problems})
+            except ValueError as e:
+                retry, still = {}, {n: f"the repair reply was unusable: {e}" for n in problems}
+            proposals.update(retry)
+            for n in problems:
+                if n not in retry:
+                    why = still.get(n) or "the repair reply gave no value for it"
+                    self._event(result, n, "constraint_violation",
+                                f"{why} (after one repair; kept the previous value)")
+        for n in offered:
+            if n in proposals and same_value(proposals[n], offered[n].value):
+                self._event(result, n, "no_change", "the optimizer returned the current value")
+        why = f"feedback: {shorten(reason, 1000)}"
+        if reply.reasoning:
+            why += f"\nreasoning: {shorten(reply.reasoning, 400)}"
+        self._apply(result, proposals, dict.fromkeys(proposals, why))
+        return result
+
+    def _collect(self, result: StepResult, values: dict[str, Any],
+                 offered: dict[str, Parameter]) -> tuple[dict[str, Any], dict[str, str]]:
+        matched, rejected = match_keys(values, offered)
+        for key, why in rejected:
+            self._event(result, key, "unknown_key", f"reply key {key!r} not applied: {why}")
+        proposals: dict[str, Any] = {}
+        problems: dict[str, str] = {}
+        for key, name in matched.items():
+            if key != name:
+                self._event(result, name, "alias_key", f"reply key {key!r} read as {name!r}")
+            value, errs = self.check(offered[name], values[key])
+            if errs:
+                problems[name] = "; ".join(errs)
+            else:
+                proposals[name] = value
+        return proposals, problems
+
+    # -- the request -----------------------------------------------------------------
+    def _render(self, offered: dict[str, Parameter], trace_text: str, feedback: str) -> str:
+        params = []
+        for n, p in offered.items():
+            cons = "\n".join(f"- {c}" for c in self.constraint_lines(p))
+            params.append(
+                f"### {n}\nrole: {p.role or 'not described'}\n"
+                f"kind: {p.value_kind} ({KIND_HINTS.get(p.value_kind, p.value_kind)})\n"
+                f"constraints:\n{cons}\nvalue:\n<value>\n{value_text(p.value)}\n</value>"
+            )
+        parts = [
+            "## How the program ran\n```\n" + (trace_text or "# (no trace recorded)") + "\n```",
+            "## Parameters you may change\n" + "\n\n".join(params),
+            f"## Feedback on the result\n{feedback}",
+        ]
+        hist = self._history_block(offered)
+        if hist:
+            parts.append("## Earlier values and their scores (oldest first; higher is better)\n"
+                         + hist)
+        parts.append('## Your reply\nOne JSON object: {"reasoning": "...", "values": {...}} with '
+                     "the parameters you change, by their exact names: "
+                     + ", ".join(offered) + ".")
+        return "\n\n".join(parts)
+
+    def _history_block(self, offered: dict[str, Parameter]) -> str:
+        if not self.history_size:
+            return ""
+        blocks = []
+        for e in self.history[-self.history_size:]:
+            head = f"### After step {e['step']}: score {e['score']:.4g}"
+            if e.get("n", 1) > 1:
+                head += f" (mean of {e['n']} evaluations)"
+            lines = [head]
+            for n, p in offered.items():
+                if n not in e["values"]:
+                    continue
+                v = e["values"][n]
+                if same_value(v, p.value):
+                    lines.append(f"{n}: the current value")
+                else:
+                    lines.append(f"{n}:\n<value>\n{shorten(value_text(v), self.history_value_limit)}\n</value>")
+            if e.get("feedback"):
+                lines.append(f"evaluation: {shorten(e['feedback'], 400)}")
+            blocks.append("\n".join(lines))
+        return "\n\n".join(blocks)
+
+
+__all__ = ["TraceOptimizer", "TraceReply", "match_keys"]

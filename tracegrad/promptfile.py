@@ -1,0 +1,738 @@
+"""Prompt files: a prompt you can optimize from the command line.
+
+A prompt file is text with YAML front matter (in the spirit of Dotprompt and Prompty)::
+
+    ---
+    model: openai:gpt-4o-mini
+    input:
+      question: a word problem about counting objects
+    output: answer                 # the dataset field that holds the expected value
+    metric: exact_match            # or numeric, contains, regex:PATTERN, {judge: RUBRIC}, ...
+    constraints:
+      - Reply with the number only.
+    ---
+    Answer the question.
+
+    Question: {{ question }}
+
+The front matter describes the task; the body is a Jinja2 template (rendered in the
+sandbox) and is the one trainable variable: a ``Parameter(value_kind="template")`` whose
+placeholders the optimizer must keep.
+
+Everything is validated before any model is called, and every problem is reported as a
+:class:`PromptFileError` that names the file and the line. Writing back keeps the front
+matter byte for byte, replaces the file atomically and keeps the previous version beside
+it as ``NAME.prompt.bak``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import template as tpl
+from .core.module import Module
+from .core.variable import Parameter, Variable
+
+__all__ = [
+    "KNOWN_KEYS",
+    "PromptFile",
+    "PromptFileError",
+    "PromptProgram",
+    "atomic_write",
+    "metric_spec_text",
+]
+
+KNOWN_KEYS: dict[str, str] = {
+    "model": "the model that runs the prompt, e.g. openai:gpt-4o-mini",
+    "optimizer_model": "the model that writes feedback and rewrites the prompt (default: model)",
+    "input": "the input fields: a list of names, or a mapping name -> description",
+    "output": "the dataset field that holds the expected output",
+    "metric": "how an output is scored: exact_match, contains, numeric, json_field_match, "
+    "token_f1, regex:PATTERN, or {judge: RUBRIC}",
+    "constraints": "rules every rewritten prompt must follow (list of strings)",
+    "system": "a fixed system message sent before the prompt",
+    "params": "sampling parameters passed to the model (temperature, max_tokens, ...)",
+    "description": "what the prompt is for (shown to the optimizer)",
+}
+REQUIRED_KEYS = ("input", "output")
+_YAML_FIRST_LINE = 2  # the file starts with '---', so YAML line 0 is file line 2
+DEFAULT_METRIC = "exact_match"
+
+
+class PromptFileError(ValueError):
+    """A prompt file (or the dataset used with it) that cannot be used, with file and line."""
+
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None,
+                 line: int | None = None) -> None:
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.line = line
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = self.path or "<prompt>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        return f"{where}: {self.message}"
+
+
+# -- front matter ----------------------------------------------------------------------
+
+
+@dataclass
+class _Split:
+    prefix: str  # everything up to and including the closing '---' line, byte for byte
+    yaml_text: str
+    yaml_line: int  # file line (1-based) of the first YAML line
+    body: str
+    body_line: int  # file line (1-based) of the first body line
+
+
+def _split(text: str, path: str) -> _Split:
+    lines = text.splitlines(keepends=True)
+    first = lines[0].lstrip("\ufeff").rstrip("\r\n").rstrip() if lines else ""
+    if first != "---":
+        raise PromptFileError(
+            "missing front matter: a prompt file must start with a line '---', then YAML "
+            "(model, input, output, metric...), then a closing '---', then the template",
+            path, 1,
+        )
+    for i in range(1, len(lines)):
+        if lines[i].rstrip("\r\n").rstrip() == "---":
+            prefix = "".join(lines[: i + 1])
+            return _Split(
+                prefix=prefix,
+                yaml_text="".join(lines[1:i]),
+                yaml_line=_YAML_FIRST_LINE,
+                body="".join(lines[i + 1 :]),
+                body_line=i + 2,
+            )
+    raise PromptFileError(
+        "the front matter opened with '---' on line 1 is never closed: add a line '---' "
+        "between the YAML and the template",
+        path, 1,
+    )
+
+
+def _nearest(name: str, options: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f" -- did you mean '{match[0]}'?" if match else ""
+
+
+def metric_spec_text(metric: str | Mapping[str, Any]) -> str:
+    if isinstance(metric, Mapping):
+        return "judge: " + str(metric.get("judge", ""))
+    return str(metric)
+
+
+# -- the prompt file ----------------------------------------------------------------------
+
+
+@dataclass
+class PromptFile:
+    """A parsed, validated prompt file. Build one with :meth:`load` or :meth:`parse`."""
+
+    path: Path
+    text: str
+    prefix: str
+    body: str
+    body_line: int
+    inputs: dict[str, str]
+    output: str
+    metric: str | dict[str, str] = DEFAULT_METRIC
+    model: str | None = None
+    optimizer_model: str | None = None
+    constraints: list[str] = field(default_factory=list)
+    system: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    key_lines: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    # -- reading ------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PromptFile:
+        p = Path(path)
+        try:
+            raw = p.read_bytes()
+        except FileNotFoundError:
+            raise PromptFileError("no such file", p) from None
+        except IsADirectoryError:
+            raise PromptFileError("is a directory, not a prompt file", p) from None
+        except OSError as e:
+            raise PromptFileError(f"cannot read: {e.strerror or e}", p) from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise PromptFileError("not UTF-8 text", p, line) from None
+        return cls.parse(text, p)
+
+    @classmethod
+    def parse(cls, text: str, path: str | os.PathLike[str] = "<prompt>") -> PromptFile:
+        p = Path(path)
+        ps = str(path)
+        split = _split(text, ps)
+        data, key_lines, nodes = _load_yaml(split, ps)
+        pf = cls(
+            path=p, text=text, prefix=split.prefix, body=split.body, body_line=split.body_line,
+            inputs={}, output="", key_lines=key_lines,
+        )
+        pf._read_keys(data, nodes, ps)
+        pf._check_template(split.body, ps)
+        return pf
+
+    def _line(self, key: str) -> int | None:
+        return self.key_lines.get(key)
+
+    def _read_keys(self, data: dict[str, Any], nodes: dict[str, Any], ps: str) -> None:
+        for key in data:
+            if key not in KNOWN_KEYS:
+                raise PromptFileError(
+                    f"unknown key '{key}'{_nearest(key, KNOWN_KEYS)} "
+                    f"(known keys: {', '.join(KNOWN_KEYS)})",
+                    ps, self._line(key),
+                )
+        for key in REQUIRED_KEYS:
+            if key not in data:
+                raise PromptFileError(
+                    f"missing key '{key}' in the front matter (which ends on this line): "
+                    f"{KNOWN_KEYS[key]}",
+                    ps, self._line("---end") or 1,
+                )
+
+        def err(key: str, msg: str, node: Any = None) -> PromptFileError:
+            line = node.start_mark.line + _YAML_FIRST_LINE if node is not None else self._line(key)
+            return PromptFileError(f"'{key}' {msg}", ps, line)
+
+        def opt_str(key: str) -> str | None:
+            v = data.get(key)
+            if v is None:
+                return None
+            if not isinstance(v, str) or not v.strip():
+                raise err(key, f"must be a non-empty string, got {_kind(v)}")
+            return v
+
+        self.model = opt_str("model")
+        if self.model is not None:
+            self.model = self.model.strip()
+        self.optimizer_model = opt_str("optimizer_model")
+        if self.optimizer_model is not None:
+            self.optimizer_model = self.optimizer_model.strip()
+        self.system = opt_str("system")
+        self.description = opt_str("description") or ""
+
+        # input: list of names, or mapping name -> description
+        raw_inputs = data["input"]
+        inputs: dict[str, str] = {}
+        if isinstance(raw_inputs, str):
+            raw_inputs = [raw_inputs]
+        if isinstance(raw_inputs, list):
+            item_nodes = getattr(nodes.get("input"), "value", None) or []
+            for i, name in enumerate(raw_inputs):
+                node = item_nodes[i] if i < len(item_nodes) else None
+                if not isinstance(name, str) or not _is_identifier(name):
+                    raise err("input", f"entries must be field names (identifiers), got {name!r}",
+                              node)
+                if name in inputs:
+                    raise err("input", f"lists the field '{name}' twice", node)
+                inputs[name] = ""
+        elif isinstance(raw_inputs, dict):
+            pairs = getattr(nodes.get("input"), "value", None) or []
+            for i, (name, desc) in enumerate(raw_inputs.items()):
+                node = pairs[i][0] if i < len(pairs) else None
+                if not isinstance(name, str) or not _is_identifier(name):
+                    raise err("input", f"keys must be field names (identifiers), got {name!r}",
+                              node)
+                if desc is not None and not isinstance(desc, str | int | float):
+                    raise err("input", f"description of '{name}' must be text, got {_kind(desc)}",
+                              node)
+                inputs[name] = "" if desc is None else str(desc)
+        else:
+            raise err("input", "must be a list of field names or a mapping name -> description, "
+                      f"got {_kind(raw_inputs)}")
+        if not inputs:
+            raise err("input", "must name at least one field")
+        self.inputs = inputs
+
+        out = data["output"]
+        if not isinstance(out, str) or not _is_identifier(out):
+            raise err("output", f"must be the name of the dataset field with the expected value, "
+                      f"got {out!r}")
+        if out in inputs:
+            raise err("output", f"'{out}' is also an input: the prompt would be shown the answer")
+        self.output = out
+
+        metric = data.get("metric", DEFAULT_METRIC)
+        if isinstance(metric, dict):
+            if set(metric) != {"judge"} or not isinstance(metric["judge"], str) \
+                    or not metric["judge"].strip():
+                raise err("metric", "as a mapping must be {judge: RUBRIC}, a rubric text for "
+                          "the LLM judge")
+        elif not isinstance(metric, str) or not metric.strip():
+            raise err("metric", f"must be a metric name or {{judge: RUBRIC}}, got {_kind(metric)}")
+        else:
+            metric = metric.strip()
+            if metric.startswith("regex:"):
+                try:
+                    re.compile(metric[len("regex:"):])
+                except re.error as e:
+                    raise err("metric", f"has an invalid regular expression: {e}") from None
+        self.metric = metric
+
+        cons = data.get("constraints", [])
+        if cons is None:
+            cons = []
+        if isinstance(cons, str):
+            cons = [cons]
+        if not isinstance(cons, list):
+            raise err("constraints", f"must be a list of strings, got {_kind(cons)}")
+        item_nodes = getattr(nodes.get("constraints"), "value", None) or []
+        for i, c in enumerate(cons):
+            if not isinstance(c, str) or not c.strip():
+                node = item_nodes[i] if isinstance(item_nodes, list) and i < len(item_nodes) \
+                    else None
+                raise err("constraints", f"entries must be non-empty strings, got {_kind(c)}",
+                          node)
+        self.constraints = [c.strip() for c in cons]
+
+        params = data.get("params", {})
+        if params is None:
+            params = {}
+        if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+            raise err("params", f"must be a mapping of sampling parameters, got {_kind(params)}")
+        for forbidden in ("messages", "model", "stream"):
+            if forbidden in params:
+                raise err("params", f"may not set '{forbidden}'")
+        self.params = dict(params)
+
+    # -- template checks -------------------------------------------------------------
+    def _check_template(self, body: str, ps: str) -> None:
+        if not body.strip():
+            raise PromptFileError(
+                "the template (the text after the closing '---') is empty", ps, self.body_line
+            )
+        fields = self._placeholders(body, ps)
+        if self.output in fields:
+            raise PromptFileError(
+                f"the template reads '{self.output}', the expected output: that would show "
+                "the model the answer",
+                ps, self.field_line(self.output, body),
+            )
+        undeclared = sorted(fields - set(self.inputs))
+        if undeclared:
+            name = undeclared[0]
+            raise PromptFileError(
+                f"the template uses '{name}', which is not declared in 'input'"
+                f"{_nearest(name, self.inputs)} (declared: {', '.join(self.inputs)}); add it to "
+                "'input' or fix the template",
+                ps, self.field_line(name, body),
+            )
+        unused = [k for k in self.inputs if k not in fields]
+        if unused:
+            self.warnings.append(
+                f"{ps}:{self._line('input') or 1}: input field(s) {', '.join(unused)} "
+                "are declared but the template never uses them"
+            )
+
+    def _placeholders(self, body: str, ps: str) -> set[str]:
+        try:
+            return tpl.placeholders(body)
+        except tpl.TemplateError as e:
+            line = self.body_line + (e.lineno - 1) if e.lineno else self.body_line
+            msg = str(e).split(" (line ")[0]
+            raise PromptFileError(msg, ps, line) from None
+
+    def field_line(self, name: str, body: str | None = None) -> int:
+        """The file line where the template first reads ``name`` (for error messages)."""
+        body = self.body if body is None else body
+        pat = re.compile(r"\b" + re.escape(name) + r"\b")
+        for i, line in enumerate(body.splitlines()):
+            for block in re.findall(r"\{\{.*?\}\}|\{%.*?%\}", line):
+                if pat.search(block):
+                    return self.body_line + i
+        for i, line in enumerate(body.splitlines()):
+            if pat.search(line):
+                return self.body_line + i
+        return self.body_line
+
+    @property
+    def fields(self) -> set[str]:
+        """The input fields the template reads."""
+        return tpl.placeholders(self.body)
+
+    @property
+    def name(self) -> str:
+        n = self.path.name
+        return n[: -len(".prompt")] if n.endswith(".prompt") else self.path.stem
+
+    # -- datasets --------------------------------------------------------------------
+    def check_dataset(self, dataset: Sequence[Any], source: str | os.PathLike[str] | None = None,
+                      *, need_output: bool = True) -> None:
+        """Every row must hold the template's fields (and the output field).
+
+        Raises :class:`PromptFileError` naming the prompt file and the template line that
+        reads the missing field, and the dataset row that lacks it.
+        """
+        ps = str(self.path)
+        if len(dataset) == 0:
+            where = f"the dataset {source}" if source else "the dataset"
+            raise PromptFileError(f"{where} is empty", source or ps)
+        fields = sorted(self.fields)
+        for i, row in enumerate(dataset):
+            d = row_dict(row)
+            is_example = hasattr(row, "expected") and not isinstance(row, Mapping)
+            where = getattr(row, "source", "") or (
+                f"row {i + 1} of {source}" if source else f"row {i + 1} of the dataset"
+            )
+            for f in fields:
+                if f not in d:
+                    raise self.missing_field_error(f, where, d)
+            if need_output and not is_example and self.output not in d:
+                raise self.missing_field_error(self.output, where, d)
+
+    def missing_field_error(self, name: str, where: str, row: Mapping[str, Any] | None = None
+                            ) -> PromptFileError:
+        """The error for a dataset row (``where``: file:line or a description) lacking ``name``."""
+        have = ""
+        if row is not None:
+            have = f"{_nearest(name, row)} (it has: {', '.join(sorted(row)) or 'no fields'})"
+        if name == self.output:
+            return PromptFileError(
+                f"'output: {name}' names the field with the expected value, but {where} has "
+                f"no field '{name}'{have}",
+                str(self.path), self._line("output"),
+            )
+        return PromptFileError(
+            f"the template reads '{name}', but {where} has no field '{name}'{have}",
+            str(self.path), self.field_line(name),
+        )
+
+    def load_dataset(self, path: str | os.PathLike[str]) -> Any:
+        """Load a dataset file for this prompt (``tracegrad.train.load_dataset``) and check it.
+
+        Dataset problems (bad JSON, ...) raise ``DatasetError`` (file:line of the dataset);
+        a row that lacks a field the template reads, or the output field, raises
+        :class:`PromptFileError` at the prompt line that needs the field.
+        """
+        from .train.data import DatasetError
+        from .train.data import load_dataset as _load
+
+        fields = sorted(self.fields)
+        try:
+            ds = _load(path, input_fields=fields, output_field=self.output)
+        except DatasetError as e:
+            m = re.match(r"missing (?:output field|input fields?) '([^']+)'", e.reason)
+            if m and e.line is not None:
+                raise self.missing_field_error(m.group(1), f"{e.file}:{e.line}",
+                                               _raw_row(e.file, e.line)) from None
+            raise
+        self.check_dataset(ds, path)
+        return ds
+
+    # -- scoring ---------------------------------------------------------------------
+    def metric_fn(self, judge_engine: Any = None) -> Any:
+        """The metric named in the front matter, as ``f(prediction, expected) -> (score, why)``.
+
+        ``{judge: RUBRIC}`` grades with ``judge_engine`` (default: the backward engine).
+        """
+        from .train.metrics import get_metric, llm_judge
+
+        ps = str(self.path)
+        if isinstance(self.metric, dict):
+            return get_metric(llm_judge(self.metric["judge"], engine=judge_engine))
+        try:
+            return get_metric(self.metric)
+        except (ValueError, TypeError) as e:
+            raise PromptFileError(f"'metric' {e}", ps, self._line("metric")) from None
+
+    @property
+    def uses_judge(self) -> bool:
+        return isinstance(self.metric, dict) or str(self.metric).lower().startswith("llm_judge")
+
+    def check_metric(self, dataset: Sequence[Any], source: str | os.PathLike[str] | None = None
+                     ) -> None:
+        """Score each expected value against itself: a metric that cannot read the expected
+        values (numeric with no number, json_field_match with no object) fails here, before
+        any call, instead of at step 3."""
+        if self.uses_judge:
+            return
+        fn = self.metric_fn()
+        for i, row in enumerate(dataset):
+            expected = getattr(row, "expected", None) if not isinstance(row, Mapping) \
+                else row.get(self.output)
+            try:
+                fn(expected, expected)
+            except (ValueError, TypeError) as e:
+                where = getattr(row, "source", "") or f"row {i + 1} of {source or 'the dataset'}"
+                raise PromptFileError(
+                    f"metric '{metric_spec_text(self.metric)}' cannot use the expected value of "
+                    f"{where}: {e}",
+                    str(self.path), self._line("metric") or self._line("output"),
+                ) from None
+
+    # -- running ---------------------------------------------------------------------
+    def to_parameter(self) -> Parameter:
+        role = f"prompt template (Jinja2) of the '{self.name}' prompt"
+        if self.description:
+            role += f": {self.description.strip()}"
+        return Parameter(
+            self.body,
+            role=role,
+            name=_param_name(self.name),
+            constraints=self.constraints,
+            value_kind="template",
+        )
+
+    def to_module(self, engine: Any) -> PromptProgram:
+        """A :class:`~tracegrad.Module` whose ``forward(**inputs)`` returns the output Variable."""
+        return PromptProgram(self, engine)
+
+    # -- writing ---------------------------------------------------------------------
+    def render_text(self, new_body: str) -> str:
+        """The file text with ``new_body`` as the template and the front matter untouched."""
+        if self.body.endswith("\n") and not new_body.endswith("\n"):
+            nl = "\r\n" if self.body.endswith("\r\n") else "\n"
+            new_body += nl
+        return self.prefix + new_body
+
+    def check_body(self, new_body: str) -> None:
+        """A new template must parse and read exactly the fields the old one read."""
+        ps = str(self.path)
+        try:
+            new_fields = tpl.placeholders(new_body)
+        except tpl.TemplateError as e:
+            raise PromptFileError(f"the new template does not parse: {e}", ps) from None
+        if new_fields != self.fields:
+            lost = sorted(self.fields - new_fields)
+            extra = sorted(new_fields - self.fields)
+            parts = []
+            if lost:
+                parts.append(f"drops {', '.join(lost)}")
+            if extra:
+                parts.append(f"adds {', '.join(extra)}")
+            raise PromptFileError(
+                f"the new template {' and '.join(parts)}; its placeholders must stay the same",
+                ps,
+            )
+
+    def write(self, path: str | os.PathLike[str] | None, new_body: str) -> Path:
+        """Write the file with ``new_body`` to ``path`` (default: this file), atomically.
+
+        An existing file at ``path`` is kept as ``NAME.bak`` first (``x.prompt`` ->
+        ``x.prompt.bak``). Writing elsewhere (``--out``) leaves this file untouched.
+        Returns the path written.
+        """
+        self.check_body(new_body)
+        target = Path(path) if path is not None else self.path
+        data = self.render_text(new_body).encode("utf-8")
+        if target.exists():
+            old = target.read_bytes()
+            if old != data:
+                atomic_write(backup_path(target), old)
+        atomic_write(target, data)
+        return target
+
+
+def backup_path(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    return p.with_name(p.name + ".bak")
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Replace ``path`` with ``data``: temp file in the same directory, fsync, os.replace.
+
+    A reader sees the old file or the new one, never a half-written one; the file's
+    permission bits are kept.
+    """
+    target = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    directory = target.parent if str(target.parent) else Path(".")
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = None
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+# -- the module --------------------------------------------------------------------------
+
+
+class PromptProgram(Module):
+    """The program a prompt file describes: one templated LLM call.
+
+    ``forward(**inputs)`` (or ``forward(row)``) fills the template with the declared input
+    fields (extra fields such as the expected output are ignored) and returns the model's
+    reply as a Variable. ``self.prompt`` is the trainable template.
+    """
+
+    def __init__(self, promptfile: PromptFile, engine: Any) -> None:
+        from .ops.llm import FormattedLLMCall
+
+        self.promptfile = promptfile
+        self.prompt = promptfile.to_parameter()
+        self.call = FormattedLLMCall(
+            engine,
+            self.prompt,
+            system=promptfile.system,
+            role=f"the model's reply (compared with the expected '{promptfile.output}')",
+            name=_param_name(promptfile.name),
+            **promptfile.params,
+        )
+
+    def _fields(self, row: Mapping[str, Any] | None, inputs: dict[str, Any]) -> dict[str, Any]:
+        data = {**row_dict(row), **inputs} if row is not None else dict(inputs)
+        pf = self.promptfile
+        out: dict[str, Any] = {}
+        for name in pf.fields:
+            if name not in data:
+                raise KeyError(f"missing input field '{name}'")
+            value = data[name]
+            if isinstance(value, Variable):
+                out[name] = value
+            else:
+                role = pf.inputs.get(name) or f"input field '{name}'"
+                out[name] = Variable(value, role=role, name=name)
+        return out
+
+    def forward(self, row: Mapping[str, Any] | None = None, /, **inputs: Any) -> Variable:
+        return self.call(**self._fields(row, inputs))
+
+    async def aforward(self, row: Mapping[str, Any] | None = None, /, **inputs: Any) -> Variable:
+        return await self.call.acall(**self._fields(row, inputs))
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def row_dict(row: Any) -> dict[str, Any]:
+    """A dataset row as a plain dict, whatever shape the data layer gives it."""
+    if row is None:
+        return {}
+    if isinstance(row, Mapping):
+        return dict(row)
+    inputs = getattr(row, "inputs", None)
+    if isinstance(inputs, Mapping) and hasattr(row, "expected"):  # train.Example
+        return dict(inputs)
+    for attr in ("to_dict", "as_dict"):
+        fn = getattr(row, attr, None)
+        if callable(fn):
+            d = fn()
+            if isinstance(d, Mapping):
+                return dict(d)
+    if hasattr(row, "__dict__"):
+        return dict(vars(row))
+    raise TypeError(f"cannot read a dataset row of type {type(row).__name__}")
+
+
+def _raw_row(file: str, line: int) -> dict[str, Any] | None:
+    """The JSON object on ``line`` of a JSONL file, to list its fields in an error."""
+    import json
+
+    try:
+        with open(file, encoding="utf-8-sig") as f:
+            for i, text in enumerate(f, start=1):
+                if i == line:
+                    row = json.loads(text)
+                    return row if isinstance(row, dict) else None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _param_name(name: str) -> str:
+    s = re.sub(r"\W+", "_", name).strip("_")
+    return s or "prompt"
+
+
+def _is_identifier(name: str) -> bool:
+    return name.isidentifier()
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(v), type(v).__name__)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    pass
+
+
+def _load_yaml(split: _Split, ps: str) -> tuple[dict[str, Any], dict[str, int], dict[str, Any]]:
+    """Parse the front matter; return data, the file line of each key, and value nodes."""
+    offset = split.yaml_line  # YAML line 0 is file line ``offset``
+    if not split.yaml_text.strip():
+        raise PromptFileError(
+            "the front matter is empty: it needs at least 'input' and 'output'", ps, 1
+        )
+    try:
+        node = yaml.compose(split.yaml_text, Loader=_UniqueKeyLoader)
+        data = yaml.load(split.yaml_text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + offset if mark is not None else 1
+        problem = e.problem or "invalid YAML"
+        if e.context:
+            problem = f"{e.context}: {problem}"
+            cm = e.context_mark
+            if cm is not None and mark is not None and cm.line != mark.line:
+                problem += f" (the construct started on line {cm.line + offset})"
+        raise PromptFileError(f"invalid YAML in the front matter: {problem}", ps, line) from None
+    except yaml.YAMLError as e:
+        raise PromptFileError(f"invalid YAML in the front matter: {e}", ps, offset) from None
+    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+        raise PromptFileError(
+            "the front matter must be a YAML mapping (key: value lines)", ps, offset
+        )
+    key_lines: dict[str, int] = {}
+    nodes: dict[str, Any] = {}
+    for knode, vnode in node.value:
+        key = knode.value
+        if key in key_lines:
+            raise PromptFileError(
+                f"the key '{key}' appears twice (first on line {key_lines[key]})",
+                ps, knode.start_mark.line + offset,
+            )
+        key_lines[str(key)] = knode.start_mark.line + offset
+        nodes[str(key)] = vnode
+    key_lines["---end"] = split.body_line - 1
+    for k in list(data):
+        if not isinstance(k, str):
+            raise PromptFileError(f"front matter keys must be names, got {k!r}", ps, offset)
+    return data, key_lines, nodes

@@ -1,0 +1,155 @@
+"""ReplayLLM: record real LLM calls once, replay them offline forever after.
+
+A cassette is JSONL -- one call per line, readable and diffable, never pickle -- keyed by
+the sha256 of what decides the reply (model, messages, parameters, schema, sample_id),
+so a replayed test fails loudly when the pipeline starts asking something new.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from ..llm.base import BaseEngine, Completion, Engine, LLMError, Request
+from ..llm.cache import completion_from_json, completion_to_json, request_key
+from .mock import request_text
+
+__all__ = ["ReplayLLM"]
+
+Mode = Literal["record", "replay", "auto"]
+
+
+class ReplayLLM(BaseEngine):
+    """Record ``inner``'s calls to ``cassette``, or answer from it.
+
+    * ``"record"``: always call ``inner``; the cassette is rewritten from scratch.
+    * ``"replay"``: never call anything; an unrecorded request raises :class:`LLMError`.
+    * ``"auto"``: replay what is recorded, call ``inner`` (and append) for the rest.
+
+    Identical requests recorded several times replay in recorded order, the last one
+    repeating.
+    """
+
+    def __init__(
+        self,
+        inner: Engine | None = None,
+        cassette: str | os.PathLike[str] | None = None,
+        mode: Mode = "auto",
+    ) -> None:
+        if cassette is None:
+            raise LLMError("ReplayLLM needs a cassette path")
+        if mode not in ("record", "replay", "auto"):
+            raise LLMError(f"ReplayLLM mode must be 'record', 'replay' or 'auto', not {mode!r}")
+        if mode != "replay" and inner is None:
+            raise LLMError(f"ReplayLLM in {mode!r} mode needs an inner engine to record from")
+        self.inner = inner
+        self.path = Path(cassette)
+        self.mode = mode
+        self._lock = threading.Lock()
+        self._entries: dict[str, list[dict[str, Any]]] = {}
+        self._cursor: dict[str, int] = {}
+        self._truncate = mode == "record"
+        self.recorded = 0
+        self.replayed = 0
+        if mode != "record":
+            self._load()
+
+    @property
+    def model(self) -> str:  # type: ignore[override]
+        return getattr(self.inner, "model", None) or "replay"
+
+    @property
+    def max_concurrency(self) -> int | None:  # type: ignore[override]
+        return getattr(self.inner, "max_concurrency", None)
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            if self.mode == "replay":
+                raise LLMError(f"ReplayLLM cassette {self.path} does not exist; record it first")
+            return
+        with open(self.path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                    key = entry["key"]
+                    entry["completion"]["text"]  # noqa: B018 -- shape check
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise LLMError(
+                        f"cassette {self.path} line {n} is not a recorded call"
+                    ) from None
+                self._entries.setdefault(key, []).append(entry)
+
+    @staticmethod
+    def key(request: Request) -> str:
+        return request_key(request)
+
+    def _lookup(self, request: Request) -> Completion | None:
+        key = self.key(request)
+        with self._lock:
+            entries = self._entries.get(key)
+            if not entries:
+                return None
+            i = self._cursor.get(key, 0)
+            self._cursor[key] = i + 1
+            self.replayed += 1
+            data = entries[min(i, len(entries) - 1)]["completion"]
+        return completion_from_json(data, request, cached=False)
+
+    def _missing(self, request: Request) -> LLMError:
+        text = request_text(request)
+        return LLMError(
+            f"ReplayLLM: request not recorded in {self.path} (mode={self.mode!r}); "
+            f"re-record with mode='auto' or 'record'. Request starts: {text[:200]!r}"
+        )
+
+    def _record(self, request: Request, c: Completion) -> None:
+        fmt = request.response_format
+        entry = {
+            "key": self.key(request),
+            "request": {
+                "model": request.model,
+                "purpose": request.purpose,
+                "params": request.params,
+                "response_format": fmt.__name__ if fmt is not None else None,
+                "sample_id": request.sample_id,
+                "summary": request_text(request)[:500],
+            },
+            "completion": completion_to_json(c),
+        }
+        line = json.dumps(entry, ensure_ascii=False, default=str)
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "w" if self._truncate else "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+            self._truncate = False
+            self._entries.setdefault(entry["key"], []).append(entry)
+            self.recorded += 1
+
+    def complete(self, request: Request) -> Completion:
+        if self.mode != "record":
+            hit = self._lookup(request)
+            if hit is not None:
+                return hit
+            if self.mode == "replay":
+                raise self._missing(request)
+        assert self.inner is not None
+        c = self.inner.complete(request)
+        self._record(request, c)
+        return c
+
+    async def acomplete(self, request: Request) -> Completion:
+        if self.mode != "record":
+            hit = self._lookup(request)
+            if hit is not None:
+                return hit
+            if self.mode == "replay":
+                raise self._missing(request)
+        assert self.inner is not None
+        c = await self.inner.acomplete(request)
+        self._record(request, c)
+        return c

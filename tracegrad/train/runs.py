@@ -1,0 +1,263 @@
+"""The run directory: a training run as plain files that survive ``kill -9``.
+
+Layout (JSON and JSONL only -- a run directory is shared, diffed and attached to bug
+reports, so it must be readable by anyone and never executable, hence no pickle)::
+
+    config.json     what was run: optimizer, steps, seed, models, datasets (+ sha256), initial values
+    history.jsonl   one line per finished step
+    best.json       the best candidate so far
+    state.json      everything needed to resume: optimizer state, pool, step counter
+    calls.jsonl     optional call log (written by tracegrad.llm.CallLog)
+    report.html     written by tracegrad.train.report
+
+Every file except the history is replaced atomically (temp file in the same directory,
+fsync, rename), so a reader or a resumed run sees either the old or the new version. The
+history is appended and fsynced line by line; a torn last line (the process died mid
+write) is ignored and cut off on resume.
+
+Nothing written here may hold a credential: values of secret-looking environment
+variables, engine keys, ``sk-...`` strings, bearer tokens and secret-named config keys
+are replaced by ``[REDACTED]`` before anything touches the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets as _secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "REDACTED", "RunData", "RunDir", "atomic_write_text", "collect_secrets", "default_run_dir",
+    "load_run", "scrub", "state_hash",
+]
+
+REDACTED = "[REDACTED]"
+CONFIG, HISTORY, BEST, STATE, CALLS, REPORT = (
+    "config.json", "history.jsonl", "best.json", "state.json", "calls.jsonl", "report.html",
+)
+
+_SECRET_ENV = re.compile(r"(?i)(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)")
+_SECRET_FIELD = re.compile(
+    r"(?i)(^|[_\-.])(api[_\-]?key|apikey|secret|password|passwd|authorization|credentials?|"
+    r"(access|auth|api|bearer|session|refresh)[_\-]?token|private[_\-]?key)s?($|[_\-.])"
+)
+_KEY_SHAPES = [
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"),
+    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{8,}"),
+    re.compile(r"\b(?:ghp|gho|github_pat|xox[abp]|AKIA)[A-Za-z0-9_\-]{12,}"),
+]
+
+
+# -- secrets ------------------------------------------------------------------------------
+
+
+def collect_secrets(*engines: Any) -> list[str]:
+    """Strings that must never be written: secret env values and the engines' own keys."""
+    found: list[str] = []
+    for name, value in os.environ.items():
+        if _SECRET_ENV.search(name) and value and len(value) >= 8:
+            found.append(value)
+    for engine in engines:
+        e, seen = engine, 0
+        while e is not None and seen < 20:
+            fn = getattr(e, "secret_values", None)
+            if callable(fn):
+                with contextlib.suppress(Exception):
+                    found.extend(s for s in fn() if isinstance(s, str))
+            for attr in ("api_key", "_api_key"):
+                v = getattr(e, attr, None)
+                if isinstance(v, str):
+                    found.append(v)
+            e, seen = getattr(e, "inner", None), seen + 1
+    # longest first, so a secret that contains another is removed whole
+    return sorted({s for s in found if s and len(s) >= 6}, key=len, reverse=True)
+
+
+def scrub(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """A copy of a JSON-able value with every credential replaced by ``[REDACTED]``."""
+    known = list(secrets)
+
+    def text(s: str) -> str:
+        for secret in known:
+            if secret in s:
+                s = s.replace(secret, REDACTED)
+        for pat in _KEY_SHAPES:
+            s = pat.sub(REDACTED, s)
+        return s
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            return text(v)
+        if isinstance(v, dict):
+            out = {}
+            for k, x in v.items():
+                key = str(k)
+                if isinstance(x, str) and x and _SECRET_FIELD.search(key):
+                    out[k] = REDACTED
+                else:
+                    out[k] = walk(x)
+            return out
+        if isinstance(v, list | tuple):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(value)
+
+
+# -- files --------------------------------------------------------------------------------
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Replace ``path`` so that a crash at any moment leaves the old or the new content."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _dumps(value: Any, indent: int | None = None) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, indent=indent, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), ensure_ascii=False, indent=indent)
+    except TypeError as e:
+        raise TypeError(f"run files hold JSON only; cannot write {e}") from None
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and v != v or v in (float("inf"), float("-inf")):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
+
+
+def state_hash(state: dict[str, Any]) -> str:
+    """A stable fingerprint of parameter values: same values, same hash, across processes."""
+    text = json.dumps(state, sort_keys=True, ensure_ascii=False, default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def default_run_dir(base: str | os.PathLike[str] = "tracegrad-runs") -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(base) / f"{stamp}-{_secrets.token_hex(3)}"
+
+
+class RunDir:
+    """Reads and writes the files of one run directory."""
+
+    def __init__(self, path: str | os.PathLike[str], secrets: Iterable[str] = ()) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.secrets = list(secrets)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # -- JSON files --------------------------------------------------------------
+    def write_json(self, name: str, data: Any) -> Path:
+        p = self.file(name)
+        atomic_write_text(p, _dumps(scrub(data, self.secrets), indent=2) + "\n")
+        return p
+
+    def read_json(self, name: str, default: Any = None) -> Any:
+        p = self.file(name)
+        if not p.exists():
+            return default
+        with open(p, encoding="utf-8") as f:
+            return json.load(f)
+
+    # -- history -----------------------------------------------------------------
+    def append_history(self, record: dict[str, Any]) -> None:
+        line = _dumps(scrub(record, self.secrets))
+        with open(self.file(HISTORY), "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_history(self) -> list[dict[str, Any]]:
+        """The complete lines of the history; stops at a torn or corrupt line."""
+        return [rec for rec, _ in self._history_lines()]
+
+    def _history_lines(self) -> list[tuple[dict[str, Any], str]]:
+        p = self.file(HISTORY)
+        if not p.exists():
+            return []
+        out: list[tuple[dict[str, Any], str]] = []
+        with open(p, encoding="utf-8", newline="") as f:
+            for line in f:
+                if not line.endswith("\n"):
+                    break
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                if not isinstance(rec, dict):
+                    break
+                out.append((rec, line))
+        return out
+
+    def truncate_history(self, last_step: int) -> list[dict[str, Any]]:
+        """Keep the complete lines up to ``last_step``; drop anything after (or torn)."""
+        kept = [(r, line) for r, line in self._history_lines()
+                if isinstance(r.get("step"), int) and r["step"] <= last_step]
+        atomic_write_text(self.file(HISTORY), "".join(line for _, line in kept))
+        return [r for r, _ in kept]
+
+
+@dataclass
+class RunData:
+    """A run directory read back, for reports and the CLI."""
+
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def load_run(path: str | os.PathLike[str]) -> RunData:
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"no run directory at {p}")
+    rd = RunDir.__new__(RunDir)
+    rd.path, rd.secrets = p, []
+    return RunData(
+        path=p,
+        config=rd.read_json(CONFIG, {}) or {},
+        history=rd.read_history(),
+        best=rd.read_json(BEST, {}) or {},
+        state=rd.read_json(STATE, {}) or {},
+    )
