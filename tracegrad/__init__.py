@@ -7,7 +7,7 @@ parameters. See README.md for the tour.
 
 from __future__ import annotations
 
-from . import prompts
+from . import optim, prompts
 from .backward import BackwardResult, TextualPropagator, TracePropagator, backward
 from .core import (
     Feedback,
@@ -38,16 +38,17 @@ from .ops import (
     op,
 )
 from .ops import sum_losses as sum
+from .optim import OPRO, TGD, Optimizer, StepResult, TraceOptimizer
 from .sandbox import SandboxError
 from .template import TemplateError
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackwardResult", "Completion", "Engine", "ExecutionError", "Feedback", "FormattedLLMCall",
+    "BackwardResult", "Completion", "OPRO", "Optimizer", "StepResult", "TGD", "TraceOptimizer", "Engine", "ExecutionError", "Feedback", "FormattedLLMCall",
     "Graph", "Image", "LLMCall", "LLMError", "MetricLoss", "Module", "MultiFieldEvaluation",
     "Parameter", "Request", "SandboxError", "StructuredOutputError", "TemplateError", "TextLoss",
     "TextualPropagator", "TracePropagator", "Usage", "Variable", "aggregate", "backward",
     "backward_llm", "concat", "enable_grad", "format", "get_backward_llm", "graph", "no_grad",
-    "op", "parameters_of", "prompts", "set_backward_llm", "shorten", "sum",
+    "op", "optim", "parameters_of", "prompts", "set_backward_llm", "shorten", "sum",
 ]

@@ -236,9 +236,10 @@ def optimize(
     train: Annotated[Path, typer.Option("--train", "-t", help="Training data (.jsonl, .csv, "
                                         ".json) with the input fields and the output field.",
                                         show_default=False)],
-    val: Annotated[Path | None, typer.Option("--val", "-v", help="Validation data: candidates "
-                                             "are kept only if they score better here "
-                                             "(default: the training data).")] = None,
+    val: Annotated[Path | None, typer.Option("--val", "-v", help="Validation data: a rewrite "
+                                             "is kept only if it does not score worse here "
+                                             "(default: it is checked on the training "
+                                             "minibatch).")] = None,
     steps: StepsOpt = 8,
     batch_size: BatchOpt = 4,
     optimizer: OptimizerOpt = "tgd",
@@ -349,7 +350,7 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except RuntimeError as e:  # e.g. every example failed: the server is down or misnamed
         raise CLIError(f"{e} (the run so far is in {run_dir})", EXIT_FAILURE) from None
-    except FileExistsError as e:
+    except (FileExistsError, ValueError) as e:  # e.g. resuming with different data
         raise CLIError(str(e)) from None
 
     # 3. write the best template back
@@ -407,7 +408,7 @@ def _finish(pf: PromptFile, prompt_file: Path, out: Path | None, result: Any, js
     elif improved:
         written = pf.write(None, body)
         backup = backup_path(prompt_file)
-    atomic_write(run_dir / "best.prompt", pf.render_text(body if improved else pf.body))
+    atomic_write(run_dir / "best.prompt", pf.render_text(body))
     report = write_report(run_dir)
     usage = _usage_summary(result.usage)
     data = {
@@ -555,13 +556,14 @@ def estimate(
     prompt_file: PromptArg,
     train: Annotated[Path, typer.Option("--train", "-t", help="Training data.",
                                         show_default=False)],
-    val: Annotated[Path | None, typer.Option("--val", "-v", help="Validation data (default: "
-                                             "the training data).")] = None,
+    val: Annotated[Path | None, typer.Option("--val", "-v", help="Validation data, as for "
+                                             "optimize.")] = None,
     steps: StepsOpt = 8,
     batch_size: BatchOpt = 4,
     optimizer: OptimizerOpt = "tgd",
     model: ModelOpt = None,
     optimizer_model: OptimizerModelOpt = None,
+    concurrency: ConcurrencyOpt = 8,
     json_output: JsonOpt = False,
 ) -> None:
     """Estimate the calls, tokens and dollars of an optimize run. Makes no calls.
@@ -581,8 +583,9 @@ def estimate(
         tr = _load_data(pf, train, "--train")
         va = _load_data(pf, val, "--val")
         m, om = _resolve_models(pf, model, optimizer_model)
-        est = estimate_run(pf, tr, va if va is not None else tr, steps=steps,
-                           batch_size=batch_size, optimizer=opt, model=m, optimizer_model=om)
+        est = estimate_run(pf, tr, va, steps=steps,
+                           batch_size=batch_size, optimizer=opt, model=m, optimizer_model=om,
+                           concurrency=concurrency)
         if json_output:
             _out_json(est)
             return
@@ -594,7 +597,6 @@ def estimate(
 # example, then (TGD) one backward call per failed example plus up to 2 correct ones, one
 # optimizer call (+1 repair at worst, +1 feedback summary when feedback is long), then the
 # candidate is scored on the validation set (or re-run on the batch when there is none).
-_POSITIVE_EXAMPLES = 2
 _BACKWARD_REPLY_TOKENS = 120
 _REASONING_TOKENS = 100
 _JUDGE_REPLY_TOKENS = 40
@@ -616,7 +618,8 @@ def _meta_prompt_tokens(name: str) -> int:
 
 
 def estimate_run(pf: PromptFile, train: Any, val: Any, *, steps: int, batch_size: int,
-                 optimizer: str, model: str, optimizer_model: str) -> dict[str, Any]:
+                 optimizer: str, model: str, optimizer_model: str,
+                 concurrency: int = 8) -> dict[str, Any]:
     """Expected calls, tokens and dollars of ``tracegrad optimize``; makes no call."""
     from . import template as tpl
     from .core.shorten import render
@@ -692,11 +695,24 @@ def estimate_run(pf: PromptFile, train: Any, val: Any, *, steps: int, batch_size
         price = price_for(r["model"])
         factor = 2.0 if r["purpose"] == "optimizer" else 1.2
         upper += factor * price.cost(Usage(r["prompt_tokens"], 2 * r["completion_tokens"]))
+    # a budget is enforced by reserving each call's worst case before it is sent (prompt +
+    # max_tokens, or 1024 reply tokens), so concurrent calls need headroom under the limit
+    from .llm.meter import DEFAULT_WORST_CASE_COMPLETION_TOKENS
+
+    cap = pf.params.get("max_tokens") or pf.params.get("max_completion_tokens")
+    worst_reply = int(cap) if cap else DEFAULT_WORST_CASE_COMPLETION_TOKENS
+    worst_call = max(price_for(spec).cost(Usage(int(opt_prompt), worst_reply))
+                     for spec in {model, optimizer_model})
+    headroom = concurrency * worst_call
     notes = [
         "tokens are counted as about 4 characters each; replies are guessed from the expected "
         "outputs",
         "early stops (a perfect validation score) and cache hits make a real run cheaper",
     ]
+    if headroom > 0:
+        notes.append(f"a budget reserves each call's worst case before sending it: with "
+                     f"--concurrency {concurrency} it needs about ${headroom:.4f} of headroom, "
+                     "included in the suggestion")
     unpriced = sorted({r["model"] for r in rows if not r["priced"]})
     if unpriced:
         notes.append(f"no price known for {', '.join(unpriced)}: counted as $0 (set "
@@ -707,7 +723,8 @@ def estimate_run(pf: PromptFile, train: Any, val: Any, *, steps: int, batch_size
         "prompt_file": str(pf.path), "optimizer": optimizer, "steps": steps,
         "batch_size": batch_size, "train_size": len(train), "val_size": n_val,
         "model": model, "optimizer_model": optimizer_model, "rows": rows, "total": total,
-        "upper_usd": upper, "suggested_budget_usd": _nice_ceiling(upper * 1.2),
+        "upper_usd": upper, "budget_headroom_usd": headroom,
+        "suggested_budget_usd": _nice_ceiling(upper * 1.2 + headroom),
         "calls_made": 0, "notes": notes,
     }
 
@@ -797,12 +814,9 @@ def demo(
 
     with _errors():
         opt = _check_optimizer(optimizer)
-        tmp: Any = None
-        if run_dir is None:
-            import tempfile
-
-            tmp = tempfile.mkdtemp(prefix="tracegrad-demo-")
-            run_dir = Path(tmp) / "run"
+        if run_dir is not None and ((run_dir / "history.jsonl").exists()
+                                    or (run_dir / "state.json").exists()):
+            raise CLIError(f"--run-dir {run_dir} already holds a run; choose another directory")
         _log("[bold magenta]SIMULATED[/bold magenta]: this demo runs on a scripted mock model, "
              "not a real LLM")
         res = demo_mod.run_demo(run_dir=run_dir, steps=steps, optimizer=opt, seed=seed,
@@ -825,6 +839,8 @@ def demo(
         _out(f"calls: {res['calls']} simulated (forward {res['calls_by_purpose'].get('forward', 0)}"
              f", backward {res['calls_by_purpose'].get('backward', 0)}, optimizer "
              f"{res['calls_by_purpose'].get('optimizer', 0)})")
+        _out(f"prompt file: {res['prompt_file']} (the original is kept as "
+             f"{res['prompt_file']}.bak)")
         _out(f"run dir: {res['run_dir']}")
         if res.get("report"):
             _out(f"report: {res['report']}")

@@ -37,7 +37,7 @@ from typing import Any
 from .llm.base import Request, content_to_text
 from .testing.mock import MockLLM
 
-__all__ = ["CountingWorld", "DEMO_PROMPT", "make_examples", "run_demo"]
+__all__ = ["CountingWorld", "DEMO_PROMPT", "category_of", "make_examples", "parse_question", "run_demo"]
 
 # -- the world's objects --------------------------------------------------------------------
 
@@ -139,6 +139,11 @@ def parse_question(text: str) -> tuple[list[tuple[str, int, str | None]], str] |
         name = words[1].strip()
         items.append((name, qty, _LEXICON.get(name)))
     return items, m.group("cat")
+
+
+def category_of(name: str) -> str | None:
+    """The category of an object name of the demo world ("pianos" -> "musical instruments")."""
+    return _LEXICON.get(name.strip().lower())
 
 
 def _count(items: list[tuple[str, int, str | None]], cat: str, *, multiples: bool,
@@ -427,15 +432,19 @@ def run_demo(run_dir: str | Path | None = None, *, steps: int = 4, optimizer: st
              ) -> dict[str, Any]:
     """Optimize the demo prompt file on the simulated world; return what happened.
 
-    Writes ``counting.prompt`` (and its ``.bak`` after the rewrite) beside the run directory.
+    Everything goes into ``run_dir`` (default: a new temporary directory): the run's files,
+    the demo's ``counting.prompt`` (rewritten in place, the original kept as
+    ``counting.prompt.bak``) and its two data files.
     """
     from .promptfile import PromptFile
     from .train import optimize, write_report
 
     say = log or (lambda _msg: None)
-    root = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="tracegrad-demo-")) / "run"
-    work = root.parent
-    work.mkdir(parents=True, exist_ok=True)
+    root = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="tracegrad-demo-"))
+    if (root / "history.jsonl").exists() or (root / "state.json").exists():
+        raise FileExistsError(f"{root} already holds a run; choose another --run-dir")
+    root.mkdir(parents=True, exist_ok=True)
+    work = root
     prompt_path = work / "counting.prompt"
     prompt_path.write_text(DEMO_PROMPT, encoding="utf-8")
     rows = make_examples(40, seed=seed)

@@ -66,6 +66,12 @@ def test_estimate_text_output_and_unpriced_models(counting: dict[str, Path]) -> 
     assert "no calls were made" in r.stdout and "total" in r.stdout
     assert "no price known for openai:my-local-model" in " ".join(r.stdout.split())
     assert "backward" not in [line.split()[0] for line in r.stdout.splitlines() if line.strip()]
+    j = cli("estimate", counting["prompt"], "--train", counting["train"], "--steps", "5",
+            "--batch-size", "3", "--json")
+    rows = {row["purpose"]: row["calls"] for row in json.loads(j.stdout)["rows"]}
+    # without --val there is no baseline run and rewrites are checked on the minibatch
+    assert "baseline" not in rows and rows["validation"] == rows["forward"] == 5 * 3
+    assert rows["backward"] == 5 * 3 and rows["optimizer"] == 5
 
 
 def test_estimate_rejects_a_broken_prompt_file(counting: dict[str, Path]) -> None:
@@ -145,7 +151,7 @@ def test_cache_info_and_clear(counting: dict[str, Path], world_server: FakeOpenA
 
 
 def test_demo_improves_offline_and_says_simulated(tmp_path: Path) -> None:
-    run_dir = tmp_path / "demo" / "run"
+    run_dir = tmp_path / "demo"
     r = cli("demo", "--run-dir", run_dir, "--json")
     assert r.code == 0, r
     assert "SIMULATED" in r.stderr
@@ -156,7 +162,10 @@ def test_demo_improves_offline_and_says_simulated(tmp_path: Path) -> None:
     # the loop really ran: feedback and rewrites were requested from the simulated model
     assert data["calls_by_purpose"]["backward"] > 0 and data["calls_by_purpose"]["optimizer"] > 0
     assert (run_dir / "history.jsonl").is_file() and (run_dir / "report.html").is_file()
-    assert (tmp_path / "demo" / "counting.prompt.bak").is_file()
+    assert (run_dir / "counting.prompt.bak").is_file()
+    assert data["after"] in (run_dir / "counting.prompt").read_text()
+    again = cli("demo", "--run-dir", run_dir)
+    assert again.code == 2 and "already holds a run" in again.stderr
 
 
 def test_demo_console_script_prints_simulated_and_a_diff(tmp_path: Path) -> None:
@@ -164,7 +173,7 @@ def test_demo_console_script_prints_simulated_and_a_diff(tmp_path: Path) -> None
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c",
                                             "from tracegrad.cli import app; app()"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI")}
-    p = subprocess.run([*cmd, "demo", "--run-dir", str(tmp_path / "d" / "run")], cwd=tmp_path,
+    p = subprocess.run([*cmd, "demo", "--run-dir", str(tmp_path / "d")], cwd=tmp_path,
                        capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("SIMULATED") and "SIMULATED" in p.stderr
@@ -173,3 +182,25 @@ def test_demo_console_script_prints_simulated_and_a_diff(tmp_path: Path) -> None
     before, after = float(line.split()[1]), float(line.split()[3])
     assert after > before
     assert "Traceback" not in p.stderr
+
+
+def test_judge_metric_grades_with_the_optimizer_model(tmp_path: Path) -> None:
+    prompt = tmp_path / "summary.prompt"
+    prompt.write_text(
+        "---\nmodel: openai:task-model\noptimizer_model: openai:judge-model\n"
+        "input: [text]\noutput: summary\n"
+        "metric:\n  judge: Is the summary faithful and under 20 words?\n---\n"
+        "Summarize: {{ text }}\n")
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": f"text {i}", "summary": f"s{i}"}) + "\n"
+                            for i in range(3)))
+    with FakeOpenAIServer({r"Rubric:": "Score: 7\nReason: mostly faithful.",
+                           r"Summarize": "A short summary."}) as server:
+        r = cli("eval", prompt, "--data", data, "--base-url", server.url, "--json",
+                "--no-cache")
+        assert r.code == 0, r
+        models = sorted(b["model"] for b in server.requests)
+    out = json.loads(r.stdout)
+    assert out["score"] == pytest.approx(0.7)
+    assert out["metric"].startswith("judge: Is the summary faithful")
+    assert models == ["judge-model"] * 3 + ["task-model"] * 3

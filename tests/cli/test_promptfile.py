@@ -302,6 +302,6 @@ def test_json_expected_values_load_for_the_extraction_prompt() -> None:
     ex = ds[0]
     score, _ = metric(json.dumps(ex.expected), ex.expected)
     assert score == 1.0
-    half, why = metric('{"name": "%s", "date": "1999-01-01", "amount": 0}' % ex.expected["name"],
-                       ex.expected)
+    wrong = {"name": ex.expected["name"], "date": "1999-01-01", "amount": 0}
+    half, why = metric(json.dumps(wrong), ex.expected)
     assert 0 < half < 1 and "date" in why

@@ -174,3 +174,14 @@ def test_requests_per_minute_spaces_out_calls():
         lim.complete(make_request(str(i)))
     assert inner.calls == 4
     assert time.perf_counter() - t0 >= 0.14  # the third call waited for the window
+
+
+def test_tokens_per_minute_holds_back_large_requests():
+    inner = MockLLM()
+    lim = Limits(inner, tpm=1_000_000)
+    lim.tpm = RateWindow(50, period=0.15)
+    t0 = time.perf_counter()
+    for i in range(2):
+        lim.complete(make_request(f"question {i}", max_tokens=40))  # ~47 booked, ~10 used
+    assert inner.calls == 2
+    assert time.perf_counter() - t0 >= 0.14  # the second waited for the first to expire

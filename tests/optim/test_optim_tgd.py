@@ -354,3 +354,13 @@ def test_end_to_end_with_textual_backward():
     opt.step()
     assert system.value == "Answer. Give only the number."
     assert qa("2 apples and 2 pears: how many fruits?").value == "4"
+
+
+def test_sample_id_reaches_every_request_of_the_step():
+    p = tg.Parameter("Be helpful.", name="sys")
+    for i in range(30):
+        p.add_feedback(f"Problem number {i}: " + "the answer is too long and rambles. " * 8)
+    llm = MockLLM(["- too long", "no tags", "<new_value>Be brief.</new_value>"])
+    result = TGD([p], llm, feedback_budget=2000).step(sample_id="beam-1")
+    assert result.calls == 3 and p.value == "Be brief."
+    assert [r.sample_id for r in llm.requests] == ["beam-1"] * 3

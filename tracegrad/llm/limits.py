@@ -187,19 +187,20 @@ class Limits(EngineWrapper):
         max_out = request.params.get("max_tokens") or request.params.get("max_completion_tokens")
         return estimate_request_tokens(request) + int(max_out or 0)
 
-    def _book(self, request: Request) -> tuple[float, list[float] | None, list[float] | None]:
+    def _book(self, request: Request) -> tuple[float, list[float] | None]:
+        """Book this call in the rate windows: (0, token entry), or (seconds to wait, None)."""
         req_entry = tok_entry = None
         if self.rpm is not None:
             wait, req_entry = self.rpm.reserve(1)
             if wait:
-                return wait, None, None
+                return wait, None
         if self.tpm is not None:
             wait, tok_entry = self.tpm.reserve(self._tokens(request))
             if wait:
                 if self.rpm is not None:
-                    self.rpm.settle(req_entry, 0)
-                return wait, None, None
-        return 0.0, req_entry, tok_entry
+                    self.rpm.settle(req_entry, 0)  # not sent after all
+                return wait, None
+        return 0.0, tok_entry
 
     def _settle(self, entry: list[float] | None, c: Completion | None) -> None:
         if self.tpm is not None and c is not None:
@@ -216,7 +217,7 @@ class Limits(EngineWrapper):
             self._sem.acquire()
             try:
                 while True:
-                    wait, _, tok = self._book(request)
+                    wait, tok = self._book(request)
                     if not wait:
                         break
                     time.sleep(wait)
@@ -242,7 +243,7 @@ class Limits(EngineWrapper):
             await self._sem.aacquire()
             try:
                 while True:
-                    wait, _, tok = self._book(request)
+                    wait, tok = self._book(request)
                     if not wait:
                         break
                     await asyncio.sleep(wait)

@@ -196,6 +196,7 @@ class OpenAIEngine(BaseEngine):
         self._client: openai.OpenAI | None = None
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]]
         self._aclients = weakref.WeakKeyDictionary()
+        self._pid = os.getpid()
 
     # -- identity ------------------------------------------------------------
     @property
@@ -214,25 +215,40 @@ class OpenAIEngine(BaseEngine):
         return {"model": self.model, "base_url": self.base_url, "params": self.params}
 
     # -- clients ---------------------------------------------------------------
+    def _forget_if_forked(self) -> None:
+        """Drop clients inherited through fork(): their pooled sockets belong to the parent.
+
+        Call with ``self._lock`` held.
+        """
+        if self._pid != os.getpid():
+            self._client, self._pid = None, os.getpid()
+            self._aclients = weakref.WeakKeyDictionary()
+
     @property
     def client(self) -> openai.OpenAI:
-        if self._client is None:
+        client = self._client
+        if client is None or self._pid != os.getpid():
             with self._lock:
+                self._forget_if_forked()
                 if self._client is None:
                     self._client = openai.OpenAI(http_client=self._http_client, **self._client_kw)
-        return self._client
+                client = self._client
+        return client
 
     async def _aclient(self) -> openai.AsyncOpenAI:
         # an async HTTP pool belongs to the event loop that opened it: one client per loop
         loop = asyncio.get_running_loop()
         with self._lock:
+            self._forget_if_forked()
             entry = self._aclients.get(loop)
             if entry is not None:
                 return entry[0]
             client = openai.AsyncOpenAI(http_client=self._async_http_client, **self._client_kw)
-            closer = _close_with_loop(client)
+            # a caller's own http client is theirs to close
+            closer = _close_with_loop(client) if self._async_http_client is None else None
             self._aclients[loop] = (client, closer)
-        await closer.__anext__()
+        if closer is not None:
+            await closer.__anext__()
         return client
 
     def close(self) -> None:

@@ -44,6 +44,13 @@ def normalize_metric_result(result: Any, prediction: Any = None, expected: Any =
 class LossOp(Op):
     kind = "loss"
 
+    def context(self, out: Variable, limit: int = 600) -> dict[str, Any]:
+        ctx = super().context(out, limit)
+        if out.score is not None:
+            ctx["score"] = out.score
+            ctx["success"] = out.score >= 1.0
+        return ctx
+
     def backward(self, out: Variable, ctx: Any = None) -> None:
         context = self.context(out)
         for key, var in self.inputs.items():

@@ -162,6 +162,7 @@ def summarise_feedback(
     limit: int,
     input_limit: int,
     prompt: str = "feedback_summary",
+    sample_id: str | None = None,
 ) -> tuple[str, int, list[dict[str, Any]]]:
     """Condense feedback that is over budget with one LLM call; the result fits ``limit``.
 
@@ -192,6 +193,7 @@ def summarise_feedback(
             {"role": "user", "content": f"The variable: {about}\n\nFeedback items:\n{body}"},
         ],
         purpose="optimizer",
+        sample_id=sample_id,
     )
     reply = engine.complete(request).text or ""
     summary = reply.strip()
@@ -299,6 +301,7 @@ class Optimizer:
         self.history: list[dict[str, Any]] = []
         self.steps = 0
         self._led_to: dict[str, str] = {}
+        self._sample: str | None = None
 
     # -- public API ------------------------------------------------------------------
     @property
@@ -316,7 +319,9 @@ class Optimizer:
         for p in self.params:
             p.zero_grad()
 
-    def step(self) -> StepResult:  # pragma: no cover - abstract
+    def step(self, sample_id: str | None = None) -> StepResult:  # pragma: no cover - abstract
+        """Propose and apply new values. A distinct ``sample_id`` asks for a fresh sample
+        (it is part of the cache key), e.g. for several proposals from the same state."""
         raise NotImplementedError
 
     def record_score(self, score: float, feedback: str = "") -> None:

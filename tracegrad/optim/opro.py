@@ -68,7 +68,8 @@ class OPRO(Optimizer):
             keep = {id(e) for e in ranked}
             self.history = [e for e in self.history if id(e) in keep]
 
-    def step(self) -> StepResult:
+    def step(self, sample_id: str | None = None) -> StepResult:
+        self._sample = sample_id
         result = self._new_result()
         names = {n: p for n, p in self.names.items() if p.requires_grad}
         if not names:
@@ -81,6 +82,7 @@ class OPRO(Optimizer):
                 {"role": "user", "content": self._render(names)},
             ],
             purpose="optimizer",
+            sample_id=self._sample,
         )
         reply = engine.complete(request).text or ""
         result.calls += 1

@@ -107,7 +107,8 @@ class TGD(Optimizer):
         return TextualPropagator(self._engine, max_concurrency=self.max_concurrency)
 
     # -- step ------------------------------------------------------------------------
-    def step(self) -> StepResult:
+    def step(self, sample_id: str | None = None) -> StepResult:
+        self._sample = sample_id
         result = self._new_result()
         jobs: list[tuple[str, Parameter, list[FeedbackItem]]] = []
         for name, p in self.names.items():
@@ -143,7 +144,7 @@ class TGD(Optimizer):
             summary, calls, events = summarise_feedback(
                 engine, items, about=f"{name} ({p.role or p.value_kind})",
                 limit=self.feedback_budget, input_limit=self.summary_input_chars,
-                prompt=self.summary_prompt,
+                prompt=self.summary_prompt, sample_id=self._sample,
             )
             out.calls += calls
             out.events += events
@@ -167,6 +168,7 @@ class TGD(Optimizer):
                 {"role": "user", "content": self._render(name, p, feedback_block)},
             ],
             purpose="optimizer",
+            sample_id=self._sample,
         )
         reply = engine.complete(request).text or ""
         out.calls += 1

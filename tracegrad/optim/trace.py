@@ -164,6 +164,7 @@ class _Listing:
         self.value_limit = value_limit
         self._names: dict[int, str] = dict(param_names)
         self._used = set(param_names.values())
+        self._described: set[tuple[str, str]] = set()
 
     def name(self, v: Variable) -> str:
         n = self._names.get(v.id)
@@ -191,6 +192,10 @@ class _Listing:
             lines.append(f"{self.name(inp)} = {self.short(inp.value)}{role}")
         args = ", ".join(f"{k}={self.name(x)}" for k, x in op.inputs.items())
         desc = " ".join(op.description.split()) if op.description else ""
+        if desc and (op.name, desc) in self._described:
+            desc = ""  # a batch repeats the same op: describe it once
+        elif desc:
+            self._described.add((op.name, desc))
         lines.append(f"{self.name(v)} = {op.name}({args})" + (f"  # {shorten(desc, 160)}" if desc else ""))
         if v.error:
             lines.append(f"    -> raised: {self.short(v.error)}")
@@ -222,6 +227,7 @@ class _Listing:
         steps = [v for v in self.order if v.op is not None]
         keep = {v.id for v in steps}
         sizes = {v.id: sum(len(x) + 1 for x in self.block(v, set())) for v in steps}
+        self._described.clear()
         if sum(sizes.values()) > max_chars:
             dist = self.distances()
             index = {v.id: i for i, v in enumerate(self.order)}
@@ -285,7 +291,8 @@ class TraceOptimizer(Optimizer):
     def propagator(self) -> Any:
         return TracePropagator()
 
-    def step(self) -> StepResult:
+    def step(self, sample_id: str | None = None) -> StepResult:
+        self._sample = sample_id
         result = self._new_result()
         offered = {n: p for n, p in self.names.items() if p.requires_grad and p.grads}
         if not offered:
@@ -314,7 +321,7 @@ class TraceOptimizer(Optimizer):
             summary, calls, events = summarise_feedback(
                 engine, items, about="the result of the program traced below",
                 limit=self.feedback_budget, input_limit=self.summary_input_chars,
-                prompt=self.summary_prompt,
+                prompt=self.summary_prompt, sample_id=self._sample,
             )
             result.calls += calls
             for ev in events:
@@ -344,6 +351,7 @@ class TraceOptimizer(Optimizer):
                 {"role": "user", "content": self._render(offered, trace_text, feedback)},
             ],
             purpose="optimizer",
+            sample_id=self._sample,
         )
         try:
             reply, completion, calls = complete_json(engine, request, _reply_from_json)

@@ -44,8 +44,11 @@ __all__ = ["EvalResult", "OptimizeResult", "Outcome", "Trainer", "evaluate", "op
 
 GATES = ("non-decrease", "improve", "minibatch", "none")
 OPTIMIZER_NAMES = {
-    "tgd": "TGD", "textgrad": "TGD", "textual": "TGD",
-    "trace": "TraceOptimizer", "optoprime": "TraceOptimizer",
+    "tgd": "TGD",
+    "textgrad": "TGD",
+    "textual": "TGD",
+    "trace": "TraceOptimizer",
+    "optoprime": "TraceOptimizer",
     "opro": "OPRO",
 }
 _ITEM_LIMIT = 600  # one example's feedback, in history and in the optimizer's summary
@@ -73,7 +76,9 @@ class Outcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.example.id, "score": self.score, "explanation": self.explanation,
+            "id": self.example.id,
+            "score": self.score,
+            "explanation": self.explanation,
             "output": shorten(self.output, 2000) if self.output is not None else None,
             "error": self.error,
         }
@@ -115,9 +120,11 @@ class OptimizeResult:
 
         usd = (self.usage.get("total") or {}).get("usd")
         cost = f", ${usd:.4f}" if isinstance(usd, int | float) else ""
-        return (f"{self.steps_done} steps ({self.stopped_reason}): score {f(self.baseline_score)}"
-                f" -> best {f(self.best_score)}{cost}"
-                + (f"; run in {self.run_dir}" if self.run_dir else ""))
+        return (
+            f"{self.steps_done} steps ({self.stopped_reason}): score {f(self.baseline_score)}"
+            f" -> best {f(self.best_score)}{cost}"
+            + (f"; run in {self.run_dir}" if self.run_dir else "")
+        )
 
 
 class _BudgetStop(Exception):
@@ -131,7 +138,9 @@ def _is_budget_error(e: BaseException) -> bool:
         BudgetExceeded = None  # type: ignore[assignment]  # noqa: N806
     if BudgetExceeded is not None and isinstance(e, BudgetExceeded):
         return True
-    return any(c.__name__ == "BudgetExceeded" for c in type(e).__mro__) or isinstance(e, _BudgetStop)
+    return any(c.__name__ == "BudgetExceeded" for c in type(e).__mro__) or isinstance(
+        e, _BudgetStop
+    )
 
 
 # -- evaluation ---------------------------------------------------------------------------
@@ -142,8 +151,11 @@ def _call_program(program: Callable[..., Any], ex: Example) -> Any:
 
 
 def _run_example(
-    program: Callable[..., Any], metric: Callable[[Any, Any], tuple[float, str]],
-    metric_name: str, ex: Example, grad: bool,
+    program: Callable[..., Any],
+    metric: Callable[[Any, Any], tuple[float, str]],
+    metric_name: str,
+    ex: Example,
+    grad: bool,
 ) -> Outcome:
     """Run and score one example; pipeline failures become feedback, not exceptions."""
     with enable_grad() if grad else no_grad():
@@ -165,13 +177,15 @@ def _run_example(
             if isinstance(e, LLMError):
                 msg = f"The metric could not score this output ({type(e).__name__}: {e})."
                 return Outcome(ex, 0.0, msg, output=var.value, error=msg, output_var=var)
-            raise RuntimeError(f"the metric failed on {ex.source or ex.id}: "
-                               f"{type(e).__name__}: {e}") from e
+            raise RuntimeError(
+                f"the metric failed on {ex.source or ex.id}: {type(e).__name__}: {e}"
+            ) from e
         loss = None
         if grad:
             loss = MetricLoss(lambda p, e: (score, explanation), name=metric_name)(var, ex.expected)
-        return Outcome(ex, score, explanation, output=var.value, output_var=var if grad else None,
-                       loss=loss)
+        return Outcome(
+            ex, score, explanation, output=var.value, output_var=var if grad else None, loss=loss
+        )
 
 
 def _mean(xs: Iterable[float]) -> float:
@@ -182,19 +196,29 @@ def _mean(xs: Iterable[float]) -> float:
 class _Runner:
     """Runs examples concurrently, each in its own copy of the caller's context."""
 
-    def __init__(self, program: Callable[..., Any], metric: Callable[[Any, Any], Any],
-                 metric_name: str, concurrency: int) -> None:
+    def __init__(
+        self,
+        program: Callable[..., Any],
+        metric: Callable[[Any, Any], Any],
+        metric_name: str,
+        concurrency: int,
+    ) -> None:
         self.program = program
         self.metric = metric
         self.metric_name = metric_name
-        self.pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="tg-train")
+        self.pool = ThreadPoolExecutor(
+            max_workers=max(1, concurrency), thread_name_prefix="tg-train"
+        )
 
     def run(self, examples: Sequence[Example], grad: bool) -> list[Outcome]:
         futures: list[Future[Outcome]] = []
         for ex in examples:
             ctx = contextvars.copy_context()
-            futures.append(self.pool.submit(ctx.run, _run_example, self.program, self.metric,
-                                            self.metric_name, ex, grad))
+            futures.append(
+                self.pool.submit(
+                    ctx.run, _run_example, self.program, self.metric, self.metric_name, ex, grad
+                )
+            )
         try:
             return [f.result() for f in futures]
         except BaseException:
@@ -207,8 +231,13 @@ class _Runner:
 
 
 def evaluate(
-    program: Callable[..., Any], data: Any, metric: Any = "exact_match", *, concurrency: int = 8,
-    input_fields: Sequence[str] | None = None, output_field: str | None = None,
+    program: Callable[..., Any],
+    data: Any,
+    metric: Any = "exact_match",
+    *,
+    concurrency: int = 8,
+    input_fields: Sequence[str] | None = None,
+    output_field: str | None = None,
 ) -> EvalResult:
     """Score a program on a dataset (no graph is recorded, nothing is optimized)."""
     ds = load_dataset(data, input_fields, output_field)
@@ -224,15 +253,20 @@ def evaluate(
 
 def _raise_if_all_crashed(outcomes: list[Outcome]) -> None:
     if outcomes and all(o.crashed for o in outcomes):
-        raise RuntimeError(
-            f"the program failed on every example; first error: {outcomes[0].error}"
-        )
+        raise RuntimeError(f"the program failed on every example; first error: {outcomes[0].error}")
 
 
 # -- usage and budget ---------------------------------------------------------------------
 
-_TALLY_KEYS = ("calls", "cached_calls", "errors", "prompt_tokens", "completion_tokens",
-               "total_tokens", "usd")
+_TALLY_KEYS = (
+    "calls",
+    "cached_calls",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "usd",
+)
 
 
 def _add(a: dict[str, Any], b: dict[str, Any], sign: int = 1) -> dict[str, Any]:
@@ -301,11 +335,15 @@ class _Meters:
                 "tracegrad.llm.Meter(engine); no engine of this run is metered"
             )
         if self.unmetered:
-            names = ", ".join(sorted({getattr(e, "model", type(e).__name__) for e in self.unmetered}))
+            names = ", ".join(
+                sorted({getattr(e, "model", type(e).__name__) for e in self.unmetered})
+            )
             notes.append(f"budget does not cover unmetered engines: {names}")
         if len(self.meters) > 1:
-            notes.append(f"{len(self.meters)} separate meters: each enforces the budget alone; "
-                         "the run also checks the sum between steps")
+            notes.append(
+                f"{len(self.meters)} separate meters: each enforces the budget alone; "
+                "the run also checks the sum between steps"
+            )
         for m in self.meters:
             self._saved_budgets.append((m, m.budget))
             used = m.snapshot().get("total", {})
@@ -315,11 +353,21 @@ class _Meters:
 
             m.budget = Budget(
                 usd=lim(budget.usd, used.get("usd", 0.0), spent_before.get("usd", 0.0)),
-                tokens=None if budget.tokens is None else int(
-                    lim(budget.tokens, used.get("total_tokens", 0),
-                        spent_before.get("total_tokens", 0)) or 0),
-                calls=None if budget.calls is None else int(
-                    lim(budget.calls, used.get("calls", 0), spent_before.get("calls", 0)) or 0),
+                tokens=None
+                if budget.tokens is None
+                else int(
+                    lim(
+                        budget.tokens,
+                        used.get("total_tokens", 0),
+                        spent_before.get("total_tokens", 0),
+                    )
+                    or 0
+                ),
+                calls=None
+                if budget.calls is None
+                else int(
+                    lim(budget.calls, used.get("calls", 0), spent_before.get("calls", 0)) or 0
+                ),
             )
         return notes
 
@@ -381,8 +429,9 @@ def describe_engine(engine: Any) -> dict[str, Any] | None:
         out["base_url"] = url
     params = getattr(inner, "params", None)
     if isinstance(params, dict):
-        out["params"] = {k: v for k, v in params.items()
-                         if isinstance(v, str | int | float | bool | type(None))}
+        out["params"] = {
+            k: v for k, v in params.items() if isinstance(v, str | int | float | bool | type(None))
+        }
     return out
 
 
@@ -410,8 +459,9 @@ class _Progress:
             return
         self.console = Console(stderr=True, highlight=False)
         if self.console.is_terminal:
-            self.live = Live(self._table(), console=self.console, refresh_per_second=4,
-                             transient=False)
+            self.live = Live(
+                self._table(), console=self.console, refresh_per_second=4, transient=False
+            )
             self.live.start()
 
     @staticmethod
@@ -437,10 +487,17 @@ class _Progress:
             table.add_row(*row)
         calls, tok, usd = self._usage_cells()
         s = self.status
-        table.add_row(f"{s.get('step', 0)}/{self.total}", self._num(s.get("train")),
-                      self._num(s.get("val")), self._num(s.get("best")),
-                      f"[dim]{s.get('phase', '')}[/dim]", calls, tok, usd,
-                      f"{time.perf_counter() - self.t0:.1f}s")
+        table.add_row(
+            f"{s.get('step', 0)}/{self.total}",
+            self._num(s.get("train")),
+            self._num(s.get("val")),
+            self._num(s.get("best")),
+            f"[dim]{s.get('phase', '')}[/dim]",
+            calls,
+            tok,
+            usd,
+            f"{time.perf_counter() - self.t0:.1f}s",
+        )
         return table
 
     def update(self, **kw: Any) -> None:
@@ -456,16 +513,27 @@ class _Progress:
         self.status["usage"] = rec.get("usage_total")
         calls, tok, usd = self._usage_cells()
         result = rec.get("result", "")
-        row = (f"{rec['step']}/{self.total}", self._num(rec.get("train_score")),
-               self._num(rec.get("val_score")), self._num(rec.get("best_score")), result,
-               calls, tok, usd, f"{time.perf_counter() - self.t0:.1f}s")
+        row = (
+            f"{rec['step']}/{self.total}",
+            self._num(rec.get("train_score")),
+            self._num(rec.get("val_score")),
+            self._num(rec.get("best_score")),
+            result,
+            calls,
+            tok,
+            usd,
+            f"{time.perf_counter() - self.t0:.1f}s",
+        )
         self.rows.append(row)
         if self.live is not None:
             self.live.update(self._table())
         else:
             self.console.print(
                 f"step {row[0]}  train {row[1]}  val {row[2]}  best {row[3]}  {result}  "
-                f"calls {calls}  tokens {tok}  {usd}  {row[8]}", markup=False, soft_wrap=True)
+                f"calls {calls}  tokens {tok}  {usd}  {row[8]}",
+                markup=False,
+                soft_wrap=True,
+            )
 
     def message(self, text: str) -> None:
         if self.enabled and self.console is not None:
@@ -522,9 +590,13 @@ class Trainer:
     ) -> None:
         if gate not in GATES:
             raise ValueError(f"gate must be one of {', '.join(GATES)}, got {gate!r}")
-        for name, v, lo in (("batch_size", batch_size, 1), ("beam", beam, 1),
-                            ("pool_size", pool_size, 1), ("concurrency", concurrency, 1),
-                            ("steps", steps, 0)):
+        for name, v, lo in (
+            ("batch_size", batch_size, 1),
+            ("beam", beam, 1),
+            ("pool_size", pool_size, 1),
+            ("concurrency", concurrency, 1),
+            ("steps", steps, 0),
+        ):
             if not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
         # Data first: a broken file must stop the run before any engine is touched.
@@ -552,6 +624,12 @@ class Trainer:
         self.user_config = dict(config or {})
         self.feedback_limit = feedback_limit
         self.named = self._named_parameters(program, parameters, optimizer)
+        for name, p in self.named.items():
+            # Auto-generated names ("param17") differ from process to process, and the
+            # optimizer keys its memory by name: a resumed run would lose that memory.
+            # The module path is stable, and reads better in the optimizer's prompts.
+            if p.name == f"{p.kind}{p.id}":
+                p.name = name
         self.optimizer_engine = optimizer_engine or get_backward_llm(required=False) or engine
         self.optimizer = self._build_optimizer(optimizer)
         self.optimizer_name = optimizer if isinstance(optimizer, str) else type(optimizer).__name__
@@ -568,8 +646,11 @@ class Trainer:
     @staticmethod
     def _named_parameters(program: Any, parameters: Any, optimizer: Any) -> dict[str, Parameter]:
         if parameters is not None:
-            items = list(parameters.items()) if isinstance(parameters, Mapping) else [
-                (p.name, p) for p in parameters]
+            items = (
+                list(parameters.items())
+                if isinstance(parameters, Mapping)
+                else [(p.name, p) for p in parameters]
+            )
         elif isinstance(program, Module) or hasattr(program, "named_parameters"):
             items = list(program.named_parameters())
         elif hasattr(program, "parameters"):
@@ -577,8 +658,9 @@ class Trainer:
         elif not isinstance(optimizer, str) and hasattr(optimizer, "params"):
             items = [(p.name, p) for p in optimizer.params]
         else:
-            raise TypeError("cannot find the program's parameters: use a tg.Module, or pass "
-                            "parameters=[...]")
+            raise TypeError(
+                "cannot find the program's parameters: use a tg.Module, or pass parameters=[...]"
+            )
         named: dict[str, Parameter] = {}
         for name, p in items:
             if not isinstance(p, Parameter):
@@ -600,14 +682,19 @@ class Trainer:
         else:
             key = optimizer.strip().lower()
             if key not in OPTIMIZER_NAMES:
-                raise ValueError(f"unknown optimizer {optimizer!r}; use one of "
-                                 f"{', '.join(sorted(OPTIMIZER_NAMES))} or an Optimizer instance")
+                raise ValueError(
+                    f"unknown optimizer {optimizer!r}; use one of "
+                    f"{', '.join(sorted(OPTIMIZER_NAMES))} or an Optimizer instance"
+                )
             try:
                 from .. import optim
+
                 cls = getattr(optim, OPTIMIZER_NAMES[key])
             except (ImportError, AttributeError) as e:
-                raise ImportError(f"optimizer {optimizer!r} is not available "
-                                  f"(tracegrad.optim.{OPTIMIZER_NAMES[key]}): {e}") from e
+                raise ImportError(
+                    f"optimizer {optimizer!r} is not available "
+                    f"(tracegrad.optim.{OPTIMIZER_NAMES[key]}): {e}"
+                ) from e
         return cls(trainable, engine=self.optimizer_engine, max_concurrency=self.concurrency)
 
     def state(self) -> dict[str, Any]:
@@ -620,9 +707,18 @@ class Trainer:
 
     def _engines(self) -> list[Any]:
         found: list[Any] = []
-        for e in [self.engine, self.optimizer_engine, getattr(self.optimizer, "engine", None),
-                  get_backward_llm(required=False), *_engines_in(self.program),
-                  *_engines_in(getattr(self.metric, "wrapped", None))]:
+        try:  # an optimizer's engine property may raise when no backward engine is set
+            opt_engine = getattr(self.optimizer, "engine", None)
+        except Exception:  # noqa: BLE001
+            opt_engine = None
+        for e in [
+            self.engine,
+            self.optimizer_engine,
+            opt_engine,
+            get_backward_llm(required=False),
+            *_engines_in(self.program),
+            *_engines_in(getattr(self.metric, "wrapped", None)),
+        ]:
             if e is not None and all(e is not f for f in found):
                 found.append(e)
         return found
@@ -634,22 +730,40 @@ class Trainer:
         return {
             "tracegrad_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "program": getattr(self.program, "__qualname__", None) or type(self.program).__qualname__,
-            "optimizer": {"name": self.optimizer_name, "class": type(self.optimizer).__name__,
-                          "needs_backward": bool(getattr(self.optimizer, "needs_backward", True)),
-                          "engine": describe_engine(self.optimizer_engine)},
+            "program": getattr(self.program, "__qualname__", None)
+            or type(self.program).__qualname__,
+            "optimizer": {
+                "name": self.optimizer_name,
+                "class": type(self.optimizer).__name__,
+                "needs_backward": bool(getattr(self.optimizer, "needs_backward", True)),
+                "engine": describe_engine(self.optimizer_engine),
+            },
             "metric": self.metric_name,
-            "steps": self.steps, "epochs": self.epochs, "batch_size": self.batch_size,
-            "seed": self.seed, "gate": self.gate, "patience": self.patience,
-            "pool_size": self.pool_size, "pareto": self.pareto, "beam": self.beam,
-            "positive_examples": self.positive_examples, "concurrency": self.concurrency,
+            "steps": self.steps,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "gate": self.gate,
+            "patience": self.patience,
+            "pool_size": self.pool_size,
+            "pareto": self.pareto,
+            "beam": self.beam,
+            "positive_examples": self.positive_examples,
+            "concurrency": self.concurrency,
             "budget": self.budget.to_dict() if self.budget is not None else None,
             "engines": {"program": program_engines, "engine": describe_engine(self.engine)},
-            "datasets": {"train": self.train.describe(),
-                         "val": self.val.describe() if self.val is not None else None},
+            "datasets": {
+                "train": self.train.describe(),
+                "val": self.val.describe() if self.val is not None else None,
+            },
             "parameters": {
-                name: {"initial": p.value, "role": p.role, "kind": p.value_kind,
-                       "trainable": p.requires_grad, "constraints": list(p.constraints)}
+                name: {
+                    "initial": p.value,
+                    "role": p.role,
+                    "kind": p.value_kind,
+                    "trainable": p.requires_grad,
+                    "constraints": list(p.constraints),
+                }
                 for name, p in self.named.items()
             },
             "user": self.user_config,
@@ -663,7 +777,7 @@ class Trainer:
         epoch, i = divmod(step - 1, per_epoch)
         order = list(range(n))
         random.Random(f"{self.seed}:epoch:{epoch}").shuffle(order)
-        idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = order[i * self.batch_size : (i + 1) * self.batch_size]
         if len(idx) < min(self.batch_size, n):  # top up a short last batch from the next shuffle
             extra = [j for j in range(n) if j not in idx]
             random.Random(f"{self.seed}:fill:{epoch}").shuffle(extra)
@@ -671,8 +785,9 @@ class Trainer:
         return [self.train[j] for j in idx]
 
     # -- evaluation with a cache ------------------------------------------------------
-    def _evaluate(self, split: str, examples: Sequence[Example], state: dict[str, Any]
-                  ) -> tuple[float, dict[str, float], list[Outcome | tuple[str, float, str]]]:
+    def _evaluate(
+        self, split: str, examples: Sequence[Example], state: dict[str, Any]
+    ) -> tuple[float, dict[str, float], list[Outcome | tuple[str, float, str]]]:
         """Score the current parameter values (which must equal ``state``) on examples.
 
         Each (values, example) pair is run at most once per run.
@@ -694,10 +809,24 @@ class Trainer:
         return shorten("\n".join(lines), limit or self.feedback_limit)
 
     # -- pool ---------------------------------------------------------------------
-    def _entry(self, cid: str, step: int, parent: str | None, state: dict[str, Any],
-               score: float | None, scores: dict[str, float]) -> dict[str, Any]:
-        return {"id": cid, "step": step, "parent": parent, "state": dict(state),
-                "hash": state_hash(state), "score": score, "scores": dict(scores)}
+    def _entry(
+        self,
+        cid: str,
+        step: int,
+        parent: str | None,
+        state: dict[str, Any],
+        score: float | None,
+        scores: dict[str, float],
+    ) -> dict[str, Any]:
+        return {
+            "id": cid,
+            "step": step,
+            "parent": parent,
+            "state": dict(state),
+            "hash": state_hash(state),
+            "score": score,
+            "scores": dict(scores),
+        }
 
     def _best(self) -> dict[str, Any]:
         scored = [e for e in self.pool if e["score"] is not None]
@@ -710,8 +839,11 @@ class Trainer:
 
     def _add_to_pool(self, entry: dict[str, Any]) -> None:
         self.pool.append(entry)
-        keep = sorted(self.pool, key=lambda e: (e["score"] if e["score"] is not None else -1,
-                                                e["step"]), reverse=True)[: self.pool_size]
+        keep = sorted(
+            self.pool,
+            key=lambda e: (e["score"] if e["score"] is not None else -1, e["step"]),
+            reverse=True,
+        )[: self.pool_size]
         must = {entry["id"], self.current_id}
         kept_ids = {e["id"] for e in keep} | must
         self.pool = [e for e in self.pool if e["id"] in kept_ids]
@@ -735,8 +867,11 @@ class Trainer:
                 if b is a:
                     continue
                 common = [i for i in a["scores"] if i in b["scores"]]
-                if common and all(b["scores"][i] >= a["scores"][i] for i in common) and any(
-                        b["scores"][i] > a["scores"][i] for i in common):
+                if (
+                    common
+                    and all(b["scores"][i] >= a["scores"][i] for i in common)
+                    and any(b["scores"][i] > a["scores"][i] for i in common)
+                ):
                     return True
             return False
 
@@ -761,9 +896,11 @@ class Trainer:
             return
         t = self._usage()["total"]
         b = self.budget
-        if (b.usd is not None and t["usd"] >= b.usd) or (
-                b.tokens is not None and t["total_tokens"] >= b.tokens) or (
-                b.calls is not None and t["calls"] >= b.calls):
+        if (
+            (b.usd is not None and t["usd"] >= b.usd)
+            or (b.tokens is not None and t["total_tokens"] >= b.tokens)
+            or (b.calls is not None and t["calls"] >= b.calls)
+        ):
             raise _BudgetStop("the run's total usage reached the budget")
 
     # -- files ------------------------------------------------------------------------
@@ -812,11 +949,18 @@ class Trainer:
         if self.rd is None:
             return
         best = self._best()
-        self.rd.write_json(BEST, {
-            "id": best["id"], "step": best["step"], "score": best["score"],
-            "baseline_score": self.baseline.get("score"), "state": best["state"],
-            "hash": best["hash"], "split": "val" if self.val is not None else "train-minibatch",
-        })
+        self.rd.write_json(
+            BEST,
+            {
+                "id": best["id"],
+                "step": best["step"],
+                "score": best["score"],
+                "baseline_score": self.baseline.get("score"),
+                "state": best["state"],
+                "hash": best["hash"],
+                "split": "val" if self.val is not None else "train-minibatch",
+            },
+        )
 
     def _elapsed(self) -> float:
         return self._elapsed_before + (time.perf_counter() - self._t0)
@@ -826,9 +970,14 @@ class Trainer:
             return
         with contextlib.suppress(Exception):
             g = build_graph(loss)
-            self.rd.write_json("graph.json", {"mermaid": g.to_mermaid(),
-                                              "nodes": [{"id": n, **d} for n, d in g.nodes(data=True)],
-                                              "edges": [list(e) for e in g.edges()]})
+            self.rd.write_json(
+                "graph.json",
+                {
+                    "mermaid": g.to_mermaid(),
+                    "nodes": [{"id": n, **d} for n, d in g.nodes(data=True)],
+                    "edges": [list(e) for e in g.edges()],
+                },
+            )
 
     # -- run ----------------------------------------------------------------------------
     def fit(self) -> OptimizeResult:
@@ -855,8 +1004,10 @@ class Trainer:
         else:
             if self.rd is not None:
                 if self.rd.file(STATE).exists() or self.rd.file("history.jsonl").exists():
-                    raise FileExistsError(f"{self.rd.path} already holds a run: pass "
-                                          f"resume={str(self.rd.path)!r} or another run_dir")
+                    raise FileExistsError(
+                        f"{self.rd.path} already holds a run: pass "
+                        f"resume={str(self.rd.path)!r} or another run_dir"
+                    )
                 self.rd.write_json(CONFIG, self._config())
             self.pool = [self._entry("c0", 0, None, initial, None, {})]
         if self.budget is not None:
@@ -865,8 +1016,11 @@ class Trainer:
                 warnings.warn(n, stacklevel=3)
         self.runner = _Runner(self.program, self.metric, self.metric_name, self.concurrency)
         self.progress = _Progress(self.progress_enabled, self.steps)
-        ctx = backward_llm(self.optimizer_engine) if self.optimizer_engine is not None \
+        ctx = (
+            backward_llm(self.optimizer_engine)
+            if self.optimizer_engine is not None
             else contextlib.nullcontext()
+        )
         try:
             with ctx:
                 if self.val is not None and self.pool[0]["score"] is None and self.step_done == 0:
@@ -911,21 +1065,29 @@ class Trainer:
                         self._cache.setdefault((e["hash"], "val", i), (s, ""))
             self.history = self.rd.truncate_history(self.step_done)
         config.setdefault("resumes", []).append(
-            {"at_step": self.step_done, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-             "steps": self.steps})
+            {
+                "at_step": self.step_done,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "steps": self.steps,
+            }
+        )
         config["steps"] = self.steps
         self.rd.write_json(CONFIG, config)
 
     def _check_compatible(self, config: dict[str, Any]) -> None:
         names = set(config.get("parameters", {}))
         if names and names != set(self.named):
-            raise ValueError(f"cannot resume: the run optimized parameters {sorted(names)}, "
-                             f"this program has {sorted(self.named)}")
+            raise ValueError(
+                f"cannot resume: the run optimized parameters {sorted(names)}, "
+                f"this program has {sorted(self.named)}"
+            )
         for split, ds in (("train", self.train), ("val", self.val)):
             rec = (config.get("datasets") or {}).get(split)
             if rec and ds is not None and rec.get("sha256") and rec["sha256"] != ds.sha256:
-                raise ValueError(f"cannot resume: the {split} data differs from the run's "
-                                 f"({rec.get('path') or 'in-memory'}, sha256 {rec['sha256'][:12]})")
+                raise ValueError(
+                    f"cannot resume: the {split} data differs from the run's "
+                    f"({rec.get('path') or 'in-memory'}, sha256 {rec['sha256'][:12]})"
+                )
 
     def _baseline(self) -> None:
         assert self.val is not None
@@ -971,11 +1133,22 @@ class Trainer:
         batch = self._batch(step)
         best_before = self._best()["score"]
         rec: dict[str, Any] = {
-            "step": step, "parent": parent["id"], "batch": [ex.id for ex in batch],
-            "train_score": None, "val_score": None, "candidate_train_score": None,
-            "parent_score": parent["score"], "accepted": False, "reverted": False,
-            "result": "", "reason": "", "candidate": None, "proposed": {}, "feedback": [],
-            "events": [], "calls": {"backward": 0, "optimizer": 0},
+            "step": step,
+            "parent": parent["id"],
+            "batch": [ex.id for ex in batch],
+            "train_score": None,
+            "val_score": None,
+            "candidate_train_score": None,
+            "parent_score": parent["score"],
+            "accepted": False,
+            "reverted": False,
+            "result": "",
+            "reason": "",
+            "candidate": None,
+            "proposed": {},
+            "feedback": [],
+            "events": [],
+            "calls": {"backward": 0, "optimizer": 0},
         }
         self.progress.update(step=step, phase="forward")
 
@@ -1000,24 +1173,28 @@ class Trainer:
                 self._write_graph(o.loss)
                 break
         if not self.baseline_recorded:
-            self.optimizer.record_score(parent["score"] if parent["score"] is not None else parent_mb,
-                                        self._fail_summary((0, o.score, o.feedback()) for o in outcomes))
+            self.optimizer.record_score(
+                parent["score"] if parent["score"] is not None else parent_mb,
+                self._fail_summary((0, o.score, o.feedback()) for o in outcomes),
+            )
             self.baseline_recorded = True
 
         if not failures:
-            return self._close(rec, "skipped", "every minibatch example is already correct",
-                               t0, usage0, best_before)
+            return self._close(
+                rec,
+                "skipped",
+                "every minibatch example is already correct",
+                t0,
+                usage0,
+                best_before,
+            )
 
         self.optimizer.zero_grad()
         if getattr(self.optimizer, "needs_backward", True):
             losses = [o.loss for o in failures if o.loss is not None]
             losses += self._positives(outcomes, step)
             if losses:
-                prop = self.optimizer.propagator()
-                if prop is None:
-                    from ..backward import TextualPropagator
-                    prop = TextualPropagator(engine=self.optimizer_engine,
-                                             max_concurrency=self.concurrency)
+                prop = self.optimizer.propagator() or self._default_propagator(rec)
                 bres = aggregate(losses).backward(propagator=prop)
                 rec["calls"]["backward"] = getattr(bres, "calls", 0)
                 rec["events"].extend(getattr(bres, "events", []) or [])
@@ -1025,8 +1202,9 @@ class Trainer:
         self.progress.update(phase="step")
         proposals = self._propose(step, parent, rec)
         if not proposals:
-            return self._close(rec, "unchanged", "the optimizer proposed no change", t0, usage0,
-                               best_before)
+            return self._close(
+                rec, "unchanged", "the optimizer proposed no change", t0, usage0, best_before
+            )
 
         self.progress.update(phase="validate")
         chosen, verdict = self._gate(step, parent, parent_mb, batch, proposals, rec)
@@ -1045,6 +1223,17 @@ class Trainer:
         rec["reverted"] = True
         return self._close(rec, "reverted", verdict["reason"], t0, usage0, best_before)
 
+    def _default_propagator(self, rec: dict[str, Any]) -> Any:
+        """For an optimizer that wants feedback but names no propagator."""
+        from ..backward import TextualPropagator, TracePropagator
+
+        if self.optimizer_engine is not None or get_backward_llm(required=False) is not None:
+            return TextualPropagator(engine=self.optimizer_engine, max_concurrency=self.concurrency)
+        rec["events"].append({"event": "trace_backward",
+                              "detail": "no backward engine: feedback was passed along the "
+                                        "trace without LLM calls"})
+        return TracePropagator()
+
     def _positives(self, outcomes: list[Outcome], step: int) -> list[Variable]:
         good = [o for o in outcomes if o.score >= 1.0 and o.output_var is not None]
         if not good or self.positive_examples <= 0:
@@ -1053,10 +1242,15 @@ class Trainer:
         picked = rng.sample(good, min(self.positive_examples, len(good)))
         out = []
         for o in picked:
-            text = (f"This example was answered correctly (input {shorten(o.example.inputs, 300)}; "
-                    f"output {shorten(o.output, 300)!r}). Keep what makes it work.")
-            out.append(MetricLoss(lambda p, e, t=text: (1.0, t), name="positive example")(
-                o.output_var, o.example.expected))
+            text = (
+                f"This example was answered correctly (input {shorten(o.example.inputs, 300)}; "
+                f"output {shorten(o.output, 300)!r}). Keep what makes it work."
+            )
+            out.append(
+                MetricLoss(lambda p, e, t=text: (1.0, t), name="positive example")(
+                    o.output_var, o.example.expected
+                )
+            )
         return out
 
     def _call_step(self, j: int, step: int) -> Any:
@@ -1070,8 +1264,9 @@ class Trainer:
                 return fn(sample_id=f"{self.seed}:{step}:{j}")
         return fn()
 
-    def _propose(self, step: int, parent: dict[str, Any], rec: dict[str, Any]
-                 ) -> list[tuple[Any, dict[str, Any], dict[str, Any]]]:
+    def _propose(
+        self, step: int, parent: dict[str, Any], rec: dict[str, Any]
+    ) -> list[tuple[Any, dict[str, Any], dict[str, Any]]]:
         proposals: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []
         seen = {parent["hash"]}
         for j in range(self.beam):
@@ -1091,8 +1286,9 @@ class Trainer:
                 continue
             seen.add(h)
             cid = f"c{step}" if self.beam == 1 else f"c{step}.{j}"
-            proposals.append((res, cand_state, self._entry(cid, step, parent["id"], cand_state,
-                                                           None, {})))
+            proposals.append(
+                (res, cand_state, self._entry(cid, step, parent["id"], cand_state, None, {}))
+            )
         return proposals
 
     def _revert(self, res: Any, cand_state: dict[str, Any], parent_state: dict[str, Any]) -> None:
@@ -1103,9 +1299,15 @@ class Trainer:
             revert()
         self.load(parent_state)  # also undoes anything a partial revert missed
 
-    def _gate(self, step: int, parent: dict[str, Any], parent_mb: float, batch: list[Example],
-              proposals: list[tuple[Any, dict[str, Any], dict[str, Any]]], rec: dict[str, Any]
-              ) -> tuple[tuple[Any, dict[str, Any], dict[str, Any]] | None, dict[str, Any]]:
+    def _gate(
+        self,
+        step: int,
+        parent: dict[str, Any],
+        parent_mb: float,
+        batch: list[Example],
+        proposals: list[tuple[Any, dict[str, Any], dict[str, Any]]],
+        rec: dict[str, Any],
+    ) -> tuple[tuple[Any, dict[str, Any], dict[str, Any]] | None, dict[str, Any]]:
         evaluated = []
         beam_log = []
         for res, cand_state, cand in proposals:
@@ -1115,8 +1317,9 @@ class Trainer:
             if self.gate == "minibatch" or self.val is None:
                 mb, mb_scores, mb_notes = self._evaluate("train", batch, cand_state)
                 info["minibatch"] = mb
-            if self.val is not None and not (self.gate == "minibatch" and mb is not None
-                                             and mb < parent_mb):
+            if self.val is not None and not (
+                self.gate == "minibatch" and mb is not None and mb < parent_mb
+            ):
                 score, scores, notes = self._evaluate("val", list(self.val), cand_state)
                 cand["score"], cand["scores"] = score, scores
                 info["val"] = score
@@ -1132,27 +1335,37 @@ class Trainer:
         if len(proposals) > 1:
             rec["beam"] = beam_log
         ranked = [e for e in evaluated if e[4] is not None]
-        pick = max(ranked, key=lambda e: e[4]) if ranked else max(
-            evaluated, key=lambda e: e[3] if e[3] is not None else -1)
+        pick = (
+            max(ranked, key=lambda e: e[4])
+            if ranked
+            else max(evaluated, key=lambda e: e[3] if e[3] is not None else -1)
+        )
         res, cand_state, cand, mb, score, notes = pick
         rec["candidate_train_score"] = mb
         rec["val_score"] = score if self.val is not None else None
         base = parent["score"] if parent["score"] is not None else parent_mb
         where = "val" if self.val is not None else "minibatch"
         if score is None:
-            verdict = {"accepted": False,
-                       "reason": f"minibatch pre-check: {parent_mb:.3f} -> {mb:.3f}; "
-                                 "full validation skipped"}
+            verdict = {
+                "accepted": False,
+                "reason": f"minibatch pre-check: {parent_mb:.3f} -> {mb:.3f}; "
+                "full validation skipped",
+            }
         elif self.gate == "none":
             verdict = {"accepted": True, "reason": f"{where} {base:.3f} -> {score:.3f} (no gate)"}
         elif self.gate == "improve":
             ok = score > base
-            verdict = {"accepted": ok, "reason": f"{where} {base:.3f} -> {score:.3f}" + (
-                "" if ok else " (not an improvement)")}
+            verdict = {
+                "accepted": ok,
+                "reason": f"{where} {base:.3f} -> {score:.3f}"
+                + ("" if ok else " (not an improvement)"),
+            }
         else:
             ok = score >= base
-            verdict = {"accepted": ok, "reason": f"{where} {base:.3f} -> {score:.3f}" + (
-                "" if ok else " (dropped)")}
+            verdict = {
+                "accepted": ok,
+                "reason": f"{where} {base:.3f} -> {score:.3f}" + ("" if ok else " (dropped)"),
+            }
         for r, cs, c, m, s, n in evaluated:
             self.load(cs)
             won = c is cand and verdict["accepted"]
@@ -1160,17 +1373,30 @@ class Trainer:
             sc = s if s is not None else (m if m is not None else 0.0)
             why = verdict["reason"] if c is cand else "another proposal scored higher"
             self.optimizer.record_score(
-                sc, shorten(f"{label}: {why}\n{self._fail_summary(n, self.feedback_limit // 2)}",
-                            self.feedback_limit))
+                sc,
+                shorten(
+                    f"{label}: {why}\n{self._fail_summary(n, self.feedback_limit // 2)}",
+                    self.feedback_limit,
+                ),
+            )
             if not won:
                 self._revert(r, cs, parent["state"])
         self.load(parent["state"])
         return (res, cand_state, cand), verdict
 
-    def _close(self, rec: dict[str, Any], result: str, reason: str, t0: float,
-               usage0: dict[str, Any], best_before: float | None) -> dict[str, Any]:
+    def _close(
+        self,
+        rec: dict[str, Any],
+        result: str,
+        reason: str,
+        t0: float,
+        usage0: dict[str, Any],
+        best_before: float | None,
+    ) -> dict[str, Any]:
         best = self._best()
-        improved = best["score"] is not None and (best_before is None or best["score"] > best_before)
+        improved = best["score"] is not None and (
+            best_before is None or best["score"] > best_before
+        )
         self.no_improve = 0 if improved else self.no_improve + 1
         rec["result"], rec["reason"] = result, reason
         rec["values"] = self.state()
@@ -1180,8 +1406,9 @@ class Trainer:
         rec["cost_usd"] = rec["usage"]["total"].get("usd", 0.0)
         rec["usage_total"] = self._usage()
         rec["elapsed_s"] = round(time.perf_counter() - t0, 3)
-        self.progress.update(val=rec.get("val_score"), best=best["score"], phase=result,
-                             usage=rec["usage_total"])
+        self.progress.update(
+            val=rec.get("val_score"), best=best["score"], phase=result, usage=rec["usage_total"]
+        )
         return rec
 
     def _finish(self, stopped: str) -> OptimizeResult:
@@ -1255,10 +1482,31 @@ def optimize(
     candidate found.
     """
     return Trainer(
-        program, train, val, metric=metric, optimizer=optimizer, steps=steps, epochs=epochs,
-        batch_size=batch_size, budget=budget, engine=engine, optimizer_engine=optimizer_engine,
-        run_dir=run_dir, resume=resume, seed=seed, concurrency=concurrency, gate=gate,
-        patience=patience, pool_size=pool_size, pareto=pareto, beam=beam,
-        positive_examples=positive_examples, progress=progress, on_step=on_step, config=config,
-        parameters=parameters, input_fields=input_fields, output_field=output_field,
+        program,
+        train,
+        val,
+        metric=metric,
+        optimizer=optimizer,
+        steps=steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        budget=budget,
+        engine=engine,
+        optimizer_engine=optimizer_engine,
+        run_dir=run_dir,
+        resume=resume,
+        seed=seed,
+        concurrency=concurrency,
+        gate=gate,
+        patience=patience,
+        pool_size=pool_size,
+        pareto=pareto,
+        beam=beam,
+        positive_examples=positive_examples,
+        progress=progress,
+        on_step=on_step,
+        config=config,
+        parameters=parameters,
+        input_fields=input_fields,
+        output_field=output_field,
     ).fit()
