@@ -10,6 +10,8 @@ import pytest
 import tracegrad as tg
 from tracegrad.testing import MockLLM
 
+pytest_plugins = ["tracegrad.testing.pytest_plugin"]
+
 _KEYS = re.compile(r"^- `([^`]+)`", re.M)
 
 

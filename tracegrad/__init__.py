@@ -24,7 +24,18 @@ from .core import (
     set_backward_llm,
     shorten,
 )
-from .llm.base import Completion, Engine, Image, LLMError, Request, StructuredOutputError, Usage
+from .llm.base import (
+    Completion,
+    ConfigurationError,
+    Engine,
+    Image,
+    LLMError,
+    Request,
+    RetryableError,
+    StructuredOutputError,
+    Usage,
+)
+from .llm.meter import Budget, BudgetExceeded
 from .ops import (
     ExecutionError,
     FormattedLLMCall,
@@ -44,8 +55,17 @@ from .template import TemplateError
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # tg.LLM imports the openai SDK, which is slow: only when first used.
+    if name in ("LLM", "OpenAIEngine"):
+        from . import llm
+
+        return getattr(llm, name)
+    raise AttributeError(f"module 'tracegrad' has no attribute {name!r}")
+
 __all__ = [
-    "BackwardResult", "Completion", "OPRO", "Optimizer", "StepResult", "TGD", "TraceOptimizer", "Engine", "ExecutionError", "Feedback", "FormattedLLMCall",
+    "BackwardResult", "Budget", "BudgetExceeded", "Completion", "ConfigurationError", "LLM", "RetryableError", "OPRO", "Optimizer", "StepResult", "TGD", "TraceOptimizer", "Engine", "ExecutionError", "Feedback", "FormattedLLMCall",
     "Graph", "Image", "LLMCall", "LLMError", "MetricLoss", "Module", "MultiFieldEvaluation",
     "Parameter", "Request", "SandboxError", "StructuredOutputError", "TemplateError", "TextLoss",
     "TextualPropagator", "TracePropagator", "Usage", "Variable", "aggregate", "backward",

@@ -17,7 +17,6 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -172,15 +171,6 @@ OPTIMIZERS = ("tgd", "trace", "opro")
 
 
 # -- loading --------------------------------------------------------------------------------
-
-
-@dataclass
-class _Setup:
-    pf: PromptFile
-    train: Any
-    val: Any
-    model: str
-    optimizer_model: str
 
 
 def _load_prompt(path: Path) -> PromptFile:
@@ -349,7 +339,8 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
              + (f" --val {val_path}" if val_path else "") + f" --resume {run_dir}")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except RuntimeError as e:  # e.g. every example failed: the server is down or misnamed
-        raise CLIError(f"{e} (the run so far is in {run_dir})", EXIT_FAILURE) from None
+        raise CLIError(f"{e} -- check --model, --base-url and the server (the run so far is "
+                       f"in {run_dir})", EXIT_FAILURE) from None
     except (FileExistsError, ValueError) as e:  # e.g. resuming with different data
         raise CLIError(str(e)) from None
 
@@ -539,7 +530,7 @@ def _evaluate(program: Any, ds: Any, metric: Any, concurrency: int) -> Any:
     try:
         return evaluate(program, ds, metric, concurrency=concurrency)
     except RuntimeError as e:  # every example failed: the server or the model is wrong
-        raise CLIError(str(e), EXIT_FAILURE) from None
+        raise CLIError(f"{e} -- check --model, --base-url and the server", EXIT_FAILURE) from None
 
 
 def _one_line(value: Any, limit: int = 300) -> str:

@@ -4,7 +4,14 @@ import os
 
 import pytest
 
-from tracegrad.train.runs import REDACTED, RunDir, atomic_write_text, collect_secrets, scrub, state_hash
+from tracegrad.train.runs import (
+    REDACTED,
+    RunDir,
+    atomic_write_text,
+    collect_secrets,
+    scrub,
+    state_hash,
+)
 
 
 def test_scrub_keys_shapes_and_known_secrets():

@@ -18,12 +18,23 @@ from .base import (
 )
 from .cache import Cache
 from .calllog import CallLog
-from .factory import LLM
 from .limits import Limits
 from .meter import Budget, BudgetExceeded, Meter
-from .openai import OpenAIEngine
 from .pricing import cost, set_pricing
 from .structured import acomplete_structured, complete_structured
+
+
+def __getattr__(name: str):
+    # `openai` takes seconds to import; load it only when an OpenAI engine is wanted.
+    if name == "LLM":
+        from .factory import LLM
+
+        return LLM
+    if name == "OpenAIEngine":
+        from .openai import OpenAIEngine
+
+        return OpenAIEngine
+    raise AttributeError(f"module 'tracegrad.llm' has no attribute {name!r}")
 
 __all__ = [
     "Engine",

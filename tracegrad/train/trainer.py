@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import inspect
 import math
 import random
@@ -406,6 +407,11 @@ def _engines_in(obj: Any, depth: int = 0, seen: set[int] | None = None) -> Itera
         children = obj
     elif isinstance(obj, str | bytes | int | float | bool | Variable):
         return
+    elif inspect.isfunction(obj):  # a closure may hold the engine (llm_judge, plain functions)
+        children = []
+        for cell in obj.__closure__ or ():
+            with contextlib.suppress(ValueError):  # an empty cell
+                children.append(cell.cell_contents)
     elif hasattr(obj, "__dict__") and not inspect.isclass(obj) and not inspect.ismodule(obj):
         children = [v for k, v in vars(obj).items() if not k.startswith("__")]
     else:
@@ -477,7 +483,7 @@ class _Progress:
         tok_s = f"{tok / 1000:.1f}k" if tok >= 1000 else str(tok)
         return str(t.get("calls", 0)), tok_s, f"${t.get('usd', 0.0):.4f}"
 
-    def _table(self) -> Any:
+    def _table(self, status: bool = True) -> Any:
         from rich.table import Table
 
         table = Table(title="tracegrad optimize", title_justify="left", expand=False)
@@ -485,6 +491,8 @@ class _Progress:
             table.add_column(col, justify="right" if col not in ("result",) else "left")
         for row in self.rows[-8:]:
             table.add_row(*row)
+        if not status:
+            return table
         calls, tok, usd = self._usage_cells()
         s = self.status
         table.add_row(
@@ -542,7 +550,7 @@ class _Progress:
 
     def close(self) -> None:
         if self.live is not None:
-            self.live.update(self._table())
+            self.live.update(self._table(status=False))
             self.live.stop()
             self.live = None
 
@@ -801,6 +809,17 @@ class Trainer:
         notes = [(ex.id, *self._cache[(h, split, ex.id)]) for ex in examples]
         return _mean(scores.values()), scores, notes  # type: ignore[return-value]
 
+    def _score_note(self, split: str, notes: list[Any]) -> str:
+        """What the optimizer may learn about a score.
+
+        Validation examples are held out: the optimizer is told how many failed, never
+        which or why, or it would fit the validation set it is being judged on.
+        """
+        if split == "val":
+            wrong = sum(1 for _, score, _ in notes if score < 1.0)
+            return f"{wrong} of {len(notes)} validation examples were not fully correct"
+        return self._fail_summary(notes, self.feedback_limit // 2)
+
     def _fail_summary(self, notes: Iterable[Any], limit: int | None = None) -> str:
         lines = []
         for _, score, text in notes:
@@ -926,6 +945,7 @@ class Trainer:
             "elapsed_s": round(self._elapsed(), 3),
             "stopped_reason": stopped,
         }
+        self._state_doc = copy.deepcopy(self._state_doc)  # later in-step edits must not leak in
         self.rd.write_json(STATE, self._state_doc)
 
     def _mark_stopped(self, stopped: str) -> None:
@@ -1049,6 +1069,7 @@ class Trainer:
             self.rd.truncate_history(0)
             self.pool = [self._entry("c0", 0, None, self.state(), None, {})]
         else:
+            self._state_doc = copy.deepcopy(state)
             self.step_done = int(state["step"])
             self.pool = state["pool"]
             self.current_id = state["current"]
@@ -1097,7 +1118,7 @@ class Trainer:
         c0 = self.pool[0]
         c0["score"], c0["scores"] = score, scores
         self.baseline = {"score": score, "split": "val"}
-        self.optimizer.record_score(score, self._fail_summary(notes))
+        self.optimizer.record_score(score, self._score_note("val", notes))
         self.baseline_recorded = True
         self.progress.update(val=score, best=score)
         self._save_state(None)
@@ -1192,8 +1213,11 @@ class Trainer:
         self.optimizer.zero_grad()
         if getattr(self.optimizer, "needs_backward", True):
             losses = [o.loss for o in failures if o.loss is not None]
-            losses += self._positives(outcomes, step)
-            if losses:
+            if not losses:
+                rec["events"].append({"event": "no_traceable_failure",
+                                      "detail": "every failure was a crash outside the graph"})
+            else:
+                losses += self._positives(outcomes, step)
                 prop = self.optimizer.propagator() or self._default_propagator(rec)
                 bres = aggregate(losses).backward(propagator=prop)
                 rec["calls"]["backward"] = getattr(bres, "calls", 0)
@@ -1323,13 +1347,14 @@ class Trainer:
                 score, scores, notes = self._evaluate("val", list(self.val), cand_state)
                 cand["score"], cand["scores"] = score, scores
                 info["val"] = score
+                split = "val"
             elif self.val is None:
-                score, notes = mb, mb_notes
+                score, notes, split = mb, mb_notes, "train"
                 cand["score"], cand["scores"] = mb, mb_scores
             else:
-                score, notes = None, mb_notes
+                score, notes, split = None, mb_notes, "train"
                 info["prechecked_out"] = True
-            evaluated.append((res, cand_state, cand, mb, score, notes))
+            evaluated.append((res, cand_state, cand, mb, score, notes, split))
             beam_log.append(info)
         self.load(parent["state"])
         if len(proposals) > 1:
@@ -1340,7 +1365,7 @@ class Trainer:
             if ranked
             else max(evaluated, key=lambda e: e[3] if e[3] is not None else -1)
         )
-        res, cand_state, cand, mb, score, notes = pick
+        res, cand_state, cand, mb, score, notes, _ = pick
         rec["candidate_train_score"] = mb
         rec["val_score"] = score if self.val is not None else None
         base = parent["score"] if parent["score"] is not None else parent_mb
@@ -1366,7 +1391,7 @@ class Trainer:
                 "accepted": ok,
                 "reason": f"{where} {base:.3f} -> {score:.3f}" + ("" if ok else " (dropped)"),
             }
-        for r, cs, c, m, s, n in evaluated:
+        for r, cs, c, m, s, n, split in evaluated:
             self.load(cs)
             won = c is cand and verdict["accepted"]
             label = "accepted" if won else "reverted"
@@ -1374,10 +1399,7 @@ class Trainer:
             why = verdict["reason"] if c is cand else "another proposal scored higher"
             self.optimizer.record_score(
                 sc,
-                shorten(
-                    f"{label}: {why}\n{self._fail_summary(n, self.feedback_limit // 2)}",
-                    self.feedback_limit,
-                ),
+                shorten(f"{label}: {why}\n{self._score_note(split, n)}", self.feedback_limit),
             )
             if not won:
                 self._revert(r, cs, parent["state"])

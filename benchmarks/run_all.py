@@ -1,0 +1,599 @@
+"""Run every benchmark and write benchmarks/RESULTS.md and benchmarks/results.json.
+
+    bash benchmarks/setup_peers.sh                  # once: TextGrad and Trace from PyPI
+    /tmp/venv/bin/python benchmarks/run_all.py      # about 10 minutes on 2 cores
+
+One latency-simulating server (``server.py``) runs in this process; every framework runs
+in its own process (``run_tracegrad.py`` with this interpreter, ``peers/run_*.py`` with
+``benchmarks/.peers-venv``) against it. All numbers about calls, tokens and the critical
+path come from the server's request log, sliced by the wall-clock window of each step
+that the runner reports; wall time is the runner's own clock around the step.
+
+``--quick`` runs everything once at small sizes (a smoke test, not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import common  # noqa: E402
+from server import BenchServer, summarize  # noqa: E402
+
+PEERS_PY = os.path.join(HERE, ".peers-venv", "bin", "python")
+
+# name -> (family, runner, variant, workloads, steps, primary)
+CONFIGS: dict[str, dict[str, Any]] = {
+    "tracegrad textual": {"family": "textual", "runner": "tracegrad", "variant": "textual"},
+    "tracegrad batched": {"family": "textual", "runner": "tracegrad", "variant": "batched"},
+    "tracegrad trace": {"family": "trace", "runner": "tracegrad", "variant": "trace"},
+    "textgrad": {"family": "textual", "runner": "textgrad", "variant": "threads"},
+    "textgrad seq-forward": {"family": "textual", "runner": "textgrad", "variant": "seq",
+                             "workloads": "w1,w2", "steps": 1},
+    "trace-opt": {"family": "trace", "runner": "trace", "variant": "seq"},
+}
+TRACEGRAD = ["tracegrad textual", "tracegrad batched", "tracegrad trace"]
+
+# Longest chain of dependent LLM calls a step needs (see RESULTS.md, "Critical path").
+#   textual family: forward depth + one feedback call per LLM node on the longest
+#                   parameter-to-loss path + one update;  trace family: forward depth + update.
+LIMIT_LEVELS = {
+    "w1": {"textual": 3, "trace": 2},
+    "w2": {"textual": 7, "trace": 4},
+    "w3": {"textual": 2, "trace": 2},  # per iteration: judge -> update (the verdict is feedback)
+}
+OPTIMIZER_KINDS = ("tracegrad.tgd", "tracegrad.trace", "textgrad.optimizer", "trace.optimizer")
+
+
+def runner_cmd(cfg: dict[str, Any], url: str, out: str, **over: Any) -> list[str]:
+    workloads = over.get("workloads") or cfg.get("workloads", "w1,w2,w3")
+    steps = over.get("steps") or cfg.get("steps", 2)
+    if cfg["runner"] == "tracegrad":
+        cmd = [sys.executable, os.path.join(HERE, "run_tracegrad.py"), "--mode", cfg["variant"]]
+    else:
+        cmd = [PEERS_PY, os.path.join(HERE, "peers", f"run_{cfg['runner']}.py"),
+               "--variant", cfg["variant"]]
+    cmd += ["--url", url, "--workloads", workloads, "--steps", str(steps), "--out", out]
+    for k in ("batch1", "batch2", "iterations"):
+        if over.get(k):
+            cmd += [f"--{k}", str(over[k])]
+    return cmd
+
+
+def run_one(server: BenchServer, name: str, cfg: dict[str, Any], **over: Any) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.update({
+        "OPENAI_API_KEY": "sk-bench",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "TRACEGRAD_NO_CACHE": "1",
+        "PYTHONHASHSEED": "0",
+    })
+    for k in ("OPENAI_BASE_URL", "OPENAI_API_BASE"):
+        env.pop(k, None)
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        env["XDG_CACHE_HOME"] = tmp  # TextGrad's diskcache lands here: fresh and empty
+        out = os.path.join(tmp, "result.json")
+        t0 = time.time()
+        proc = subprocess.run(runner_cmd(cfg, server.url, out, **over), env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+        t1 = time.time()
+        if proc.returncode != 0 or not os.path.exists(out):
+            tail = (proc.stderr or proc.stdout)[-3000:]
+            raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{tail}")
+        with open(out, encoding="utf-8") as f:
+            res = json.load(f)
+    res["name"] = name
+    all_entries = server.entries(t0, t1)
+    in_steps = 0
+    for w, wres in res["workloads"].items():
+        for st in wres["steps"]:
+            entries = server.entries(st["t0"], st["t1"])
+            in_steps += len(entries)
+            st.update(summarize(entries))
+    warm = server.entries(res["warmup"]["t0"], res["warmup"]["t1"])
+    res["outside_steps"] = len(all_entries) - in_steps - len(warm)
+    return res
+
+
+def valid(res: dict[str, Any]) -> list[str]:
+    issues = []
+    for w, wres in res["workloads"].items():
+        issues += [f"{w}: {p}" for p in wres.get("problems", [])]
+        for st in wres["steps"]:
+            if st["unknown"]:
+                issues.append(f"{w}: {st['unknown']} request(s) the server did not recognise")
+            if st["repairs"]:
+                issues.append(f"{w}: {st['repairs']} repair request(s)")
+    if res.get("outside_steps"):
+        issues.append(f"{res['outside_steps']} request(s) outside any step window")
+    return issues
+
+
+def med(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def aggregate(runs: list[dict[str, Any]], workload: str) -> dict[str, Any] | None:
+    steps = [st for r in runs if workload in r["workloads"] for st in r["workloads"][workload]["steps"]]
+    if not steps:
+        return None
+    agg = {k: med([st[k] for st in steps]) for k in
+           ("wall_s", "calls", "prompt_tokens", "completion_tokens", "depth")}
+    kinds: dict[str, list[int]] = {}
+    for st in steps:
+        for k in set(kinds) | set(st["kinds"]):
+            kinds.setdefault(k, [])
+    for k in kinds:
+        kinds[k] = [st["kinds"].get(k, 0) for st in steps]
+    agg["kinds"] = {k: med(v) for k, v in kinds.items()}
+    agg["samples"] = len(steps)
+    agg["wall_samples"] = [round(st["wall_s"], 4) for st in steps]
+    if workload == "w3":  # also the whole 5-iteration run, median over runs
+        totals = [sum(st["wall_s"] for st in r["workloads"]["w3"]["steps"])
+                  for r in runs if "w3" in r["workloads"]]
+        agg["total_wall_s"] = med(totals)
+        agg["total_calls"] = med([sum(st["calls"] for st in r["workloads"]["w3"]["steps"])
+                                  for r in runs if "w3" in r["workloads"]])
+    return agg
+
+
+# -- RESULTS.md ---------------------------------------------------------------------------------
+
+
+def fmt(x: Any, nd: int = 2) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float) and not x.is_integer():
+        return f"{x:.{nd}f}"
+    return f"{int(x):,}" if isinstance(x, (int, float)) else str(x)
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    versions = {}
+    if os.path.exists(PEERS_PY):
+        code = ("import importlib.metadata as m, json, sys; print(json.dumps({p: m.version(p) for p in "
+                "['textgrad', 'trace-opt', 'litellm', 'openai']} | {'python': sys.version.split()[0]}))")
+        try:
+            versions = json.loads(subprocess.run([PEERS_PY, "-c", code], capture_output=True,
+                                                 text=True, timeout=60).stdout)
+        except (ValueError, subprocess.SubprocessError):
+            versions = {}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "tracegrad"], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", False
+    import openai
+    import tracegrad
+
+    return {
+        "nproc": os.cpu_count(), "cpu": cpu, "platform": platform.platform(),
+        "python": platform.python_version(), "tracegrad": tracegrad.__version__,
+        "tracegrad_commit": commit + (" (with uncommitted changes in tracegrad/)" if dirty else ""),
+        "openai_tracegrad_venv": openai.__version__, "peers": versions,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--latencies", default="0.2,0")
+    ap.add_argument("--quick", action="store_true", help="one small run of everything (smoke test)")
+    ap.add_argument("--no-peers", action="store_true", help="tracegrad only")
+    ap.add_argument("--out-dir", default=HERE)
+    args = ap.parse_args()
+    started = time.time()
+
+    peers = not args.no_peers
+    if peers and not os.path.exists(PEERS_PY):
+        sys.exit(f"{PEERS_PY} not found: run `bash benchmarks/setup_peers.sh` first (or --no-peers)")
+    configs = {k: v for k, v in CONFIGS.items() if peers or v["runner"] == "tracegrad"}
+    latencies = [float(x) for x in args.latencies.split(",")]
+    repeats = args.repeats
+    over: dict[str, Any] = {}
+    prompt_batches = [4, 16, 64]
+    scale_args = ["--steps", "1000"]
+    if args.quick:
+        repeats, latencies = 1, [0.02]
+        over = {"steps": 1, "batch1": 4, "batch2": 2, "iterations": 2}
+        prompt_batches = [2, 4]
+        scale_args = ["--steps", "20", "--nodes", "1000"]
+
+    results: dict[str, Any] = {"runs": {}, "summary": {}, "prompt_size": {}, "scale": {}}
+    invalid: list[str] = []
+    with BenchServer(0.0) as server:
+        for lat in latencies:
+            server.set_latency(lat)
+            key = f"{int(lat * 1000)}ms"
+            runs: dict[str, list[dict[str, Any]]] = {n: [] for n in configs}
+            for rep in range(repeats):
+                for name, cfg in configs.items():
+                    print(f"[{time.time() - started:6.0f}s] {key} run {rep + 1}/{repeats}: {name}",
+                          flush=True)
+                    res = run_one(server, name, cfg, **over)
+                    invalid += [f"{key} {name} run {rep + 1}: {i}" for i in valid(res)]
+                    runs[name].append(res)
+            results["runs"][key] = runs
+            results["summary"][key] = {
+                name: {w: aggregate(rs, w) for w in ("w1", "w2", "w3")} for name, rs in runs.items()
+            }
+
+        # optimizer prompt size against batch size (workload 1, one step, no latency)
+        server.set_latency(0.0)
+        for name, cfg in configs.items():
+            if name == "textgrad seq-forward":
+                continue
+            for b in prompt_batches:
+                print(f"[{time.time() - started:6.0f}s] prompt size: {name} batch {b}", flush=True)
+                res = run_one(server, name, cfg, workloads="w1", steps=1, batch1=b)
+                invalid += [f"prompt-size {name} batch {b}: {i}" for i in valid(res)]
+                st = res["workloads"]["w1"]["steps"][0]
+                entries = server.entries(st["t0"], st["t1"])
+                opt = [e["prompt_tokens"] for e in entries if e["kind"] in OPTIMIZER_KINDS]
+                summ = [e["prompt_tokens"] for e in entries if e["kind"] == "tracegrad.summary"]
+                back = [e["prompt_tokens"] for e in entries
+                        if e["kind"] in ("tracegrad.backward", "textgrad.gradient")]
+                results["prompt_size"].setdefault(name, {})[str(b)] = {
+                    "optimizer_max_prompt_tokens": max(opt, default=0),
+                    "optimizer_calls": len(opt),
+                    "summary_max_prompt_tokens": max(summ, default=0),
+                    "summary_calls": len(summ),
+                    "feedback_max_prompt_tokens": max(back, default=0),
+                    "feedback_calls": len(back),
+                    "calls": st["calls"],
+                }
+        results["server_check"] = server.verify()
+
+    print(f"[{time.time() - started:6.0f}s] scale and memory", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "scale.json")
+        subprocess.run([sys.executable, os.path.join(HERE, "scale.py"), *scale_args, "--out", out],
+                       check=True, cwd=ROOT, timeout=900)
+        with open(out) as f:
+            results["scale"] = json.load(f)
+
+    results["invalid"] = invalid
+    results["machine"] = machine()
+    results["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results["command"] = " ".join(["/tmp/venv/bin/python", "benchmarks/run_all.py", *sys.argv[1:]])
+    results["elapsed_s"] = time.time() - started
+    results["config"] = {"repeats": repeats, "latencies": latencies, "quick": args.quick,
+                         "limit_levels": LIMIT_LEVELS, "prompt_batches": prompt_batches}
+    results["targets"] = targets(results)
+
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    with open(os.path.join(args.out_dir, "RESULTS.md"), "w") as f:
+        f.write(render(results))
+    print(f"done in {results['elapsed_s']:.0f}s; wrote {args.out_dir}/RESULTS.md and results.json")
+    if invalid:
+        print("INVALID RUNS:\n  " + "\n  ".join(invalid))
+
+
+# -- targets ---------------------------------------------------------------------------------------
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    lat = max(r["config"]["latencies"])
+    key = f"{int(lat * 1000)}ms"
+    s = r["summary"].get(key, {})
+
+    def get(name: str, w: str, field: str) -> float | None:
+        return ((s.get(name) or {}).get(w) or {}).get(field)
+
+    for w in ("w1", "w2"):
+        tg_calls = get("textgrad", w, "calls")
+        for mode in ("tracegrad textual", "tracegrad batched"):
+            calls = get(mode, w, "calls")
+            if calls is not None and tg_calls:
+                ratio = calls / tg_calls
+                out.append({"target": f"{w.upper()}: {mode} LLM calls <= 0.5x TextGrad's",
+                            "value": f"{fmt(calls)} vs {fmt(tg_calls)} = {ratio:.2f}x",
+                            "met": ratio <= 0.5, "ratio": ratio, "limit": 0.5, "kind": "calls",
+                            "workload": w, "mode": mode})
+        for mode in TRACEGRAD:
+            wall = get(mode, w, "wall_s")
+            if wall is None:
+                continue
+            for peer, need in (("textgrad", 10.0), ("trace-opt", 3.0)):
+                pw = get(peer, w, "wall_s")
+                if pw:
+                    out.append({"target": f"{w.upper()} @{key}: {mode} wall time >= {need:g}x faster than {peer}",
+                                "value": f"{pw:.2f} s / {wall:.2f} s = {pw / wall:.1f}x",
+                                "met": pw / wall >= need, "ratio": pw / wall, "limit": need,
+                                "kind": "speed", "workload": w, "mode": mode, "peer": peer})
+            fam = CONFIGS[mode]["family"]
+            limit = LIMIT_LEVELS[w][fam] * lat
+            if limit:
+                out.append({"target": f"{w.upper()} @{key}: {mode} within 1.5x of the critical-path limit",
+                            "value": f"{wall:.2f} s / {limit:.2f} s = {wall / limit:.2f}x",
+                            "met": wall / limit <= 1.5, "ratio": wall / limit, "limit": 1.5,
+                            "kind": "critical", "workload": w, "mode": mode})
+    ps = r.get("prompt_size", {})
+    batches = [str(b) for b in r["config"]["prompt_batches"]]
+    for mode in TRACEGRAD:
+        if mode not in ps:
+            continue
+        toks = [ps[mode][b]["optimizer_max_prompt_tokens"] for b in batches]
+        budget = 6000 // 4  # TGD/TraceOptimizer feedback_budget (chars) in tokens
+        growth = toks[-1] - toks[0]
+        out.append({"target": f"{mode}: optimizer prompt bounded (batch {', '.join(batches)})",
+                    "value": f"{' / '.join(fmt(t) for t in toks)} tokens; growth {fmt(growth)} "
+                             f"<= feedback budget {budget:,} tokens",
+                    "met": growth <= budget, "kind": "prompt", "mode": mode})
+    sc = r.get("scale", {})
+    for shape, v in (sc.get("backward") or {}).items():
+        out.append({"target": f"trace backward on {v['nodes']:,} nodes ({shape}, {v['params']} params) < 0.5 s",
+                    "value": f"{v['backward_s'] * 1000:.0f} ms", "met": v["backward_s"] < 0.5,
+                    "kind": "scale"})
+    for mode, v in (sc.get("memory") or {}).items():
+        growth = v["traced_growth_bytes"]
+        out.append({"target": f"memory flat over {v['steps']:,} steps ({mode} mode)",
+                    "value": f"Python heap {growth / 1024:+.1f} KiB, RSS {v['rss_growth_bytes'] / 1024:+.0f} KiB "
+                             f"from step {v['samples'][0]['step']} to {v['samples'][-1]['step']}",
+                    "met": growth < 256 * 1024, "kind": "memory"})
+    return out
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+WORKLOAD_TITLES = {
+    "w1": "W1 prompt step (batch 16)",
+    "w2": "W2 3-call chain (batch 8)",
+    "w3": "W3 instance, per iteration",
+}
+
+
+def render(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines: list[str] = []
+    add = lines.append
+    add("# Benchmarks: tracegrad vs TextGrad vs Trace (trace-opt)\n")
+    if r["config"]["quick"]:
+        add("**QUICK RUN (`--quick`): a smoke test at small sizes, not a measurement.**\n")
+    add(f"- Date: {r['date']}; run took {r['elapsed_s'] / 60:.1f} min.")
+    add(f"- Command: `bash benchmarks/setup_peers.sh && {r['command']}`")
+    add(f"- Machine: {m['nproc']} CPUs ({m['cpu'] or 'unknown CPU'}), {m['platform']}, Python {m['python']}.")
+    peers = m.get("peers") or {}
+    add(f"- tracegrad {m['tracegrad']} at {m['tracegrad_commit'] or 'unknown commit'} (openai {m['openai_tracegrad_venv']}); "
+        + (f"textgrad {peers.get('textgrad')}, trace-opt {peers.get('trace-opt')} with litellm "
+           f"{peers.get('litellm')} and openai {peers.get('openai')} in `benchmarks/.peers-venv` (Python {peers.get('python')})."
+           if peers else "peers not run."))
+    add(f"- Medians over {r['config']['repeats']} runs (each framework in its own process; "
+        "2 steps per run for W1/W2, 5 iterations for W3, so W1/W2 medians are over 6 steps).")
+    if r["invalid"]:
+        add("\n**Invalid runs (a framework did not apply the expected update, or the server saw "
+            "requests it could not classify):**\n")
+        for i in r["invalid"]:
+            add(f"- {i}")
+    add("")
+    add("## Results per step\n")
+    add("Calls and tokens are counted by the server (its own request log); wall time is the "
+        "runner's clock around one step (forward of the whole minibatch, backward, optimizer "
+        "step). *depth* is the longest chain of requests of the step in which each request "
+        "arrived after the previous one was answered: the number of latency periods the "
+        "step actually waited for. *limit* is the workload's critical-path limit for the "
+        "framework's algorithm family (see below) and *x limit* the wall time divided by it.\n")
+    for key, summ in r["summary"].items():
+        lat_s = int(key[:-2]) / 1000
+        add(f"### Latency {key} per request\n")
+        add("| framework | workload | LLM calls | prompt tok | completion tok | wall s | depth | limit s | x limit |")
+        add("|---|---|--:|--:|--:|--:|--:|--:|--:|")
+        for w in ("w1", "w2", "w3"):
+            for name, per in summ.items():
+                a = per.get(w)
+                if not a:
+                    continue
+                fam = CONFIGS[name]["family"]
+                limit = LIMIT_LEVELS[w][fam] * lat_s
+                xl = f"{a['wall_s'] / limit:.2f}" if limit else "–"
+                add(f"| {name} | {WORKLOAD_TITLES[w]} | {fmt(a['calls'])} | {fmt(a['prompt_tokens'])} | "
+                    f"{fmt(a['completion_tokens'])} | {a['wall_s']:.3f} | {fmt(a['depth'])} | "
+                    f"{fmt(limit) if limit else '–'} | {xl} |")
+        add("")
+        w3 = {n: per.get("w3") for n, per in summ.items() if per.get("w3")}
+        if w3:
+            add("W3 over all 5 iterations (median over runs): " + "; ".join(
+                f"{n} {a['total_calls']:.0f} calls, {a['total_wall_s']:.2f} s" for n, a in w3.items()) + ".\n")
+        add("Calls per step by kind (medians):\n")
+        add("| framework | workload | calls by kind |")
+        add("|---|---|---|")
+        for w in ("w1", "w2", "w3"):
+            for name, per in summ.items():
+                a = per.get(w)
+                if a:
+                    kinds = ", ".join(f"{k} {fmt(v)}" for k, v in sorted(a["kinds"].items()) if v)
+                    add(f"| {name} | {w.upper()} | {kinds} |")
+        add("")
+
+    add("## Targets (issue 7)\n")
+    add("| target | measured | met |")
+    add("|---|---|---|")
+    for t in r["targets"]:
+        add(f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |")
+    add("")
+    missed = [t for t in r["targets"] if not t["met"]]
+    if missed:
+        add("### Where a target is missed, by how much and why\n")
+        for t in missed:
+            add(f"- **{t['target']}** — {t['value']}. {why(t, r)}")
+        add("")
+
+    ps = r.get("prompt_size") or {}
+    if ps:
+        batches = [str(b) for b in r["config"]["prompt_batches"]]
+        add("## Optimizer prompt size against batch size (W1, one step)\n")
+        add("Largest optimizer request of the step, in prompt tokens (server count); "
+            "tracegrad's feedback-summary request (made when a batch's feedback exceeds the "
+            "optimizer's `feedback_budget` of 6,000 characters) and the largest feedback "
+            "(\"gradient\") request are shown beside it.\n")
+        add("| framework | " + " | ".join(f"batch {b}: optimizer / summary / feedback (calls)" for b in batches) + " |")
+        add("|---|" + "--:|" * len(batches))
+        for name, per in ps.items():
+            cells = []
+            for b in batches:
+                v = per.get(b, {})
+                cells.append(f"{fmt(v.get('optimizer_max_prompt_tokens'))} / {fmt(v.get('summary_max_prompt_tokens'))} / "
+                             f"{fmt(v.get('feedback_max_prompt_tokens'))} ({fmt(v.get('calls'))})")
+            add(f"| {name} | " + " | ".join(cells) + " |")
+        add("")
+
+    sc = r.get("scale") or {}
+    if sc:
+        add("## Scale\n")
+        add("| trace-mode backward | nodes | parameters | median of 5 |")
+        add("|---|--:|--:|--:|")
+        for shape, v in sc["backward"].items():
+            add(f"| {shape} | {v['nodes']:,} | {v['params']} | {v['backward_s'] * 1000:.1f} ms |")
+        add("")
+        add("| memory, W1 pipeline at batch 4 on the mock engine | steps | s/step | Python heap (tracemalloc) per 10% of the run, KiB | RSS growth |")
+        add("|---|--:|--:|---|--:|")
+        for mode, v in sc["memory"].items():
+            heap = " ".join(f"{s['traced_bytes'] / 1024:.0f}" for s in v["samples"])
+            add(f"| {mode} | {v['steps']:,} | {v['elapsed_s'] / v['steps'] * 1000:.1f} ms | {heap} | "
+                f"{v['rss_growth_bytes'] / 1024:+.0f} KiB |")
+        add("")
+
+    add(METHOD)
+    return "\n".join(lines) + "\n"
+
+
+def why(t: dict[str, Any], r: dict[str, Any]) -> str:
+    lat = max(r["config"]["latencies"])
+    key = f"{int(lat * 1000)}ms"
+    s = r["summary"].get(key, {})
+    w = t.get("workload")
+    if t["kind"] == "calls":
+        a = s[t["mode"]][w]["kinds"]
+        return (f"Per step tracegrad made {fmt(a.get('forward'))} forward calls (the same as TextGrad), "
+                f"{fmt(a.get('tracegrad.backward'))} feedback calls and {fmt(a.get('tracegrad.tgd'))} "
+                f"optimizer calls; TextGrad made {fmt(s['textgrad'][w]['kinds'].get('textgrad.gradient'))} "
+                "feedback calls. In per-example mode tracegrad asks one feedback call per LLM node "
+                "(TextGrad asks one per node *and input*, plus one per metric); the forward calls, "
+                "which no framework can avoid, keep the ratio above 0.5. Batched feedback meets it.")
+    if t["kind"] == "speed":
+        mine = s[t["mode"]][w]
+        peer = s[t["peer"]][w]
+        best = peer["depth"] / mine["depth"] if mine["depth"] else None
+        return (f"{t['peer']} waits for a chain of {fmt(peer['depth'])} sequential calls per step, "
+                f"{t['mode']} for {fmt(mine['depth'])}; at a fixed per-call latency the ratio of "
+                f"wall times cannot exceed about {best:.1f}x (ratio of depths) however small the "
+                "framework overhead. The gap to the target is structural: "
+                + ("tracegrad's textual mode needs one feedback level per LLM call in the chain "
+                   "(3 forward + 3 feedback + 1 update = 7)." if t["mode"] != "tracegrad trace"
+                   else "Trace, too, needs only forward + one update; its cost is its sequential forward pass."))
+    if t["kind"] == "critical":
+        a = s[t["mode"]][w]
+        return (f"The step waited for {fmt(a['depth'])} latency periods against a limit of "
+                f"{LIMIT_LEVELS[w][CONFIGS[t['mode']]['family']]}; the rest is client-side time per step "
+                f"(compare the 0 ms table).")
+    if t["kind"] == "prompt":
+        return "The optimizer request grew by more than its feedback budget between the smallest and largest batch."
+    if t["kind"] == "scale":
+        return "See the scale table."
+    if t["kind"] == "memory":
+        return "The Python heap grew by more than 256 KiB between the first and last sample."
+    return ""
+
+
+METHOD = """## Method
+
+**Server.** `benchmarks/server.py`: tracegrad's `FakeOpenAIServer` (real HTTP on 127.0.0.1)
+with a fixed sleep per request, started once by `run_all.py` and shared by all frameworks.
+Replies come from `benchmarks/replies.py`, which recognises each request by content and
+answers in the format its framework parses: forward calls by the stage marker in the system
+prompt (`[qa]`, `[extract]`, `[solve]`, `[format]`), the judge by `[judge]`, TextGrad's
+gradient and TGD requests by their system prompts (`<IMPROVED_VARIABLE>` reply), Trace's
+OptoPrime by its output-format prompt (JSON with `reasoning`/`answer`/`suggestion`),
+tracegrad's feedback request by its prompt file (JSON with one entry per key listed under
+"Inputs to give feedback on"), its TGD request (`<new_value>` reply), its trace optimizer
+(JSON `reasoning`/`values`) and its feedback summary. Feedback texts name the concrete
+failures of the runs they were asked about, so feedback from different examples differs as a
+real model's would. Every run checks that each framework applied the same improved values
+(a step that silently did nothing would be flagged as invalid above), and that the server
+recognised every request and saw no repair requests. Tokens: the server's count, about 4
+characters per token plus 4 per message, the same rule for everyone; the log is checked
+against the usage the server returned.
+
+**Workloads** (`benchmarks/common.py`; same data, same forward calls in every framework):
+
+1. *Prompt optimization step*: one trainable system prompt, 16 addition questions, one LLM
+   call per example, an exact-match metric whose explanation ("Wrong: expected 42, got 43.")
+   is the feedback -- no judge call. One step = forward of the batch, backward, one optimizer
+   step. About a third of the simulated answers are wrong.
+2. *Chain of 3 LLM calls* (extract numbers -> add -> format), each with its own trainable
+   system prompt, 8 questions, same metric; 24 forward calls per step.
+3. *Instance optimization*: one answer (a worked solution with an arithmetic error) improved
+   for 5 iterations; each iteration = one judge call on the answer, backward, one update.
+
+**How each framework runs** (each in its own process, pointed at the server by base URL):
+
+- *tracegrad* (`run_tracegrad.py`): `LLM("openai:bench-model", base_url=..., cache=False,
+  max_concurrency=32)`; forward of a minibatch in a thread pool; `MetricLoss`, `tg.sum`,
+  `loss.backward(propagator=...)`, `TGD` or `TraceOptimizer`. Modes: *textual*
+  (`TextualPropagator(batch_feedback=False)`), *batched* (`batch_feedback=True`), *trace*
+  (`TracePropagator` + `TraceOptimizer`). W3 uses `TextLoss` as the judge.
+- *TextGrad 0.1.8* (`peers/run_textgrad.py`): `ChatExternalClient` on an `openai.OpenAI`
+  client with the server's base URL, as forward and backward engine; its diskcache pointed at
+  an empty directory and its lookup turned off. `BlackboxLLM` per call, the metric as a
+  `StringBasedFunction` (TextGrad's metric-based loss), `tg.sum(losses).backward()`,
+  `TextualGradientDescent`; W3 uses `TextLoss`. TextGrad has no concurrency of its own
+  (backward and step are sequential loops); row *textgrad* runs the forward pass of a
+  minibatch in a thread pool as its evaluation code does (the most favourable setting), row
+  *textgrad seq-forward* in a plain loop as its training script does.
+- *Trace 0.1.3.8* (`peers/run_trace.py`): default LiteLLM backend with
+  `TRACE_LITELLM_MODEL=openai/bench-model` and the base URL in the environment; the forward
+  call is a `@bundle`; a minibatch's outputs and feedback combined with `batchify` (Trace's
+  minibatch helper); `OptoPrime` (one call per step); W3 as in Trace's reproduction of
+  TextGrad's solution optimization. The forward pass runs examples one after another, Trace
+  0.1.3.8's only working mode: concurrent `bundle` calls (threads, or `async def` bundles with
+  `asyncio.gather`) raise `TraceMissingInputsError` because `bundle` records the nodes a call
+  reads on a process-global stack.
+
+**Critical path.** The longest chain of dependent LLM calls a step needs, times the latency:
+for the textual-gradient family (TextGrad, tracegrad textual and batched) forward depth + one
+feedback call per LLM call on the longest parameter-to-loss path + one update: W1 1+1+1 = 3,
+W2 3+3+1 = 7; for the trace family (Trace, tracegrad trace) forward depth + one update: W1 2,
+W2 4. W3 per iteration: judge -> update = 2 for both (the judge's verdict is already
+feedback on the answer). At 200 ms: W1 0.6 s / 0.4 s, W2 1.4 s / 0.8 s, W3 0.4 s per
+iteration. The measured *depth* shows how many latency periods each step really waited for.
+
+**0 ms latency** shows framework overhead: the time a step takes when the model answers
+instantly (HTTP on loopback, prompt building, parsing, graph work).
+
+**Scale** (`benchmarks/scale.py`): trace-mode backward timed on graphs of 10,000 nodes built
+from tracegrad's string ops; memory sampled with tracemalloc and RSS over 1,000 iterations of
+the W1 pipeline (batch 4, forward + backward + optimizer step) on the mock engine.
+"""
+
+
+if __name__ == "__main__":
+    main()
