@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
@@ -38,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 import replies  # noqa: E402
+
 import tracegrad as tg  # noqa: E402
 from tracegrad.core.variable import topo_order  # noqa: E402
 

@@ -28,6 +28,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import replies  # noqa: E402
+
 from tracegrad.llm.base import content_to_text, estimate_tokens  # noqa: E402
 from tracegrad.testing import FakeOpenAIServer  # noqa: E402
 

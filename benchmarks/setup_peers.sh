@@ -17,7 +17,9 @@
 #   nothing downloads an encoding. TextGrad and Trace do not use tiktoken themselves.
 # * Caches: TextGrad caches engine calls in a diskcache under
 #   platformdirs.user_cache_dir("textgrad"); run_all.py gives every peer process a fresh
-#   empty XDG_CACHE_HOME and run_textgrad.py also turns the lookup off. Trace's LiteLLM
+#   empty XDG_CACHE_HOME and run_textgrad.py also turns the lookup off. Importing textgrad
+#   opens a JSON log of every call in ./logs/ (TEXTGRAD_LOG_DIR); run_all.py points that at
+#   the same scratch directory, so no run writes into the work tree. Trace's LiteLLM
 #   backend caches nothing unless litellm.cache is set (it is not). The server's request
 #   counts confirm that every call reaches it.
 set -euo pipefail
@@ -35,7 +37,9 @@ rm -rf "$VENV"
     "textgrad==0.1.8" "trace-opt==0.1.3.8" 2>&1 | grep -v "^WARNING: Location" || true
 
 # Prove that both import offline with the settings run_all.py uses.
-LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 XDG_CACHE_HOME="$(mktemp -d)" \
+SCRATCH="$(mktemp -d)"
+LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 XDG_CACHE_HOME="$SCRATCH" \
+TEXTGRAD_LOG_DIR="$SCRATCH/logs" \
 "$VENV/bin/python" - <<'EOF'
 import textgrad, opto.trace, opto.optimizers, importlib.metadata as md
 print("peers ready:", "textgrad", md.version("textgrad"), "| trace-opt", md.version("trace-opt"),

@@ -12,6 +12,9 @@ How TextGrad is used (its own idioms, from its README and ``evaluation/*.py``):
   ``platformdirs.user_cache_dir("textgrad")``. The runner points that at a fresh empty
   directory (``XDG_CACHE_HOME``, set by run_all) *and* turns the lookup off, so every call
   reaches the server (the server's request count proves it).
+* logging: importing textgrad makes it log every LLM call as a JSON line to
+  ``$TEXTGRAD_LOG_DIR`` (default ``./logs/``). That is TextGrad's default and stays on (its
+  cost is part of TextGrad's overhead); run_all points the directory at a scratch dir.
 * workload 1: ``tg.BlackboxLLM(engine, system_prompt)`` per example; the metric is a
   ``tg.autograd.StringBasedFunction`` (TextGrad's metric-based loss, as in
   ``evaluation/prompt_optimization.py``), ``tg.sum(losses).backward()``,

@@ -25,8 +25,20 @@ RULES = {  # kind: (marker the forward model looks for, rule the optimizer write
 }
 BAD = "Explain your reasoning step by step."
 INITIAL = "You are a helpful assistant."
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
-          "September", "October", "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
 
 def rows(n_each: int, offset: int = 0) -> list[dict]:
@@ -35,10 +47,15 @@ def rows(n_each: int, offset: int = 0) -> list[dict]:
         a, b = i + 2, 3 * i + 1
         out.append({"question": f"What is {a} + {b}?", "answer": str(a + b)})
         d, m, y = i % 27 + 1, i % 12, 2000 + i
-        out.append({"question": f"Convert {d} {MONTHS[m]} {y} to a date.",
-                    "answer": f"{y}-{m + 1:02d}-{d:02d}"})
-        out.append({"question": f"Is {a * 2} greater than {b}?",
-                    "answer": "yes" if a * 2 > b else "no"})
+        out.append(
+            {
+                "question": f"Convert {d} {MONTHS[m]} {y} to a date.",
+                "answer": f"{y}-{m + 1:02d}-{d:02d}",
+            }
+        )
+        out.append(
+            {"question": f"Is {a * 2} greater than {b}?", "answer": "yes" if a * 2 > b else "no"}
+        )
         out.append({"question": f"What colour is object number {i}?", "answer": "blue"})
     return out
 
@@ -82,8 +99,9 @@ def backward_reply(request) -> str:
     text = request.messages[-1]["content"]
     keys = _KEYS.findall(text.split("## Inputs to give feedback on")[-1])
     fb = text.split("### Feedback on the output")[-1].split("## Inputs to give feedback on")[0]
-    return json.dumps({k: f"Because of this input the output got this feedback: {fb.strip()}"
-                       for k in keys})
+    return json.dumps(
+        {k: f"Because of this input the output got this feedback: {fb.strip()}" for k in keys}
+    )
 
 
 def _section(text: str, start: str, end: str) -> str:
@@ -96,8 +114,11 @@ def needed_rules(feedback: str, current: str) -> list[str]:
         "date": re.search(r"expected '\d{4}-\d{2}-\d{2}'", feedback) is not None,
         "yesno": re.search(r"expected '(yes|no)'", feedback) is not None,
     }
-    return [rule for kind, (marker, rule) in RULES.items()
-            if evidence[kind] and marker not in current.lower()]
+    return [
+        rule
+        for kind, (marker, rule) in RULES.items()
+        if evidence[kind] and marker not in current.lower()
+    ]
 
 
 def optimizer_reply(request) -> str:
@@ -140,8 +161,11 @@ class QA(tg.Module):
 
 def volatile_free(record: dict) -> dict:
     """A history record without what legitimately differs between two identical runs."""
-    return {k: v for k, v in record.items()
-            if k not in ("elapsed_s", "usage", "usage_total", "cost_usd")}
+    return {
+        k: v
+        for k, v in record.items()
+        if k not in ("elapsed_s", "usage", "usage_total", "cost_usd")
+    }
 
 
 def run_killed_at_step_2(run_dir: str, tmp: str) -> None:
@@ -155,6 +179,17 @@ def run_killed_at_step_2(run_dir: str, tmp: str) -> None:
         if rec["step"] == 2:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    optimize(QA(forward_llm()), train, val, metric="exact_match",
-                optimizer_engine=optimizer_llm(), steps=8, batch_size=4, seed=3,
-                run_dir=run_dir, progress=False, on_step=on_step, concurrency=4)
+    optimize(
+        QA(forward_llm()),
+        train,
+        val,
+        metric="exact_match",
+        optimizer_engine=optimizer_llm(),
+        steps=8,
+        batch_size=4,
+        seed=3,
+        run_dir=run_dir,
+        progress=False,
+        on_step=on_step,
+        concurrency=4,
+    )

@@ -23,9 +23,20 @@ def test_budget_stops_before_it_is_exceeded_and_keeps_the_best(tmp_path):
         meter.chat("What is 1 + 1?")
     spent_before = fw.calls
     model = QA(meter)
-    res = optimize(model, train, val, metric="exact_match", optimizer_engine=op_meter,
-                   budget=Budget(calls=45), steps=8, batch_size=4, seed=3,
-                   run_dir=tmp_path / "run", progress=False, concurrency=4)
+    res = optimize(
+        model,
+        train,
+        val,
+        metric="exact_match",
+        optimizer_engine=op_meter,
+        budget=Budget(calls=45),
+        steps=8,
+        batch_size=4,
+        seed=3,
+        run_dir=tmp_path / "run",
+        progress=False,
+        concurrency=4,
+    )
     run_calls = fw.calls - spent_before + op.calls
     assert res.stopped_reason == "budget"
     assert run_calls <= 45 and res.usage["total"]["calls"] <= 45
@@ -43,9 +54,20 @@ def test_budget_stops_before_it_is_exceeded_and_keeps_the_best(tmp_path):
     # resuming with the same budget only spends what is left of it
     fw.reset()
     op.reset()
-    res2 = optimize(QA(meter), train, val, metric="exact_match", optimizer_engine=op_meter,
-                    budget=Budget(calls=45), steps=8, batch_size=4, seed=3,
-                    resume=tmp_path / "run", progress=False, concurrency=4)
+    res2 = optimize(
+        QA(meter),
+        train,
+        val,
+        metric="exact_match",
+        optimizer_engine=op_meter,
+        budget=Budget(calls=45),
+        steps=8,
+        batch_size=4,
+        seed=3,
+        resume=tmp_path / "run",
+        progress=False,
+        concurrency=4,
+    )
     assert res2.stopped_reason == "budget"
     assert fw.calls + op.calls <= 45 - run_calls
     assert res2.usage["total"]["calls"] <= 45
@@ -56,13 +78,27 @@ def test_budget_in_dollars_and_as_a_number(tmp_path):
 
     # $10 per million tokens: a call's worst case (about 1,050 tokens) is ~$0.0105,
     # what it really costs (~40 tokens) is ~$0.0004
-    set_pricing({"mock-forward": {"input": 10.0, "output": 10.0},
-                 "mock-optimizer": {"input": 10.0, "output": 10.0}})
+    set_pricing(
+        {
+            "mock-forward": {"input": 10.0, "output": 10.0},
+            "mock-optimizer": {"input": 10.0, "output": 10.0},
+        }
+    )
     try:
         train, val = write_data(tmp_path)
         fw, op, meter, op_meter = metered()
-        res = optimize(QA(meter), train, val, metric="exact_match", optimizer_engine=op_meter,
-                       budget=0.02, steps=8, batch_size=4, run_dir=False, progress=False)
+        res = optimize(
+            QA(meter),
+            train,
+            val,
+            metric="exact_match",
+            optimizer_engine=op_meter,
+            budget=0.02,
+            steps=8,
+            batch_size=4,
+            run_dir=False,
+            progress=False,
+        )
         assert res.stopped_reason == "budget"
         assert 0.005 < res.usage["total"]["usd"] <= 0.02
     finally:
@@ -73,19 +109,37 @@ def test_budget_without_a_meter_is_refused_before_any_call(tmp_path):
     train, val = write_data(tmp_path)
     fw, op = forward_llm(), optimizer_llm()
     with pytest.raises(ValueError, match="metered"):
-        optimize(QA(fw), train, val, metric="exact_match", optimizer_engine=op,
-                 budget=Budget(calls=10), run_dir=False, progress=False)
+        optimize(
+            QA(fw),
+            train,
+            val,
+            metric="exact_match",
+            optimizer_engine=op,
+            budget=Budget(calls=10),
+            run_dir=False,
+            progress=False,
+        )
     assert fw.calls == 0 and op.calls == 0
 
 
 def test_usage_is_recorded_per_step(tmp_path):
     train, val = write_data(tmp_path)
     fw, op, meter, op_meter = metered()
-    res = optimize(QA(meter), train, val, metric="exact_match", optimizer_engine=op_meter,
-                   steps=2, batch_size=4, run_dir=tmp_path / "run", progress=False)
+    res = optimize(
+        QA(meter),
+        train,
+        val,
+        metric="exact_match",
+        optimizer_engine=op_meter,
+        steps=2,
+        batch_size=4,
+        run_dir=tmp_path / "run",
+        progress=False,
+    )
     per_step = [r["usage"]["total"]["calls"] for r in res.history]
     assert all(n > 0 for n in per_step)
     assert res.usage["total"]["calls"] == fw.calls + op.calls
     assert sum(per_step) + 8 == fw.calls + op.calls  # + the baseline's 8 validation calls
-    assert sum(r["usage"]["by_purpose"]["optimizer"]["calls"] for r in res.history) == \
-        op.calls_for("optimizer")
+    assert sum(r["usage"]["by_purpose"]["optimizer"]["calls"] for r in res.history) == op.calls_for(
+        "optimizer"
+    )

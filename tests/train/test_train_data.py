@@ -13,8 +13,10 @@ def write(path, text):
 
 
 def test_jsonl_infers_fields_and_records_source(tmp_path):
-    p = write(tmp_path / "d.jsonl",
-              '{"question": "q1", "answer": "a1"}\n\n{"question": "q2", "answer": "a2", "id": "x"}\n')
+    p = write(
+        tmp_path / "d.jsonl",
+        '{"question": "q1", "answer": "a1"}\n\n{"question": "q2", "answer": "a2", "id": "x"}\n',
+    )
     ds = load_dataset(p)
     assert len(ds) == 2
     assert ds.output_field == "answer" and ds.input_fields == ["question"]
@@ -23,15 +25,21 @@ def test_jsonl_infers_fields_and_records_source(tmp_path):
     assert len(ds.sha256) == 64 and ds.describe()["size"] == 2
 
 
-@pytest.mark.parametrize("text, line, reason", [
-    ('{"q": "a", "answer": 1}\n{"q": "b", "answer": 2\n', 2, "invalid JSON"),
-    ('{"q": "a", "answer": 1}\n{"q": "b"}\n', 2, "missing output field 'answer'"),
-    ('{"q": "a", "answer": 1}\n["q", "answer"]\n', 2, "must be an object, got a list"),
-    ('{"q": "a", "answer": 1}\n{"answer": 3}\n', 2, "missing input field 'q'"),
-    ('{"q": "a", "answer": 1}\n{"q": "b", "answer": 2}\n\n{"q": "c", "answer": null}\n', 4,
-     "missing output field"),
-    ('{"q": "a"}\n', 1, "no output field"),
-])
+@pytest.mark.parametrize(
+    "text, line, reason",
+    [
+        ('{"q": "a", "answer": 1}\n{"q": "b", "answer": 2\n', 2, "invalid JSON"),
+        ('{"q": "a", "answer": 1}\n{"q": "b"}\n', 2, "missing output field 'answer'"),
+        ('{"q": "a", "answer": 1}\n["q", "answer"]\n', 2, "must be an object, got a list"),
+        ('{"q": "a", "answer": 1}\n{"answer": 3}\n', 2, "missing input field 'q'"),
+        (
+            '{"q": "a", "answer": 1}\n{"q": "b", "answer": 2}\n\n{"q": "c", "answer": null}\n',
+            4,
+            "missing output field",
+        ),
+        ('{"q": "a"}\n', 1, "no output field"),
+    ],
+)
 def test_jsonl_bad_rows_name_file_line_reason(tmp_path, text, line, reason):
     p = write(tmp_path / "bad.jsonl", text)
     with pytest.raises(DatasetError) as ei:
@@ -42,7 +50,9 @@ def test_jsonl_bad_rows_name_file_line_reason(tmp_path, text, line, reason):
 
 
 def test_explicit_fields(tmp_path):
-    p = write(tmp_path / "d.jsonl", '{"a": 1, "b": 2, "gold": 3, "noise": 0}\n{"a": 1, "gold": 3}\n')
+    p = write(
+        tmp_path / "d.jsonl", '{"a": 1, "b": 2, "gold": 3, "noise": 0}\n{"a": 1, "gold": 3}\n'
+    )
     with pytest.raises(DatasetError, match=r"d.jsonl:2: missing input field 'b'"):
         load_dataset(p, input_fields=["a", "b"], output_field="gold")
     ds = load_dataset(p, input_fields=["a"], output_field="gold")
@@ -50,8 +60,7 @@ def test_explicit_fields(tmp_path):
 
 
 def test_csv_line_numbers_count_multiline_fields(tmp_path):
-    p = write(tmp_path / "d.csv",
-              'question,expected\n"two\nlines",1\nplain,2\nshort\n')
+    p = write(tmp_path / "d.csv", 'question,expected\n"two\nlines",1\nplain,2\nshort\n')
     with pytest.raises(DatasetError) as ei:
         load_dataset(p)
     assert ei.value.line == 5 and "missing output field 'expected'" in ei.value.reason
@@ -68,12 +77,17 @@ def test_csv_too_many_values(tmp_path):
 
 
 def test_json_list_keeps_element_lines(tmp_path):
-    p = write(tmp_path / "d.json", '[\n  {"question": "a", "answer": 1},\n  {"question": "b",\n   "answer": 2},\n  "oops"\n]\n')
+    p = write(
+        tmp_path / "d.json",
+        '[\n  {"question": "a", "answer": 1},\n  {"question": "b",\n   "answer": 2},\n  "oops"\n]\n',
+    )
     with pytest.raises(DatasetError) as ei:
         load_dataset(p)
     assert ei.value.line == 5 and "got a string" in ei.value.reason
-    p2 = write(tmp_path / "ok.json", json.dumps([{"question": "a", "answer": 1},
-                                                  {"question": "b", "answer": 2}], indent=1))
+    p2 = write(
+        tmp_path / "ok.json",
+        json.dumps([{"question": "a", "answer": 1}, {"question": "b", "answer": 2}], indent=1),
+    )
     ds = load_dataset(p2)
     assert [e.source.rsplit(":", 1)[1] for e in ds] == ["2", "6"]
     bad = write(tmp_path / "broken.json", '[{"question": "a", "answer": 1},\n {"question": }]')
@@ -93,7 +107,9 @@ def test_in_memory_rows_and_examples():
 
 
 def test_duplicate_ids_and_empty(tmp_path):
-    p = write(tmp_path / "d.jsonl", '{"id": 1, "q": "a", "answer": 1}\n{"id": 1, "q": "b", "answer": 2}\n')
+    p = write(
+        tmp_path / "d.jsonl", '{"id": 1, "q": "a", "answer": 1}\n{"id": 1, "q": "b", "answer": 2}\n'
+    )
     with pytest.raises(DatasetError, match=r"d.jsonl:2: duplicate id '1'"):
         load_dataset(p)
     with pytest.raises(DatasetError, match="no examples"):

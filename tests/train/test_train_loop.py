@@ -26,8 +26,16 @@ def run(tmp_path, **kw):
     train, val = write_data(tmp_path)
     fw, op = kw.pop("fw", None) or forward_llm(), kw.pop("op", None) or optimizer_llm()
     model = kw.pop("model", None) or QA(fw)
-    args = dict(metric="exact_match", optimizer_engine=op, steps=8, batch_size=4, seed=3,
-                run_dir=tmp_path / "run", progress=False, concurrency=4)
+    args = dict(
+        metric="exact_match",
+        optimizer_engine=op,
+        steps=8,
+        batch_size=4,
+        seed=3,
+        run_dir=tmp_path / "run",
+        progress=False,
+        concurrency=4,
+    )
     args.update(kw)
     res = optimize(model, train, kw.pop("val", val), **args)
     return res, model, fw, op
@@ -100,15 +108,35 @@ def test_gate_improve_rejects_equal_scores(tmp_path):
     train, val = write_data(tmp_path)
     model = QA(forward_llm())
     opt = Noop(model.parameters())
-    res = optimize(model, train, val, metric="exact_match", optimizer=opt, steps=2,
-                   batch_size=4, gate="improve", run_dir=False, progress=False,
-                   optimizer_engine=optimizer_llm())
+    res = optimize(
+        model,
+        train,
+        val,
+        metric="exact_match",
+        optimizer=opt,
+        steps=2,
+        batch_size=4,
+        gate="improve",
+        run_dir=False,
+        progress=False,
+        optimizer_engine=optimizer_llm(),
+    )
     assert [r["result"] for r in res.history] == ["reverted", "reverted"]
     assert "not an improvement" in res.history[0]["reason"]
     assert model.system.value == INITIAL and res.run_dir is None
-    res2 = optimize(model, train, val, metric="exact_match", optimizer=Noop(model.parameters()),
-                    steps=1, batch_size=4, gate="non-decrease", run_dir=False, progress=False,
-                    optimizer_engine=optimizer_llm())
+    res2 = optimize(
+        model,
+        train,
+        val,
+        metric="exact_match",
+        optimizer=Noop(model.parameters()),
+        steps=1,
+        batch_size=4,
+        gate="non-decrease",
+        run_dir=False,
+        progress=False,
+        optimizer_engine=optimizer_llm(),
+    )
     assert res2.history[0]["result"] == "accepted"
 
 
@@ -119,16 +147,28 @@ def test_minibatch_gate_skips_full_validation_on_a_drop(tmp_path):
     assert rec["result"] == "reverted" and "pre-check" in rec["reason"]
     assert rec["val_score"] is None and rec["candidate_train_score"] == 0.0
     val_questions = {r["question"] for r in rows(2, offset=10)}
-    bad_on_val = [r for r in fw.requests if BAD in r.messages[0]["content"]
-                  and r.messages[-1]["content"] in val_questions]
+    bad_on_val = [
+        r
+        for r in fw.requests
+        if BAD in r.messages[0]["content"] and r.messages[-1]["content"] in val_questions
+    ]
     assert bad_on_val == []  # the bad candidate never paid for full validation
 
 
 def test_without_val_gates_on_the_minibatch(tmp_path):
     train, _ = write_data(tmp_path)
     model = QA(forward_llm())
-    res = optimize(model, train, None, metric="exact_match", optimizer_engine=optimizer_llm(),
-                   steps=6, batch_size=12, run_dir=tmp_path / "r", progress=False)
+    res = optimize(
+        model,
+        train,
+        None,
+        metric="exact_match",
+        optimizer_engine=optimizer_llm(),
+        steps=6,
+        batch_size=12,
+        run_dir=tmp_path / "r",
+        progress=False,
+    )
     assert res.history[0]["result"] == "reverted"
     assert res.history[0]["candidate_train_score"] < res.history[0]["train_score"]
     assert res.baseline_score == pytest.approx(0.25)
@@ -147,8 +187,19 @@ def test_beam_keeps_the_best_of_several_proposals(tmp_path):
 
     train, val = write_data(tmp_path)
     model = QA(forward_llm())
-    res = optimize(model, train, val, metric="exact_match", optimizer=Beam(model.parameters()),
-                   beam=3, steps=1, batch_size=4, seed=3, run_dir=tmp_path / "r", progress=False)
+    res = optimize(
+        model,
+        train,
+        val,
+        metric="exact_match",
+        optimizer=Beam(model.parameters()),
+        beam=3,
+        steps=1,
+        batch_size=4,
+        seed=3,
+        run_dir=tmp_path / "r",
+        progress=False,
+    )
     rec = res.history[0]
     assert [b["candidate"] for b in rec["beam"]] == ["c1.0", "c1.1", "c1.2"]
     assert rec["candidate"] == "c1.1" and rec["accepted"]
@@ -157,8 +208,16 @@ def test_beam_keeps_the_best_of_several_proposals(tmp_path):
 
 def test_pareto_selects_parents_from_the_front(tmp_path):
     train, val = write_data(tmp_path)
-    t = Trainer(QA(forward_llm()), train, val, metric="exact_match", pareto=True,
-                optimizer_engine=optimizer_llm(), run_dir=False, seed=1)
+    t = Trainer(
+        QA(forward_llm()),
+        train,
+        val,
+        metric="exact_match",
+        pareto=True,
+        optimizer_engine=optimizer_llm(),
+        run_dir=False,
+        seed=1,
+    )
     t.current_id = "c3"
     t.pool = [
         t._entry("c1", 1, "c0", {"system": "a"}, 0.5, {"x": 1.0, "y": 0.0, "z": 0.5}),
@@ -185,16 +244,27 @@ def test_opro_needs_no_backward(tmp_path):
         name, best = re.findall(r"<value name=\"([^\"]+)\">(.*?)</value>", text, re.S)[-1]
         for _, rule in RULES.values():
             if rule not in best:
-                return f"<value name=\"{name}\">{best} {rule}</value>"
-        return f"<value name=\"{name}\">{best}</value>"
+                return f'<value name="{name}">{best} {rule}</value>'
+        return f'<value name="{name}">{best}</value>'
 
     op = MockLLM(opro_reply)
     res, model, fw, _ = run(tmp_path, op=op, optimizer="opro", steps=5)
     assert isinstance(res, object) and op.calls_for("backward") == 0
     assert res.best_score == 1.0 and res.history[0]["calls"]["backward"] == 0
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["optimizer"]["class"] == "OPRO"
-    assert isinstance(Trainer(QA(fw), rows(1), metric="exact_match", optimizer="opro",
-                              optimizer_engine=op, run_dir=False).optimizer, OPRO)
+    assert (
+        json.loads((tmp_path / "run" / "config.json").read_text())["optimizer"]["class"] == "OPRO"
+    )
+    assert isinstance(
+        Trainer(
+            QA(fw),
+            rows(1),
+            metric="exact_match",
+            optimizer="opro",
+            optimizer_engine=op,
+            run_dir=False,
+        ).optimizer,
+        OPRO,
+    )
 
 
 def test_execution_errors_become_feedback(tmp_path):
@@ -227,8 +297,16 @@ def test_all_examples_crashing_is_an_error_not_a_score(tmp_path):
     train, val = write_data(tmp_path)
     p = tg.Parameter("x")
     with pytest.raises(RuntimeError, match="failed on every example.*bad pipeline"):
-        optimize(broken, train, val, metric="exact_match", parameters=[p],
-                 optimizer=TGD([p], engine=optimizer_llm()), run_dir=False, progress=False)
+        optimize(
+            broken,
+            train,
+            val,
+            metric="exact_match",
+            parameters=[p],
+            optimizer=TGD([p], engine=optimizer_llm()),
+            run_dir=False,
+            progress=False,
+        )
 
 
 def test_malformed_dataset_is_reported_before_any_call(tmp_path):
@@ -238,8 +316,15 @@ def test_malformed_dataset_is_reported_before_any_call(tmp_path):
     train.write_text("\n".join(lines) + "\n")
     fw, op = forward_llm(), optimizer_llm()
     with pytest.raises(DatasetError) as ei:
-        optimize(QA(fw), train, val, metric="exact_match", optimizer_engine=op,
-                 run_dir=tmp_path / "run", progress=False)
+        optimize(
+            QA(fw),
+            train,
+            val,
+            metric="exact_match",
+            optimizer_engine=op,
+            run_dir=tmp_path / "run",
+            progress=False,
+        )
     assert ei.value.line == 5 and "train.jsonl:5" in str(ei.value)
     assert fw.calls == 0 and op.calls == 0
     assert not (tmp_path / "run").exists()
@@ -264,13 +349,25 @@ def test_argument_validation(tmp_path):
     with pytest.raises(ValueError, match="gate must be one of"):
         Trainer(QA(forward_llm()), train, metric="exact_match", gate="sometimes")
     with pytest.raises(ValueError, match="unknown optimizer"):
-        Trainer(QA(forward_llm()), train, metric="exact_match", optimizer="adam",
-                optimizer_engine=optimizer_llm())
+        Trainer(
+            QA(forward_llm()),
+            train,
+            metric="exact_match",
+            optimizer="adam",
+            optimizer_engine=optimizer_llm(),
+        )
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "history.jsonl").write_text("")
     with pytest.raises(FileExistsError, match="already holds a run"):
-        optimize(QA(forward_llm()), train, val, metric="exact_match", run_dir=tmp_path / "run",
-                 optimizer_engine=optimizer_llm(), progress=False)
+        optimize(
+            QA(forward_llm()),
+            train,
+            val,
+            metric="exact_match",
+            run_dir=tmp_path / "run",
+            optimizer_engine=optimizer_llm(),
+            progress=False,
+        )
 
 
 class Noop(Optimizer):
@@ -285,8 +382,17 @@ class Noop(Optimizer):
 def test_epochs_cover_every_example_once_per_epoch(tmp_path):
     train, val = write_data(tmp_path)
     model = QA(forward_llm())
-    res = optimize(model, train, None, metric="exact_match", optimizer=Noop(model.parameters()),
-                   epochs=2, batch_size=5, run_dir=False, progress=False)
+    res = optimize(
+        model,
+        train,
+        None,
+        metric="exact_match",
+        optimizer=Noop(model.parameters()),
+        epochs=2,
+        batch_size=5,
+        run_dir=False,
+        progress=False,
+    )
     assert res.steps_done == 6  # ceil(12 / 5) = 3 steps per epoch
     ids = [i for r in res.history for i in r["batch"]]
     first, second = ids[:15], ids[15:]
@@ -307,8 +413,9 @@ def test_gate_none_follows_the_trajectory_but_ends_at_the_best(tmp_path):
 def test_validation_examples_never_reach_the_optimizer(tmp_path):
     res, model, fw, op = run(tmp_path)
     assert res.best_score == 1.0 and op.calls > 0
-    held_out = [r["question"] for r in rows(2, offset=10)] + [r["answer"] for r in rows(2, offset=10)
-                                                               if "-" in r["answer"]]
+    held_out = [r["question"] for r in rows(2, offset=10)] + [
+        r["answer"] for r in rows(2, offset=10) if "-" in r["answer"]
+    ]
     for text in op.texts():
         assert not any(q in text for q in held_out)
     # ... while the score and the count of failures do

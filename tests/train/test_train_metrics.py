@@ -18,21 +18,27 @@ def test_exact_match_normalises_and_explains():
 
 def test_contains_and_token_f1():
     assert M.contains("It is  PARIS, France", "paris")[0] == 1.0
-    assert M.contains("London", "Paris") == (0.0, "Wrong: the output should contain 'Paris', got 'London'.")
+    assert M.contains("London", "Paris") == (
+        0.0,
+        "Wrong: the output should contain 'Paris', got 'London'.",
+    )
     assert M.token_f1("the cat sat", "a cat sat")[0] == 1.0
     score, why = M.token_f1("cat sat on mat", "cat sat")
     assert score == pytest.approx(2 * 2 / 6)
     assert "Extra words: on mat" in why
 
 
-@pytest.mark.parametrize("text, expected, ok", [
-    ("The total is $1,234.50.", 1234.5, True),
-    ("first 3 then 4", "4", True),
-    ("x = -2.5e3", -2500, True),
-    ("about 10", "10.0000001", True),
-    ("11", 10, False),
-    ("no digits here", 5, False),
-])
+@pytest.mark.parametrize(
+    "text, expected, ok",
+    [
+        ("The total is $1,234.50.", 1234.5, True),
+        ("first 3 then 4", "4", True),
+        ("x = -2.5e3", -2500, True),
+        ("about 10", "10.0000001", True),
+        ("11", 10, False),
+        ("no digits here", 5, False),
+    ],
+)
 def test_numeric(text, expected, ok):
     score, why = M.numeric(text, expected)
     assert score == (1.0 if ok else 0.0), why
@@ -64,13 +70,16 @@ def test_json_field_match_fenced_and_partial():
     assert score == 0.0 and "no JSON could be read" in why
 
 
-@pytest.mark.parametrize("reply, score", [
-    ("Score: 7\nReason: mostly right", 0.7),
-    ('```json\n{"score": 9, "reason": "good"}\n```', 0.9),
-    ("I'd give it 4/10 because it rambles.", 0.4),
-    ("**Score:** 12", 1.0),
-    ("8", 0.8),
-])
+@pytest.mark.parametrize(
+    "reply, score",
+    [
+        ("Score: 7\nReason: mostly right", 0.7),
+        ('```json\n{"score": 9, "reason": "good"}\n```', 0.9),
+        ("I'd give it 4/10 because it rambles.", 0.4),
+        ("**Score:** 12", 1.0),
+        ("8", 0.8),
+    ],
+)
 def test_llm_judge_parses(reply, score):
     judge = MockLLM([reply])
     s, why = M.llm_judge("Is it right?", engine=judge)("answer", "reference")

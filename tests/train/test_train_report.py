@@ -20,11 +20,24 @@ def run_dir(tmp_path, monkeypatch):
     engine = OpenAIEngine("gpt-4o-mini", api_key=ENGINE_KEY, base_url="http://127.0.0.1:9/v1")
     train, val = write_data(tmp_path)
     model = QA(forward_llm(), system="You are a <helpful> assistant & friend.")
-    optimize(model, train, val, metric="exact_match", optimizer_engine=optimizer_llm(),
-             engine=engine, steps=8, batch_size=4, seed=3, run_dir=tmp_path / "run",
-             progress=False,
-             config={"api_key": ENGINE_KEY, "note": f"my key is {ENV_KEY}",
-                     "headers": {"Authorization": "Bearer abcdefghijklmnop"}})
+    optimize(
+        model,
+        train,
+        val,
+        metric="exact_match",
+        optimizer_engine=optimizer_llm(),
+        engine=engine,
+        steps=8,
+        batch_size=4,
+        seed=3,
+        run_dir=tmp_path / "run",
+        progress=False,
+        config={
+            "api_key": ENGINE_KEY,
+            "note": f"my key is {ENV_KEY}",
+            "headers": {"Authorization": "Bearer abcdefghijklmnop"},
+        },
+    )
     return tmp_path / "run"
 
 

@@ -23,8 +23,16 @@ class Stop(Exception):
 
 def args(tmp_path, run_dir, **kw):
     train, val = write_data(tmp_path)
-    base = dict(metric="exact_match", optimizer_engine=optimizer_llm(), steps=8, batch_size=4,
-                seed=3, run_dir=run_dir, progress=False, concurrency=4)
+    base = dict(
+        metric="exact_match",
+        optimizer_engine=optimizer_llm(),
+        steps=8,
+        batch_size=4,
+        seed=3,
+        run_dir=run_dir,
+        progress=False,
+        concurrency=4,
+    )
     base.update(kw)
     return train, val, base
 
@@ -69,10 +77,16 @@ def test_resume_after_an_exception_in_on_step(tmp_path):
 def test_resume_after_sigkill(tmp_path):
     ref = reference(tmp_path)
     run = tmp_path / "run"
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "from tests.train.sim_task import run_killed_at_step_2 as f; f(sys.argv[2], sys.argv[3])")
-    proc = subprocess.run([sys.executable, "-c", code, str(ROOT), str(run), str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "from tests.train.sim_task import run_killed_at_step_2 as f; f(sys.argv[2], sys.argv[3])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT), str(run), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     first_two = lines(run)
     assert [json.loads(x)["step"] for x in first_two] == [1, 2]
@@ -112,9 +126,13 @@ def test_resume_refuses_different_data(tmp_path):
     run = tmp_path / "run"
     train, val, kw = args(tmp_path, run, steps=1)
     optimize(QA(forward_llm()), train, val, **kw)
-    train.write_text(train.read_text() + json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n")
+    train.write_text(
+        train.read_text() + json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n"
+    )
     train, val, kw = args(tmp_path, None, resume=run, steps=2)
-    train.write_text(train.read_text() + json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n")
+    train.write_text(
+        train.read_text() + json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n"
+    )
     with pytest.raises(ValueError, match="train data differs"):
         optimize(QA(forward_llm()), train, val, **kw)
 

@@ -12,7 +12,21 @@ from .runs import RunData, RunDir, load_run
 from .trainer import EvalResult, OptimizeResult, Outcome, Trainer, evaluate, optimize
 
 __all__ = [
-    "Dataset", "DatasetError", "EvalResult", "Example", "OptimizeResult", "Outcome", "RunData",
-    "RunDir", "Trainer", "evaluate", "get_metric", "load_dataset", "load_run", "metrics",
-    "optimize", "render_report", "write_report",
+    "Dataset",
+    "DatasetError",
+    "EvalResult",
+    "Example",
+    "OptimizeResult",
+    "Outcome",
+    "RunData",
+    "RunDir",
+    "Trainer",
+    "evaluate",
+    "get_metric",
+    "load_dataset",
+    "load_run",
+    "metrics",
+    "optimize",
+    "render_report",
+    "write_report",
 ]

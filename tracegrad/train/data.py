@@ -45,7 +45,12 @@ class Example:
     source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "inputs": self.inputs, "expected": self.expected, "source": self.source}
+        return {
+            "id": self.id,
+            "inputs": self.inputs,
+            "expected": self.expected,
+            "source": self.source,
+        }
 
 
 @dataclass
@@ -72,8 +77,9 @@ class Dataset(Sequence[Example]):
 
     def __getitem__(self, i: int | slice) -> Example | Dataset:
         if isinstance(i, slice):
-            return Dataset(self.examples[i], self.path, self.sha256, self.input_fields,
-                           self.output_field)
+            return Dataset(
+                self.examples[i], self.path, self.sha256, self.input_fields, self.output_field
+            )
         return self.examples[i]
 
     def __iter__(self) -> Iterator[Example]:
@@ -115,8 +121,9 @@ def load_dataset(
     return _load_rows(list(path), input_fields, output_field)
 
 
-def as_dataset(data: Any, input_fields: Sequence[str] | None = None,
-               output_field: str | None = None) -> Dataset:
+def as_dataset(
+    data: Any, input_fields: Sequence[str] | None = None, output_field: str | None = None
+) -> Dataset:
     return load_dataset(data, input_fields, output_field)
 
 
@@ -144,21 +151,25 @@ def _load_file(path: Path, input_fields: Sequence[str] | None, output_field: str
     return ds
 
 
-def _load_rows(rows: list[Any], input_fields: Sequence[str] | None,
-               output_field: str | None) -> Dataset:
+def _load_rows(
+    rows: list[Any], input_fields: Sequence[str] | None, output_field: str | None
+) -> Dataset:
     if rows and all(isinstance(r, Example) for r in rows):
         examples = list(rows)
         _check_unique(examples, "<memory>")
         digest = hashlib.sha256(
             json.dumps([e.to_dict() for e in examples], sort_keys=True, default=repr).encode()
         ).hexdigest()
-        return Dataset(examples, None, digest, sorted({k for e in examples for k in e.inputs}),
-                       output_field or "")
+        return Dataset(
+            examples,
+            None,
+            digest,
+            sorted({k for e in examples for k in e.inputs}),
+            output_field or "",
+        )
     numbered = [(i + 1, r) for i, r in enumerate(rows)]
     ds = _build(numbered, "<memory>", "row", input_fields, output_field)
-    ds.sha256 = hashlib.sha256(
-        json.dumps(rows, sort_keys=True, default=repr).encode()
-    ).hexdigest()
+    ds.sha256 = hashlib.sha256(json.dumps(rows, sort_keys=True, default=repr).encode()).hexdigest()
     return ds
 
 
@@ -198,7 +209,9 @@ def _json_list_rows(text: str, name: str) -> list[tuple[int, Any]]:
         try:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            raise DatasetError(name, e.lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None
+            raise DatasetError(
+                name, e.lineno, f"invalid JSON: {e.msg} (column {e.colno})"
+            ) from None
         rows.append((line_at(pos), value))
         pos = skip_ws(end)
         if pos < len(text) and text[pos] == ",":
@@ -207,8 +220,11 @@ def _json_list_rows(text: str, name: str) -> list[tuple[int, Any]]:
         if pos < len(text) and text[pos] == "]":
             rest = text[pos + 1 :].strip()
             if rest:
-                raise DatasetError(name, line_at(pos + 1 + text[pos + 1 :].find(rest[0])),
-                                   "invalid JSON: extra data after the list")
+                raise DatasetError(
+                    name,
+                    line_at(pos + 1 + text[pos + 1 :].find(rest[0])),
+                    "invalid JSON: extra data after the list",
+                )
             return rows
         raise DatasetError(name, line_at(pos), "invalid JSON: expected ',' or ']' between rows")
 
@@ -239,8 +255,9 @@ def _csv_rows(text: str, name: str, delimiter: str) -> list[tuple[int, Any]]:
         if not values or all(not v.strip() for v in values):
             continue
         if len(values) > len(header):
-            raise DatasetError(name, start, f"{len(values)} values but the header has "
-                                            f"{len(header)} columns")
+            raise DatasetError(
+                name, start, f"{len(values)} values but the header has {len(header)} columns"
+            )
         rows.append((start, dict(zip(header[: len(values)], values, strict=True))))
     return rows
 
@@ -260,14 +277,17 @@ def _build(
     out = output_field or next((k for k in OUTPUT_FIELD_NAMES if k in first), None)
     if out is None:
         raise DatasetError(
-            name, first_line,
+            name,
+            first_line,
             f"no output field: pass output_field= (looked for {', '.join(OUTPUT_FIELD_NAMES)}; "
             f"the row has {', '.join(map(str, first)) or 'no fields'})",
         )
     explicit_inputs = input_fields is not None
-    inputs = list(input_fields) if input_fields is not None else [
-        k for k in first if k != out and k not in _RESERVED
-    ]
+    inputs = (
+        list(input_fields)
+        if input_fields is not None
+        else [k for k in first if k != out and k not in _RESERVED]
+    )
     if out in inputs:
         raise DatasetError(name, None, f"the output field {out!r} is also an input field")
     examples: list[Example] = []
@@ -282,12 +302,14 @@ def _build(
             raise DatasetError(name, lineno, f"missing {what} {', '.join(map(repr, missing))}")
         rid = row.get("id")
         ex_id = str(rid) if rid not in (None, "") else f"{id_prefix}:{lineno}"
-        examples.append(Example(
-            inputs={k: row[k] for k in inputs},
-            expected=row[out],
-            id=ex_id,
-            source=f"{name}:{lineno}",
-        ))
+        examples.append(
+            Example(
+                inputs={k: row[k] for k in inputs},
+                expected=row[out],
+                id=ex_id,
+                source=f"{name}:{lineno}",
+            )
+        )
     _check_unique(examples, name)
     return Dataset(examples, None, "", inputs, out)
 
@@ -297,11 +319,20 @@ def _check_unique(examples: list[Example], name: str) -> None:
     for ex in examples:
         if ex.id in seen:
             line = ex.source.rsplit(":", 1)[-1]
-            raise DatasetError(name, int(line) if line.isdigit() else None,
-                               f"duplicate id {ex.id!r} (first used at {seen[ex.id]})")
+            raise DatasetError(
+                name,
+                int(line) if line.isdigit() else None,
+                f"duplicate id {ex.id!r} (first used at {seen[ex.id]})",
+            )
         seen[ex.id] = ex.source
 
 
 def _kind(value: Any) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number",
-            bool: "a boolean", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        list: "a list",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "a boolean",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)

@@ -18,8 +18,16 @@ from ..core.shorten import render, shorten
 from ..ops.loss import normalize_metric_result
 
 __all__ = [
-    "Metric", "contains", "exact_match", "get_metric", "json_field_match", "llm_judge",
-    "metric_names", "numeric", "regex", "token_f1",
+    "Metric",
+    "contains",
+    "exact_match",
+    "get_metric",
+    "json_field_match",
+    "llm_judge",
+    "metric_names",
+    "numeric",
+    "regex",
+    "token_f1",
 ]
 
 Metric = Callable[[Any, Any], Any]
@@ -72,8 +80,10 @@ def exact_match(prediction: Any, expected: Any) -> tuple[float, str]:
     hint = ""
     for alt in _alternatives(expected):
         if normalize(alt) and normalize(alt) in got:
-            hint = (" The expected answer appears inside the output, but the output must be "
-                    "exactly the answer, with nothing around it.")
+            hint = (
+                " The expected answer appears inside the output, but the output must be "
+                "exactly the answer, with nothing around it."
+            )
             break
     return 0.0, f"Wrong: expected {_expected_desc(expected)}, got {_show(prediction)}.{hint}"
 
@@ -85,7 +95,10 @@ def contains(prediction: Any, expected: Any) -> tuple[float, str]:
         want = normalize(alt)
         if want and want in got:
             return 1.0, f"Correct: the output contains {_show(alt)}."
-    return 0.0, f"Wrong: the output should contain {_expected_desc(expected)}, got {_show(prediction)}."
+    return (
+        0.0,
+        f"Wrong: the output should contain {_expected_desc(expected)}, got {_show(prediction)}.",
+    )
 
 
 # -- numbers ----------------------------------------------------------------------------
@@ -122,7 +135,10 @@ def _fmt(x: float) -> str:
 
 
 def numeric(
-    prediction: Any = None, expected: Any = None, *, tolerance: float = 1e-6,
+    prediction: Any = None,
+    expected: Any = None,
+    *,
+    tolerance: float = 1e-6,
     relative: bool = False,
 ) -> Any:
     """Compare the last number in the answer with the expected number.
@@ -146,13 +162,17 @@ def _numeric_metric(tolerance: float, relative: bool) -> Metric:
             raise ValueError(f"numeric metric: the expected value {expected!r} holds no number")
         got = extract_number(prediction)
         if got is None:
-            return 0.0, (f"Wrong: expected the number {_fmt(want)}, but the output contains no "
-                         f"number: {_show(prediction)}.")
+            return 0.0, (
+                f"Wrong: expected the number {_fmt(want)}, but the output contains no "
+                f"number: {_show(prediction)}."
+            )
         allowed = tolerance * abs(want) if relative else tolerance
         if math.isclose(got, want, rel_tol=0.0, abs_tol=allowed) or got == want:
             return 1.0, f"Correct: expected {_fmt(want)} and got {_fmt(got)}."
-        return 0.0, (f"Wrong: expected {_fmt(want)}, got {_fmt(got)} (the last number in "
-                     f"{_show(prediction)}).")
+        return 0.0, (
+            f"Wrong: expected {_fmt(want)}, got {_fmt(got)} (the last number in "
+            f"{_show(prediction)})."
+        )
 
     numeric_match.__name__ = f"numeric(tolerance={tolerance})"
     return numeric_match
@@ -166,12 +186,17 @@ def regex(pattern: str, flags: int = re.IGNORECASE) -> Metric:
         compiled = re.compile(pattern, flags)
 
     def regex_match(prediction: Any, expected: Any) -> tuple[float, str]:
-        pat = re.compile(pattern.replace("{expected}", re.escape(_text(expected))), flags) \
-            if uses_expected else compiled
+        pat = (
+            re.compile(pattern.replace("{expected}", re.escape(_text(expected))), flags)
+            if uses_expected
+            else compiled
+        )
         if pat.search(_text(prediction)):
             return 1.0, f"Correct: the output matches /{pat.pattern}/."
-        return 0.0, (f"Wrong: the output should match /{shorten(pat.pattern, 200)}/ "
-                     f"(expected {_show(expected)}), got {_show(prediction)}.")
+        return 0.0, (
+            f"Wrong: the output should match /{shorten(pat.pattern, 200)}/ "
+            f"(expected {_show(expected)}), got {_show(prediction)}."
+        )
 
     regex_match.__name__ = f"regex({pattern!r})"
     return regex_match
@@ -197,8 +222,12 @@ def _same(a: Any, b: Any) -> bool:
         return normalize(a) == normalize(b)
     if isinstance(a, str) != isinstance(b, str):
         na, nb = extract_number(a), extract_number(b)
-        if na is not None and nb is not None and normalize(a) == normalize(_fmt(na)) \
-                and normalize(b) == normalize(_fmt(nb)):
+        if (
+            na is not None
+            and nb is not None
+            and normalize(a) == normalize(_fmt(na))
+            and normalize(b) == normalize(_fmt(nb))
+        ):
             return na == nb
         return normalize(render(a)) == normalize(render(b))
     return a == b
@@ -225,15 +254,18 @@ def _json_metric(fields: Sequence[str] | None) -> Metric:
     def json_match(prediction: Any, expected: Any) -> tuple[float, str]:
         want = _parse_json(expected)
         if not isinstance(want, dict):
-            raise ValueError(f"json_field_match: the expected value must be a JSON object, "
-                             f"got {expected!r}")
+            raise ValueError(
+                f"json_field_match: the expected value must be a JSON object, got {expected!r}"
+            )
         keys = list(fields) if fields is not None else list(want)
         try:
             got = _parse_json(prediction)
         except ValueError as e:
-            return 0.0, (f"Wrong: the output must be a JSON object with the fields "
-                         f"{', '.join(keys)}, but no JSON could be read ({e}). Output: "
-                         f"{_show(prediction)}.")
+            return 0.0, (
+                f"Wrong: the output must be a JSON object with the fields "
+                f"{', '.join(keys)}, but no JSON could be read ({e}). Output: "
+                f"{_show(prediction)}."
+            )
         if not isinstance(got, dict):
             return 0.0, f"Wrong: the output must be a JSON object, got {_show(got)}."
         problems = []
@@ -293,10 +325,6 @@ def token_f1(prediction: Any, expected: Any) -> tuple[float, str]:
 
 # -- LLM judge --------------------------------------------------------------------------
 
-_JUDGE_SYSTEM = """You grade an answer against a rubric. Be strict and specific.
-Reply with exactly two lines:
-Score: <integer from 0 to 10>
-Reason: <one or two sentences: what is wrong or missing, and what would make it a 10>"""
 
 _SCORE_PATTERNS = [
     re.compile(r"\bscore\W{0,3}\s*(?:is\s*)?[:=]?\s*\**\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*10\b)?", re.I),
@@ -320,8 +348,9 @@ def parse_judgement(text: str) -> tuple[float, str] | None:
         except (TypeError, ValueError):
             score = None
         if score is not None and score == score:
-            reason = lowered.get("reason") or lowered.get("explanation") or lowered.get(
-                "feedback") or ""
+            reason = (
+                lowered.get("reason") or lowered.get("explanation") or lowered.get("feedback") or ""
+            )
             return score, str(reason).strip()
     for pat in _SCORE_PATTERNS:
         m = pat.search(text)
@@ -337,17 +366,14 @@ def parse_judgement(text: str) -> tuple[float, str] | None:
 
 
 def _reason_around(text: str, m: re.Match[str]) -> str:
-    rest = (text[: m.start()] + " " + text[m.end():]).strip()
+    rest = (text[: m.start()] + " " + text[m.end() :]).strip()
     return " ".join(rest.split())
 
 
 def _judge_prompt() -> str:
     from .. import prompts
 
-    try:
-        return prompts.load("metric_judge")
-    except KeyError:
-        return _JUDGE_SYSTEM
+    return prompts.load("metric_judge")
 
 
 def llm_judge(rubric: str, engine: Any = None, *, show_expected: bool = True) -> Metric:
@@ -367,15 +393,19 @@ def llm_judge(rubric: str, engine: Any = None, *, show_expected: bool = True) ->
         if show_expected and expected is not None and _text(expected).strip():
             user += f"\n\nReference answer:\n<reference>\n{shorten(_text(expected), 3000)}\n</reference>"
         request = Request(
-            messages=[{"role": "system", "content": _judge_prompt()},
-                      {"role": "user", "content": user}],
+            messages=[
+                {"role": "system", "content": _judge_prompt()},
+                {"role": "user", "content": user},
+            ],
             purpose="judge",
         )
         reply = eng.complete(request).text
         parsed = parse_judgement(reply or "")
         if parsed is None:
-            return 0.0, (f"The judge's reply had no readable score (counted as 0): "
-                         f"{shorten(reply or '<empty>', 300)!r}")
+            return 0.0, (
+                f"The judge's reply had no readable score (counted as 0): "
+                f"{shorten(reply or '<empty>', 300)!r}"
+            )
         score, reason = parsed
         score = min(10.0, max(0.0, score))
         return score / 10.0, f"Judge score {score:g}/10. {reason}".strip()
@@ -387,14 +417,27 @@ def llm_judge(rubric: str, engine: Any = None, *, show_expected: bool = True) ->
 # -- lookup by name ---------------------------------------------------------------------
 
 _SIMPLE: dict[str, Metric] = {
-    "exact_match": exact_match, "exact": exact_match, "em": exact_match,
-    "contains": contains, "token_f1": token_f1, "f1": token_f1,
+    "exact_match": exact_match,
+    "exact": exact_match,
+    "em": exact_match,
+    "contains": contains,
+    "token_f1": token_f1,
+    "f1": token_f1,
 }
 
 
 def metric_names() -> list[str]:
-    return sorted([*_SIMPLE, "numeric", "numeric:TOLERANCE", "regex:PATTERN",
-                   "json_field_match", "json_field_match:FIELD,FIELD", "llm_judge:RUBRIC"])
+    return sorted(
+        [
+            *_SIMPLE,
+            "numeric",
+            "numeric:TOLERANCE",
+            "regex:PATTERN",
+            "json_field_match",
+            "json_field_match:FIELD,FIELD",
+            "llm_judge:RUBRIC",
+        ]
+    )
 
 
 def get_metric(metric: str | Metric) -> Callable[[Any, Any], tuple[float, str]]:

@@ -23,7 +23,9 @@ from .runs import REPORT, atomic_write_text, collect_secrets, load_run, scrub
 __all__ = ["render_report", "write_report"]
 
 
-def write_report(run_dir: str | os.PathLike[str], path: str | os.PathLike[str] | None = None) -> Path:
+def write_report(
+    run_dir: str | os.PathLike[str], path: str | os.PathLike[str] | None = None
+) -> Path:
     """Write ``report.html`` for a run directory (or to ``path``); returns where it went."""
     out = Path(path) if path is not None else Path(run_dir) / REPORT
     atomic_write_text(out, render_report(run_dir))
@@ -77,27 +79,46 @@ def _fmt(x: Any, digits: int = 3) -> str:
 # -- summary ---------------------------------------------------------------------------------
 
 
-def _summary(config: dict[str, Any], history: list[dict[str, Any]], best: dict[str, Any],
-             state: dict[str, Any]) -> str:
+def _summary(
+    config: dict[str, Any],
+    history: list[dict[str, Any]],
+    best: dict[str, Any],
+    state: dict[str, Any],
+) -> str:
     usage_doc = state.get("usage") or (history[-1].get("usage_total") if history else None) or {}
     usage = usage_doc.get("total") or {} if usage_doc.get("metered", True) else {}
     accepted = sum(1 for r in history if r.get("accepted"))
     reverted = sum(1 for r in history if r.get("reverted"))
     opt = config.get("optimizer") or {}
-    models = sorted({e.get("model") for e in (config.get("engines") or {}).get("program") or []
-                     if isinstance(e, dict) and e.get("model")})
-    opt_model = (opt.get("engine") or {}).get("model") if isinstance(opt.get("engine"), dict) else None
+    models = sorted(
+        {
+            e.get("model")
+            for e in (config.get("engines") or {}).get("program") or []
+            if isinstance(e, dict) and e.get("model")
+        }
+    )
+    opt_model = (
+        (opt.get("engine") or {}).get("model") if isinstance(opt.get("engine"), dict) else None
+    )
     datasets = config.get("datasets") or {}
     items = [
         ("Stopped", state.get("stopped_reason") or ("running" if history else "not started")),
         ("Steps done", f"{state.get('step', len(history))} of {config.get('steps', '?')}"),
         ("Baseline score", _fmt(best.get("baseline_score"))),
-        ("Best score", f"{_fmt(best.get('score'))} ({best.get('id', '–')}, step {best.get('step', '–')})"),
+        (
+            "Best score",
+            f"{_fmt(best.get('score'))} ({best.get('id', '–')}, step {best.get('step', '–')})",
+        ),
         ("Accepted / reverted", f"{accepted} / {reverted}"),
         ("LLM calls", str(usage.get("calls", "–"))),
         ("Tokens", str(usage.get("total_tokens", "–"))),
         ("Cost", f"${usage['usd']:.4f}" if isinstance(usage.get("usd"), int | float) else "–"),
-        ("Elapsed", f"{state['elapsed_s']:.1f} s" if isinstance(state.get("elapsed_s"), int | float) else "–"),
+        (
+            "Elapsed",
+            f"{state['elapsed_s']:.1f} s"
+            if isinstance(state.get("elapsed_s"), int | float)
+            else "–",
+        ),
         ("Optimizer", f"{opt.get('name', '–')} ({opt.get('class', '')})"),
         ("Models", ", ".join(models) or "–"),
         ("Optimizer model", opt_model or "–"),
@@ -106,8 +127,10 @@ def _summary(config: dict[str, Any], history: list[dict[str, Any]], best: dict[s
         ("Train data", _dataset(datasets.get("train"))),
         ("Validation data", _dataset(datasets.get("val"))),
     ]
-    cells = "".join(f"<div class='card'><div class='k'>{_e(k)}</div><div class='v'>{_e(v)}</div></div>"
-                    for k, v in items)
+    cells = "".join(
+        f"<div class='card'><div class='k'>{_e(k)}</div><div class='v'>{_e(v)}</div></div>"
+        for k, v in items
+    )
     return f"<div class='cards'>{cells}</div>"
 
 
@@ -121,12 +144,14 @@ def _dataset(d: Any) -> str:
 
 # -- charts ----------------------------------------------------------------------------------
 
-_W, _H, _PAD_L, _PAD_R, _PAD_T, _PAD_B = 760, 280, 48, 150, 16, 36
+_W, _H, _PAD_L, _PAD_R, _PAD_T, _PAD_B = 780, 280, 72, 150, 16, 36
 
 
-def _axes(n_steps: int, y_max: float, y_label: str, y_fmt: str = "{:.2f}") -> tuple[list[str], Any, Any]:
+def _axes(
+    n_steps: int, y_max: float, y_label: str, y_fmt: str = "{:.2f}"
+) -> tuple[list[str], Any, Any]:
     plot_w, plot_h = _W - _PAD_L - _PAD_R, _H - _PAD_T - _PAD_B
-    x_span = max(n_steps, 1)
+    x_span = max(n_steps, 1) + 0.5  # room for the last step's marker or bar
 
     def X(step: float) -> float:  # noqa: N802 - coordinate transform
         return _PAD_L + plot_w * step / x_span
@@ -138,14 +163,24 @@ def _axes(n_steps: int, y_max: float, y_label: str, y_fmt: str = "{:.2f}") -> tu
     for i in range(5):
         v = y_max * i / 4
         y = Y(v)
-        parts.append(f"<line x1='{_PAD_L}' y1='{y:.1f}' x2='{_PAD_L + plot_w}' y2='{y:.1f}' class='grid'/>")
-        parts.append(f"<text x='{_PAD_L - 6}' y='{y + 4:.1f}' class='tick' text-anchor='end'>{_e(y_fmt.format(v))}</text>")
+        parts.append(
+            f"<line x1='{_PAD_L}' y1='{y:.1f}' x2='{_PAD_L + plot_w}' y2='{y:.1f}' class='grid'/>"
+        )
+        parts.append(
+            f"<text x='{_PAD_L - 6}' y='{y + 4:.1f}' class='tick' text-anchor='end'>{_e(y_fmt.format(v))}</text>"
+        )
     every = max(1, (n_steps + 1) // 15)
     for s in range(0, n_steps + 1, every):
-        parts.append(f"<text x='{X(s):.1f}' y='{_H - _PAD_B + 16}' class='tick' text-anchor='middle'>{s}</text>")
-    parts.append(f"<text x='{_PAD_L + plot_w / 2:.1f}' y='{_H - 4}' class='axis' text-anchor='middle'>step</text>")
-    parts.append(f"<text x='12' y='{_PAD_T + plot_h / 2:.1f}' class='axis' text-anchor='middle' "
-                 f"transform='rotate(-90 12 {_PAD_T + plot_h / 2:.1f})'>{_e(y_label)}</text>")
+        parts.append(
+            f"<text x='{X(s):.1f}' y='{_H - _PAD_B + 16}' class='tick' text-anchor='middle'>{s}</text>"
+        )
+    parts.append(
+        f"<text x='{_PAD_L + plot_w / 2:.1f}' y='{_H - 4}' class='axis' text-anchor='middle'>step</text>"
+    )
+    parts.append(
+        f"<text x='14' y='{_PAD_T + plot_h / 2:.1f}' class='axis' text-anchor='middle' "
+        f"transform='rotate(-90 14 {_PAD_T + plot_h / 2:.1f})'>{_e(y_label)}</text>"
+    )
     return parts, X, Y
 
 
@@ -160,8 +195,10 @@ def _legend(entries: list[tuple[str, str]]) -> str:
 
 
 def _svg(parts: list[str], label: str) -> str:
-    return (f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {_W} {_H}' width='{_W}' "
-            f"height='{_H}' role='img' aria-label='{_e(label)}'>{''.join(parts)}</svg>")
+    return (
+        f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {_W} {_H}' width='{_W}' "
+        f"height='{_H}' role='img' aria-label='{_e(label)}'>{''.join(parts)}</svg>"
+    )
 
 
 def _score_chart(history: list[dict[str, Any]], state: dict[str, Any], best: dict[str, Any]) -> str:
@@ -174,15 +211,25 @@ def _score_chart(history: list[dict[str, Any]], state: dict[str, Any], best: dic
         baseline = (state.get("baseline") or {}).get("score")
     # best-so-far line (what the gate kept)
     best_pts = [(0, baseline)] if isinstance(baseline, int | float) else []
-    best_pts += [(r["step"], r["best_score"]) for r in history
-                 if isinstance(r.get("best_score"), int | float)]
+    best_pts += [
+        (r["step"], r["best_score"])
+        for r in history
+        if isinstance(r.get("best_score"), int | float)
+    ]
     if best_pts:
-        d = " ".join(f"{'M' if i == 0 else 'L'}{X(s):.1f},{Y(v):.1f}" for i, (s, v) in enumerate(best_pts))
+        d = " ".join(
+            f"{'M' if i == 0 else 'L'}{X(s):.1f},{Y(v):.1f}" for i, (s, v) in enumerate(best_pts)
+        )
         parts.append(f"<path d='{d}' class='best'/>")
-    train_pts = [(r["step"], r["train_score"]) for r in history
-                 if isinstance(r.get("train_score"), int | float)]
+    train_pts = [
+        (r["step"], r["train_score"])
+        for r in history
+        if isinstance(r.get("train_score"), int | float)
+    ]
     if train_pts:
-        d = " ".join(f"{'M' if i == 0 else 'L'}{X(s):.1f},{Y(v):.1f}" for i, (s, v) in enumerate(train_pts))
+        d = " ".join(
+            f"{'M' if i == 0 else 'L'}{X(s):.1f},{Y(v):.1f}" for i, (s, v) in enumerate(train_pts)
+        )
         parts.append(f"<path d='{d}' class='train'/>")
         for s, v in train_pts:
             parts.append(f"<circle cx='{X(s):.1f}' cy='{Y(v):.1f}' r='2.5' class='trainpt'/>")
@@ -194,18 +241,38 @@ def _score_chart(history: list[dict[str, Any]], state: dict[str, Any], best: dic
             continue
         cls = "acc" if r.get("accepted") else "rej"
         tip = f"step {r['step']}: candidate {v:.3f} ({'accepted' if r.get('accepted') else 'reverted'})"
-        parts.append(f"<circle cx='{X(r['step']):.1f}' cy='{Y(v):.1f}' r='5' class='{cls}'>"
-                     f"<title>{_e(tip)}</title></circle>")
+        parts.append(
+            f"<circle cx='{X(r['step']):.1f}' cy='{Y(v):.1f}' r='5' class='{cls}'>"
+            f"<title>{_e(tip)}</title></circle>"
+        )
     if isinstance(baseline, int | float):
-        parts.append(f"<circle cx='{X(0):.1f}' cy='{Y(baseline):.1f}' r='5' class='base'>"
-                     f"<title>baseline {baseline:.3f}</title></circle>")
-    parts.append(_legend([
-        ("best so far", "<rect x='{x}' y='{y}' width='16' height='3' class='bestsw'/>"),
-        ("train minibatch", "<rect x='{x}' y='{y}' width='16' height='2' class='trainsw'/>"),
-        ("candidate kept", "<circle cx='{x}' cy='{y}' r='5' class='acc' transform='translate(8,1)'/>"),
-        ("candidate reverted", "<circle cx='{x}' cy='{y}' r='5' class='rej' transform='translate(8,1)'/>"),
-        ("baseline", "<circle cx='{x}' cy='{y}' r='5' class='base' transform='translate(8,1)'/>"),
-    ]))
+        parts.append(
+            f"<circle cx='{X(0):.1f}' cy='{Y(baseline):.1f}' r='5' class='base'>"
+            f"<title>baseline {baseline:.3f}</title></circle>"
+        )
+    parts.append(
+        _legend(
+            [
+                ("best so far", "<rect x='{x}' y='{y}' width='16' height='3' class='bestsw'/>"),
+                (
+                    "train minibatch",
+                    "<rect x='{x}' y='{y}' width='16' height='2' class='trainsw'/>",
+                ),
+                (
+                    "candidate kept",
+                    "<circle cx='{x}' cy='{y}' r='5' class='acc' transform='translate(8,1)'/>",
+                ),
+                (
+                    "candidate reverted",
+                    "<circle cx='{x}' cy='{y}' r='5' class='rej' transform='translate(8,1)'/>",
+                ),
+                (
+                    "baseline",
+                    "<circle cx='{x}' cy='{y}' r='5' class='base' transform='translate(8,1)'/>",
+                ),
+            ]
+        )
+    )
     return _svg(parts, "validation and train score per step")
 
 
@@ -224,7 +291,7 @@ def _cost_chart(history: list[dict[str, Any]]) -> str:
         if not any(values):
             return "<p class='muted'>No usage was metered in this run.</p>"
     n = max(int(r.get("step", 0)) for r in history)
-    top = max(values) or 1
+    top = (max(values) or 1) * 1.1
     if label != "USD":  # whole numbers: make the four grid steps whole too
         top = max(4, math.ceil(top / 4) * 4)
     parts, X, Y = _axes(n, top, label, fmt)
@@ -232,9 +299,20 @@ def _cost_chart(history: list[dict[str, Any]]) -> str:
     for r, v in zip(history, values, strict=True):
         x = X(r["step"]) - bar_w / 2
         tip = f"step {r['step']}: " + fmt.format(v)
-        parts.append(f"<rect x='{x:.1f}' y='{Y(v):.1f}' width='{bar_w:.1f}' "
-                     f"height='{Y(0) - Y(v):.1f}' class='bar'><title>{_e(tip)}</title></rect>")
-    parts.append(_legend([(label + " per step", "<rect x='{x}' y='{y}' width='16' height='8' class='bar' transform='translate(0,-4)'/>")]))
+        parts.append(
+            f"<rect x='{x:.1f}' y='{Y(v):.1f}' width='{bar_w:.1f}' "
+            f"height='{Y(0) - Y(v):.1f}' class='bar'><title>{_e(tip)}</title></rect>"
+        )
+    parts.append(
+        _legend(
+            [
+                (
+                    label + " per step",
+                    "<rect x='{x}' y='{y}' width='16' height='8' class='bar' transform='translate(0,-4)'/>",
+                )
+            ]
+        )
+    )
     return _svg(parts, f"{label} per step")
 
 
@@ -248,17 +326,23 @@ def _steps_table(history: list[dict[str, Any]]) -> str:
     for r in history:
         result = r.get("result") or ("accepted" if r.get("accepted") else "reverted")
         metered = (r.get("usage_total") or {}).get("metered", True)
-        cost = ((r.get("usage") or {}).get("total") or {}) if metered else {
-            "calls": sum(v for v in (r.get("calls") or {}).values() if isinstance(v, int))}
+        cost = (
+            ((r.get("usage") or {}).get("total") or {})
+            if metered
+            else {"calls": sum(v for v in (r.get("calls") or {}).values() if isinstance(v, int))}
+        )
         rows.append(
             f"<tr class='{_e(result)}'><td>{_e(r.get('step'))}</td><td>{_fmt(r.get('train_score'))}</td>"
             f"<td>{_fmt(r.get('val_score'))}</td><td>{_fmt(r.get('best_score'))}</td>"
             f"<td>{_e(result)}</td><td>{_e(r.get('reason', ''))}</td>"
             f"<td>{_e(cost.get('calls', '–'))}</td><td>{_fmt(cost.get('usd'), 4)}</td>"
             f"<td>{_fmt(r.get('elapsed_s'), 1)}</td>"
-            f"<td>{_feedback(r)}</td></tr>")
-    head = ("<tr><th>step</th><th>train</th><th>val</th><th>best</th><th>result</th><th>why</th>"
-            "<th>calls</th><th>$</th><th>s</th><th>feedback</th></tr>")
+            f"<td>{_feedback(r)}</td></tr>"
+        )
+    head = (
+        "<tr><th>step</th><th>train</th><th>val</th><th>best</th><th>result</th><th>why</th>"
+        "<th>calls</th><th>$</th><th>s</th><th>feedback</th></tr>"
+    )
     return f"<table class='steps'>{head}{''.join(rows)}</table>"
 
 
@@ -288,17 +372,29 @@ def _versions(config: dict[str, Any], history: list[dict[str, Any]], best: dict[
             if value is not None and value != versions[-1][2]:
                 versions.append((f"step {r['step']}", r["step"], value))
         role = info.get("role", "") if isinstance(info, dict) else ""
-        out.append(f"<section class='param'><h3>{_e(name)} <span class='muted'>{_e(role)}</span></h3>")
-        out.append(f"<p class='muted'>{len(versions) - 1} accepted change"
-                   f"{'s' if len(versions) != 2 else ''}"
-                   + (" · final value is the best candidate" if best_state.get(name) == versions[-1][2]
-                      else "") + "</p>")
-        out.append(f"<details><summary>initial value</summary><pre class='value'>{_e(_text(initial))}</pre></details>")
+        out.append(
+            f"<section class='param'><h3>{_e(name)} <span class='muted'>{_e(role)}</span></h3>"
+        )
+        out.append(
+            f"<p class='muted'>{len(versions) - 1} accepted change"
+            f"{'s' if len(versions) != 2 else ''}"
+            + (
+                " · final value is the best candidate"
+                if best_state.get(name) == versions[-1][2]
+                else ""
+            )
+            + "</p>"
+        )
+        out.append(
+            f"<details><summary>initial value</summary><pre class='value'>{_e(_text(initial))}</pre></details>"
+        )
         for (_, _, prev), (label, _step, value) in zip(versions, versions[1:], strict=False):
             is_best = best_state.get(name) == value
-            out.append(f"<div class='version'><h4>{_e(label)}{' · best' if is_best else ''}</h4>"
-                       f"{_diff(_text(prev), _text(value))}"
-                       f"<details><summary>full value</summary><pre class='value'>{_e(_text(value))}</pre></details></div>")
+            out.append(
+                f"<div class='version'><h4>{_e(label)}{' · best' if is_best else ''}</h4>"
+                f"{_diff(_text(prev), _text(value))}"
+                f"<details><summary>full value</summary><pre class='value'>{_e(_text(value))}</pre></details></div>"
+            )
         out.append("</section>")
     return "".join(out)
 
@@ -310,14 +406,22 @@ def _text(value: Any) -> str:
 
 
 def _diff(old: str, new: str) -> str:
-    lines = list(difflib.unified_diff(old.splitlines(), new.splitlines(), "before", "after",
-                                      lineterm="", n=2))
+    lines = list(
+        difflib.unified_diff(
+            old.splitlines(), new.splitlines(), "before", "after", lineterm="", n=2
+        )
+    )
     if not lines:
         return "<p class='muted'>(no textual change)</p>"
     out = []
     for line in lines[2:] if len(lines) > 2 else lines:
-        cls = "add" if line.startswith("+") else "del" if line.startswith("-") else (
-            "hunk" if line.startswith("@@") else "ctx")
+        cls = (
+            "add"
+            if line.startswith("+")
+            else "del"
+            if line.startswith("-")
+            else ("hunk" if line.startswith("@@") else "ctx")
+        )
         out.append(f"<span class='{cls}'>{_e(line)}</span>")
     return "<pre class='diff'>" + "".join(out) + "</pre>"
 
@@ -330,7 +434,7 @@ def _graph(graph: dict[str, Any] | None) -> str:
         return "<p class='muted'>No graph was recorded.</p>"
     svg = _graph_svg(graph.get("nodes") or [], graph.get("edges") or [])
     mermaid = graph.get("mermaid") or ""
-    return (svg + f"<details><summary>Mermaid source</summary><pre>{_e(mermaid)}</pre></details>")
+    return svg + f"<details><summary>Mermaid source</summary><pre>{_e(mermaid)}</pre></details>"
 
 
 def _graph_svg(nodes: list[dict[str, Any]], edges: list[list[str]]) -> str:
@@ -364,15 +468,19 @@ def _graph_svg(nodes: list[dict[str, Any]], edges: list[list[str]]) -> str:
         for k, i in enumerate(col):
             pos[i] = (10 + lv * (box_w + gap_x), 10 + k * (box_h + gap_y))
     info = {str(n.get("id")): n for n in nodes}
-    parts = ["<defs><marker id='arrow' viewBox='0 0 10 10' refX='10' refY='5' markerWidth='7' "
-             "markerHeight='7' orient='auto-start-reverse'><path d='M0,0 L10,5 L0,10 z' "
-             "class='arrowhead'/></marker></defs>"]
+    parts = [
+        "<defs><marker id='arrow' viewBox='0 0 10 10' refX='10' refY='5' markerWidth='7' "
+        "markerHeight='7' orient='auto-start-reverse'><path d='M0,0 L10,5 L0,10 z' "
+        "class='arrowhead'/></marker></defs>"
+    ]
     for a, b in edges:
         a, b = str(a), str(b)
         if a in pos and b in pos:
             (x1, y1), (x2, y2) = pos[a], pos[b]
-            parts.append(f"<line x1='{x1 + box_w:.0f}' y1='{y1 + box_h / 2:.0f}' x2='{x2:.0f}' "
-                         f"y2='{y2 + box_h / 2:.0f}' class='edge' marker-end='url(#arrow)'/>")
+            parts.append(
+                f"<line x1='{x1 + box_w:.0f}' y1='{y1 + box_h / 2:.0f}' x2='{x2:.0f}' "
+                f"y2='{y2 + box_h / 2:.0f}' class='edge' marker-end='url(#arrow)'/>"
+            )
     for i in ids:
         x, y = pos[i]
         n = info[i]
@@ -385,10 +493,13 @@ def _graph_svg(nodes: list[dict[str, Any]], edges: list[list[str]]) -> str:
         parts.append(
             f"<g><title>{_e(tip)}</title><rect x='{x}' y='{y}' width='{box_w}' height='{box_h}' "
             f"rx='6' class='{cls}'/><text x='{x + 8}' y='{y + 18}' class='gname'>{_e(name[:24])}</text>"
-            f"<text x='{x + 8}' y='{y + 34}' class='gsub'>{_e(sub[:26])}</text></g>")
-    return (f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' "
-            f"width='{width}' height='{height}' role='img' aria-label='pipeline graph'>"
-            f"{''.join(parts)}</svg>")
+            f"<text x='{x + 8}' y='{y + 34}' class='gsub'>{_e(sub[:26])}</text></g>"
+        )
+    return (
+        f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' "
+        f"width='{width}' height='{height}' role='img' aria-label='pipeline graph'>"
+        f"{''.join(parts)}</svg>"
+    )
 
 
 _CSS = """

@@ -35,13 +35,25 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "REDACTED", "RunData", "RunDir", "atomic_write_text", "collect_secrets", "default_run_dir",
-    "load_run", "scrub", "state_hash",
+    "REDACTED",
+    "RunData",
+    "RunDir",
+    "atomic_write_text",
+    "collect_secrets",
+    "default_run_dir",
+    "load_run",
+    "scrub",
+    "state_hash",
 ]
 
 REDACTED = "[REDACTED]"
 CONFIG, HISTORY, BEST, STATE, CALLS, REPORT = (
-    "config.json", "history.jsonl", "best.json", "state.json", "calls.jsonl", "report.html",
+    "config.json",
+    "history.jsonl",
+    "best.json",
+    "state.json",
+    "calls.jsonl",
+    "report.html",
 )
 
 _SECRET_ENV = re.compile(r"(?i)(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)")
@@ -231,8 +243,11 @@ class RunDir:
 
     def truncate_history(self, last_step: int) -> list[dict[str, Any]]:
         """Keep the complete lines up to ``last_step``; drop anything after (or torn)."""
-        kept = [(r, line) for r, line in self._history_lines()
-                if isinstance(r.get("step"), int) and r["step"] <= last_step]
+        kept = [
+            (r, line)
+            for r, line in self._history_lines()
+            if isinstance(r.get("step"), int) and r["step"] <= last_step
+        ]
         atomic_write_text(self.file(HISTORY), "".join(line for _, line in kept))
         return [r for r, _ in kept]
 

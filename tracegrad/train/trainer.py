@@ -1214,8 +1214,12 @@ class Trainer:
         if getattr(self.optimizer, "needs_backward", True):
             losses = [o.loss for o in failures if o.loss is not None]
             if not losses:
-                rec["events"].append({"event": "no_traceable_failure",
-                                      "detail": "every failure was a crash outside the graph"})
+                rec["events"].append(
+                    {
+                        "event": "no_traceable_failure",
+                        "detail": "every failure was a crash outside the graph",
+                    }
+                )
             else:
                 losses += self._positives(outcomes, step)
                 prop = self.optimizer.propagator() or self._default_propagator(rec)
@@ -1253,9 +1257,13 @@ class Trainer:
 
         if self.optimizer_engine is not None or get_backward_llm(required=False) is not None:
             return TextualPropagator(engine=self.optimizer_engine, max_concurrency=self.concurrency)
-        rec["events"].append({"event": "trace_backward",
-                              "detail": "no backward engine: feedback was passed along the "
-                                        "trace without LLM calls"})
+        rec["events"].append(
+            {
+                "event": "trace_backward",
+                "detail": "no backward engine: feedback was passed along the "
+                "trace without LLM calls",
+            }
+        )
         return TracePropagator()
 
     def _positives(self, outcomes: list[Outcome], step: int) -> list[Variable]:
@@ -1434,9 +1442,11 @@ class Trainer:
         return rec
 
     def _finish(self, stopped: str) -> OptimizeResult:
-        self.meters.detach()
+        # wait for calls still in flight *before* lifting the run's budget from the meters,
+        # or a worker that was mid-example when the budget ran out sends one more call
         with contextlib.suppress(Exception):
             self.runner.close()
+        self.meters.detach()
         best = self._best() if self.pool else None
         if best is not None:
             self.load(best["state"])
