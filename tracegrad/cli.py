@@ -201,11 +201,11 @@ def _resolve_models(pf: PromptFile, model: str | None, optimizer_model: str | No
 
 
 def _engine(spec: str, *, base_url: str | None, no_cache: bool, concurrency: int,
-            meter: Any = None) -> Any:
+            meter: Any = None, call_log: Path | None = None) -> Any:
     from .llm.factory import LLM
 
     return LLM(spec, base_url=base_url, cache=not no_cache, max_concurrency=concurrency,
-               meter=meter)
+               meter=meter, call_log=call_log)
 
 
 def _check_optimizer(name: str) -> str:
@@ -282,7 +282,8 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
               base_url: str | None, budget_usd: float | None, concurrency: int, no_cache: bool,
               resume: Path | None, out: Path | None, run_dir: Path | None, json_output: bool,
               seed: int) -> None:
-    from .llm.meter import Budget
+    from .llm.base import ConfigurationError, LLMError
+    from .llm.meter import Budget, BudgetExceeded
     from .train.trainer import optimize as run_optimize
 
     # 1. everything is validated before the first call
@@ -311,9 +312,13 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
         raise CLIError(f"--run-dir {run_dir} already holds a run: continue it with --resume "
                        f"{run_dir}, or choose another directory")
     run_dir = run_dir or _default_run_dir(pf)
-    engine = _engine(m, base_url=base_url, no_cache=no_cache, concurrency=concurrency)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    calls = run_dir / "calls.jsonl"  # every request and reply, keys redacted
+    engine = _engine(m, base_url=base_url, no_cache=no_cache, concurrency=concurrency,
+                     call_log=calls)
     opt_engine = engine if om == m else _engine(om, base_url=base_url, no_cache=no_cache,
-                                                concurrency=concurrency, meter=engine)
+                                                concurrency=concurrency, meter=engine,
+                                                call_log=calls)
     program = pf.to_module(engine)
     metric = pf.metric_fn(judge_engine=opt_engine)
     budget = Budget(usd=budget_usd) if budget_usd is not None else None
@@ -326,6 +331,8 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:
         shutil.copyfile(prompt_file, run_dir / "original.prompt")
+    # the same options matter (--base-url, --model, --steps...), so no command is spelled out
+    resume_cmd = f"the same command with --resume {run_dir}"
     try:
         result = run_optimize(
             program, train, val, metric=metric, optimizer=optimizer, steps=steps,
@@ -334,13 +341,18 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
             progress=True, config={"prompt_file": str(prompt_file), "cli": True},
         )
     except KeyboardInterrupt:
-        _log(f"[yellow]interrupted[/yellow]: the run is saved in {run_dir}; continue it with\n"
-             f"  tracegrad optimize {prompt_file} --train {train_path}"
-             + (f" --val {val_path}" if val_path else "") + f" --resume {run_dir}")
+        _log(f"[yellow]interrupted[/yellow]: the run is saved in {_escape(str(run_dir))}; "
+             f"continue it with {_escape(resume_cmd)}")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except RuntimeError as e:  # e.g. every example failed: the server is down or misnamed
         raise CLIError(f"{e} -- check --model, --base-url and the server (the run so far is "
-                       f"in {run_dir})", EXIT_FAILURE) from None
+                       f"in {run_dir}; continue it with: {resume_cmd})", EXIT_FAILURE) from None
+    except LLMError as e:  # the server failed mid-run: retries exhausted, connection lost...
+        if isinstance(e, BudgetExceeded | ConfigurationError):
+            raise
+        raise CLIError(f"{e} -- check --model, --base-url and the server; the run so far is "
+                       f"saved in {run_dir}, continue it with: {resume_cmd}",
+                       EXIT_FAILURE) from None
     except (FileExistsError, ValueError) as e:  # e.g. resuming with different data
         raise CLIError(str(e)) from None
 

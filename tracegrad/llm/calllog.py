@@ -68,6 +68,17 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(path: Path) -> threading.Lock:
+    """One lock per file, so several engines logging to one file never interleave lines."""
+    key = str(path.resolve())
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
+
+
 class CallLog(EngineWrapper):
     """Append one JSON line per call to ``path``: request, reply, timing, purpose, errors.
 
@@ -87,7 +98,7 @@ class CallLog(EngineWrapper):
         self.path = Path(path)
         self.max_text = max_text
         self._secrets = list(secrets)
-        self._lock = threading.Lock()
+        self._lock = _lock_for(self.path)
 
     def _entry(
         self,

@@ -34,7 +34,7 @@ from ..core.graph import graph as build_graph
 from ..core.module import Module
 from ..core.shorten import shorten
 from ..core.variable import Parameter, Variable
-from ..llm.base import LLMError, find_engine
+from ..llm.base import ConfigurationError, LLMError, find_engine
 from ..ops.loss import MetricLoss, aggregate
 from ..ops.python import ExecutionError
 from .data import Example, load_dataset
@@ -165,7 +165,7 @@ def _run_example(
         except ExecutionError as e:
             return Outcome(ex, 0.0, str(e), error=str(e), loss=e.variable if grad else None)
         except Exception as e:  # noqa: BLE001 - one broken example must not end the run
-            if _is_budget_error(e):
+            if _is_budget_error(e) or isinstance(e, ConfigurationError):
                 raise
             msg = f"The pipeline raised {type(e).__name__}: {shorten(str(e), 500)}"
             return Outcome(ex, 0.0, msg, error=msg, crashed=True)
@@ -173,7 +173,7 @@ def _run_example(
         try:
             score, explanation = metric(var.value, ex.expected)
         except Exception as e:
-            if _is_budget_error(e):
+            if _is_budget_error(e) or isinstance(e, ConfigurationError):
                 raise
             if isinstance(e, LLMError):
                 msg = f"The metric could not score this output ({type(e).__name__}: {e})."
@@ -803,7 +803,11 @@ class Trainer:
         h = state_hash(state)
         todo = [ex for ex in examples if (h, split, ex.id) not in self._cache]
         if todo:
-            for o in self.runner.run(todo, grad=False):
+            outcomes = list(self.runner.run(todo, grad=False))
+            # every example failing the same way is a broken setup (server down, bad key),
+            # not a bad prompt: stop instead of optimizing against it
+            _raise_if_all_crashed(outcomes)
+            for o in outcomes:
                 self._cache[(h, split, o.example.id)] = (o.score, o.feedback())
         scores = {ex.id: self._cache[(h, split, ex.id)][0] for ex in examples}
         notes = [(ex.id, *self._cache[(h, split, ex.id)]) for ex in examples]
