@@ -82,7 +82,7 @@ class TextualPropagator:
                     continue
                 jobs = self._jobs(llm_nodes)
                 outcomes = list(pool.map(lambda job: self._ask(engine, job), jobs))
-                for job, (assignments, calls, events) in zip(jobs, outcomes, strict=True):
+                for assignments, calls, events in outcomes:
                     result.calls += calls
                     result.events.extend(events)
                     for var, fb in assignments:

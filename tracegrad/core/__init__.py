@@ -1,4 +1,11 @@
-from .context import backward_llm, enable_grad, get_backward_llm, is_grad_enabled, no_grad, set_backward_llm
+from .context import (
+    backward_llm,
+    enable_grad,
+    get_backward_llm,
+    is_grad_enabled,
+    no_grad,
+    set_backward_llm,
+)
 from .graph import Graph, graph
 from .module import Module
 from .shorten import render, shorten

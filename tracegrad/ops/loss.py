@@ -53,7 +53,7 @@ class LossOp(Op):
 
     def backward(self, out: Variable, ctx: Any = None) -> None:
         context = self.context(out)
-        for key, var in self.inputs.items():
+        for var in self.inputs.values():
             if not var.requires_grad:
                 continue
             for g in out.grads:
