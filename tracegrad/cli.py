@@ -267,6 +267,12 @@ def optimize(
                   json_output, seed)
 
 
+def _never_started(run_dir: Path) -> bool:
+    """A directory this command created (it holds original.prompt) whose run never began."""
+    return (run_dir / "original.prompt").is_file() and not any(
+        (run_dir / name).exists() for name in ("config.json", "state.json", "history.jsonl"))
+
+
 def _default_run_dir(pf: PromptFile) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path("tracegrad-runs") / f"{pf.name}-{stamp}"
@@ -300,6 +306,12 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
             raise CLIError(f"--out {out} is a directory; give a file path")
         if not out.parent.exists():
             raise CLIError(f"--out {out}: the directory {out.parent} does not exist")
+    if resume is not None and _never_started(resume):
+        # killed (or stopped) between creating the directory and the run's first write:
+        # there is nothing to resume and nothing to lose, so the run starts here
+        _log(f"[yellow]note:[/yellow] {_escape(str(resume))} holds no run yet (it was stopped "
+             "before the first step began); starting the run there")
+        run_dir, resume = resume, None
     if resume is not None:
         if not (resume / "config.json").is_file():
             raise CLIError(f"--resume {resume}: not a run directory (no config.json)")

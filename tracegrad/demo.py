@@ -456,7 +456,10 @@ def run_demo(run_dir: str | Path | None = None, *, steps: int = 4, optimizer: st
     train = pf.load_dataset(work / "counting.train.jsonl")
     val = pf.load_dataset(work / "counting.val.jsonl")
     world = CountingWorld(seed=seed)
-    program = pf.to_module(world.engine)
+    from .llm.meter import Meter
+
+    engine = Meter(world.engine)  # so the run directory and report count calls and tokens
+    program = pf.to_module(engine)
     say(f"SIMULATED world: {len(train)} training and {len(val)} validation questions; "
         f"optimizer {optimizer}, {steps} steps")
 
@@ -468,9 +471,9 @@ def run_demo(run_dir: str | Path | None = None, *, steps: int = 4, optimizer: st
             f"candidate on validation {_f(val_s)} -> {rec.get('result')}, best "
             f"{_f(rec.get('best_score'))}")
 
-    result = optimize(program, train, val, metric=pf.metric_fn(judge_engine=world.engine),
+    result = optimize(program, train, val, metric=pf.metric_fn(judge_engine=engine),
                       optimizer=optimizer, steps=steps, batch_size=batch_size,
-                      engine=world.engine, optimizer_engine=world.engine, run_dir=root,
+                      engine=engine, optimizer_engine=engine, run_dir=root,
                       seed=seed, concurrency=4, progress=False, on_step=on_step,
                       config={"simulated": True, "demo": "tracegrad demo"})
     best = str((result.best_state or {}).get("prompt", pf.body))

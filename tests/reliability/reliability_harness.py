@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROMPTS = REPO / "prompts"
 SECRET = "sk-test-SECRET-1234567890"
 MODEL = "openai:fake-model"
+MAX_RUN_FILE = 400_000  # bytes; a few steps on 5-8 short examples write far less, even with 1 MB replies
 
 # one process-wide lock: the CLI runs in-process and patches module globals
 _CLI_LOCK = threading.RLock()
@@ -378,6 +379,10 @@ def check_run_dir(run_dir: Path, *, finished: bool = False, steps: int | None = 
     history, hp = read_jsonl(run_dir / "history.jsonl")
     if not allow_torn:
         problems += hp
+    for name in ("history.jsonl", "state.json", "best.json", "config.json", "graph.json"):
+        p = run_dir / name
+        if p.exists() and p.stat().st_size > MAX_RUN_FILE:
+            problems.append(f"{name} holds {p.stat().st_size} bytes: long values are not bounded")
     got = [r.get("step") for r in history]
     if got != list(range(1, len(got) + 1)):
         problems.append(f"history steps are {got}, not 1..{len(got)}")
