@@ -268,9 +268,12 @@ def optimize(
 
 
 def _never_started(run_dir: Path) -> bool:
-    """A directory this command created (it holds original.prompt) whose run never began."""
-    return (run_dir / "original.prompt").is_file() and not any(
-        (run_dir / name).exists() for name in ("config.json", "state.json", "history.jsonl"))
+    """A directory this command made whose run never began: it holds nothing, or only what
+    optimize writes before the run's config.json (the copy of the prompt, a call log)."""
+    if not run_dir.is_dir():
+        return False
+    names = {p.name for p in run_dir.iterdir() if not p.name.endswith(".tmp")}
+    return names <= {"original.prompt", "calls.jsonl"}
 
 
 def _default_run_dir(pf: PromptFile) -> Path:

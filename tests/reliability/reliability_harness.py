@@ -407,9 +407,19 @@ def check_run_dir(run_dir: Path, *, finished: bool = False, steps: int | None = 
     return problems
 
 
-def check_prompt_file(path: Path, original: bytes) -> list[str]:
+def temp_litter(path: Path) -> list[str]:
+    """Temp files of an atomic write left beside ``path`` (a process killed mid-write)."""
+    return sorted(p.name for p in path.parent.iterdir()
+                  if p.name.startswith(f".{path.name}") and p.name.endswith(".tmp"))
+
+
+def check_prompt_file(path: Path, original: bytes, *, allow_litter: bool = False) -> list[str]:
     """The user's prompt file is byte-identical, or replaced by a valid prompt file with the
-    same front matter while the previous version is kept as NAME.bak."""
+    same front matter while the previous version is kept as NAME.bak. No temp files of an
+    atomic write are left beside it (unless ``allow_litter``: a kill -9 mid-write)."""
+    litter = [] if allow_litter else temp_litter(path)
+    if litter:
+        return [f"temp files left beside {path.name}: {litter}"]
     from tracegrad.promptfile import PromptFile, PromptFileError, backup_path
 
     try:
@@ -433,10 +443,6 @@ def check_prompt_file(path: Path, original: bytes) -> list[str]:
         problems.append(f"{path.name}: the front matter changed")
     if new.fields != old.fields:
         problems.append(f"{path.name}: the template fields changed")
-    leftovers = [p.name for p in path.parent.iterdir()
-                 if p.name.startswith(f".{path.name}") and p.name.endswith(".tmp")]
-    if leftovers:
-        problems.append(f"temp files left beside {path.name}: {leftovers}")
     return problems
 
 
@@ -718,6 +724,7 @@ class KillTrial:
     steps: int
     seconds: float
     message: str = ""
+    litter: list[str] = field(default_factory=list)
 
 
 def state_summary(run_dir: Path) -> str:
@@ -759,12 +766,15 @@ def kill9_trial(index: int, tmp: Path, server_url: str, kill_after: float, *, st
     p.communicate()
     after = state_summary(run_dir)
     damage = check_run_dir(run_dir, allow_torn=True) if run_dir.exists() else []
-    damage += check_prompt_file(task["prompt"], original)
+    damage += check_prompt_file(task["prompt"], original, allow_litter=True)
     damage += check_cache(tmp / "cache")
-    r = run_cli_subprocess(resume_args(args, run_dir), env, timeout=timeout, cwd=tmp)
+    # killed before the CLI made the run directory: nothing started, so the user reruns the
+    # command (the CLI had not yet printed "run dir: ..."); otherwise they resume
+    again = resume_args(args, run_dir) if run_dir.exists() else args
+    r = run_cli_subprocess(again, env, timeout=timeout, cwd=tmp)
     resumed = r.code == 0 and not has_traceback(r.output)
     late = check_run_dir(run_dir, finished=True, steps=steps)
-    late += check_prompt_file(task["prompt"], original)
+    late += check_prompt_file(task["prompt"], original, allow_litter=True)
     late += check_cache(tmp / "cache")
     if SECRET in r.output:
         late.append("the API key was printed")
@@ -772,4 +782,5 @@ def kill9_trial(index: int, tmp: Path, server_url: str, kill_after: float, *, st
     same = None if reference is None else best_value(run_dir) == reference
     return KillTrial(index, kill_after, killed, after, damage, resumed, r.code, late, same,
                      len(history), time.perf_counter() - t0,
-                     "" if resumed else error_line(r.stderr) or r.stderr[-500:])
+                     "" if resumed else error_line(r.stderr) or r.stderr[-500:],
+                     temp_litter(task["prompt"]))

@@ -62,6 +62,7 @@ class Variable:
         self.role = role
         self.requires_grad = requires_grad
         self.name = name or f"{self.kind}{self.id}"
+        self.auto_name = name is None
         self.parents: tuple[Variable, ...] = ()
         self.op: Op | None = None
         self.grads: list[Feedback] = []

@@ -54,4 +54,7 @@ def record(out: Variable, op: Op) -> Variable:
     """Attach ``op`` to ``out`` unless tracing is off (``tg.no_grad()``)."""
     if is_grad_enabled():
         out.set_parents(dict.fromkeys(op.inputs.values()).keys(), op)
+        if out.auto_name:  # "llm_call12" reads better than "variable12" in a trace listing
+            base = "".join(c if c.isalnum() or c == "_" else "_" for c in op.name)
+            out.name = f"{base}{out.id}"
     return out

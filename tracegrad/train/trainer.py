@@ -1068,6 +1068,8 @@ class Trainer:
         if config is None:
             raise FileNotFoundError(f"cannot resume: no {CONFIG} in {self.rd.path}")
         self._check_compatible(config)
+        for stale in self.rd.path.glob(".*.tmp"):  # a killed process's half-written file
+            stale.unlink(missing_ok=True)
         state = self.rd.read_json(STATE)
         if state is None:  # killed before the first step finished: start over in place
             self.rd.truncate_history(0)
