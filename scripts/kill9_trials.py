@@ -51,7 +51,7 @@ def reference_run(tmp: Path, url: str, steps: int) -> tuple[float, object]:
     return r.seconds, best_value(run_dir)
 
 
-def run_trials(n: int, *, seed: int = 0, steps: int = 3, latency: float = 0.02,
+def run_trials(n: int, *, seed: int = 0, steps: int = 4, latency: float = 0.2,
                log=print) -> tuple[list[KillTrial], float]:
     rng = random.Random(seed)
     trials: list[KillTrial] = []
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", "--trials", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--latency", type=float, default=0.02, help="server latency, seconds")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--latency", type=float, default=0.2, help="server latency, seconds")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     trials, _ = run_trials(args.trials, seed=args.seed, steps=args.steps, latency=args.latency)

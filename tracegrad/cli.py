@@ -98,6 +98,7 @@ def _errors() -> Iterator[None]:
     from .llm.meter import BudgetExceeded
     from .template import TemplateError
     from .train.data import DatasetError
+    from .train.runs import RunDirError
 
     try:
         yield
@@ -107,7 +108,7 @@ def _errors() -> Iterator[None]:
         raise _fail("interrupted", EXIT_INTERRUPTED) from None
     except CLIError as e:
         raise _fail(str(e), e.code) from None
-    except (PromptFileError, DatasetError, TemplateError) as e:
+    except (PromptFileError, DatasetError, TemplateError, RunDirError) as e:
         raise _fail(str(e), EXIT_USAGE) from None
     except ConfigurationError as e:
         raise _fail(str(e), EXIT_USAGE) from None

@@ -694,6 +694,23 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     pass
 
 
+_MAX_YAML_NODES = 100_000
+
+
+def _expanded_size(root: Any, limit: int = _MAX_YAML_NODES) -> int:
+    """How many YAML nodes the front matter holds with aliases expanded (stops past limit)."""
+    count, stack = 0, [root]
+    while stack and count <= limit:
+        n = stack.pop()
+        count += 1
+        if isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+        elif isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                stack.extend((k, v))
+    return count
+
+
 def _load_yaml(split: _Split, ps: str) -> tuple[dict[str, Any], dict[str, int], dict[str, Any]]:
     """Parse the front matter; return data, the file line of each key, and value nodes."""
     offset = split.yaml_line  # YAML line 0 is file line ``offset``
@@ -703,7 +720,15 @@ def _load_yaml(split: _Split, ps: str) -> tuple[dict[str, Any], dict[str, int], 
         )
     try:
         node = yaml.compose(split.yaml_text, Loader=_UniqueKeyLoader)
+        if node is not None and _expanded_size(node) > _MAX_YAML_NODES:
+            # "billion laughs": a few lines of aliases that expand to gigabytes once the
+            # params are serialised into every request
+            raise PromptFileError(
+                f"the front matter is too large once its aliases (*name) are expanded (over "
+                f"{_MAX_YAML_NODES} values); a prompt file needs no aliases", ps, offset)
         data = yaml.load(split.yaml_text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader
+    except RecursionError:
+        raise PromptFileError("the front matter is nested too deeply", ps, offset) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + offset if mark is not None else 1

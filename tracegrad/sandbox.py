@@ -43,23 +43,57 @@ _RUNNER = r'''
 import json, sys, os, traceback, builtins
 data = json.loads(sys.stdin.read())
 root = os.path.realpath(os.getcwd())
+me = str(os.getpid())
 FILENAME = "<trainable:" + data["name"] + ">"
+_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+# events that change the file system -> which arguments are paths that must stay inside root
+_CHANGES = {"os.remove": (0,), "os.rmdir": (0,), "shutil.rmtree": (0,), "os.mkdir": (0,),
+            "os.rename": (0, 1), "os.link": (0, 1), "os.symlink": (1,), "os.truncate": (0,),
+            "os.chmod": (0,), "os.chown": (0,), "os.utime": (0,), "os.chflags": (0,),
+            "os.setxattr": (0,), "os.removexattr": (0,)}
+_DENIED = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.fork",
+           "os.forkpty", "os.spawn", "os.kill", "os.killpg", "os.startfile", "ctypes.dlopen",
+           "ctypes.dlsym", "ctypes.call_function", "signal.pthread_kill"}
+# modules whose only use here is to escape: spawning without an audit event, raw memory
+_NO_IMPORT = {"_posixsubprocess", "_ctypes", "ctypes", "_multiprocessing", "multiprocessing"}
+def _inside(p):
+    if isinstance(p, int):
+        return False  # a change through a file descriptor: cannot be checked, refuse it
+    try:
+        p = os.fsdecode(os.fspath(p))
+    except TypeError:
+        return False
+    rp = os.path.realpath(p)
+    return rp == root or rp.startswith(root + os.sep)
+def _other_process(p):
+    # /proc/<pid>/... of another process: its environ holds the parent's API keys
+    try:
+        rp = os.path.realpath(os.fsdecode(os.fspath(p)))
+    except TypeError:
+        return False
+    parts = rp.split(os.sep)
+    return len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and parts[2] != me
 def _hook(event, args):
     if event == "open":
-        path, mode = args[0], args[1]
+        path = args[0]
+        mode = args[1] if len(args) > 1 else None
+        flags = args[2] if len(args) > 2 else 0
         if isinstance(path, int):
             return
-        write = isinstance(mode, str) and any(c in mode for c in "wax+")
-        if write and not os.path.realpath(str(path)).startswith(root):
+        write = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+            isinstance(flags, int) and bool(flags & _WRITE))
+        if write and not _inside(path):
             raise PermissionError("sandbox: writing outside the sandbox directory is not allowed")
-    elif event in ("socket.connect", "socket.bind", "subprocess.Popen", "os.system", "os.exec",
-                   "os.posix_spawn", "os.fork", "os.forkpty", "os.spawn", "os.kill", "os.remove",
-                   "os.rmdir", "os.rename", "shutil.rmtree", "ctypes.dlopen"):
-        if event in ("os.remove", "os.rmdir", "os.rename", "shutil.rmtree"):
-            p = args[0] if args else ""
-            if isinstance(p, (str, bytes)) and os.path.realpath(p).startswith(root):
-                return
+        if _other_process(path):
+            raise PermissionError("sandbox: reading another process's /proc files is not allowed")
+    elif event in _CHANGES:
+        for i in _CHANGES[event]:
+            if i < len(args) and not _inside(args[i]):
+                raise PermissionError("sandbox: " + event + " outside the sandbox directory is not allowed")
+    elif event in _DENIED or event.startswith("socket."):
         raise PermissionError("sandbox: " + event + " is not allowed")
+    elif event == "import" and args and str(args[0]).split(".")[0] in _NO_IMPORT:
+        raise PermissionError("sandbox: importing " + str(args[0]) + " is not allowed")
 out = sys.stdout
 sys.stdout = sys.stderr
 try:

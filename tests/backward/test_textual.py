@@ -71,9 +71,24 @@ def test_batched_feedback_groups_a_shared_prompt_into_one_call():
     )
     assert result.calls == 1
     keys = feedback_keys(engine.requests[0])
-    assert keys == ["qa_prompt"]
+    assert keys == ["system"]  # the same key as in per-node mode
     assert engine.requests[0].messages[-1]["content"].count("## Run #") == 16
-    assert system.grads[0].text == "feedback for qa_prompt"
+    assert engine.requests[0].messages[-1]["content"].count("Answer.") == 1  # shown once
+    assert system.grads[0].text == "feedback for system"
+
+
+def test_batched_key_falls_back_to_the_parameter_name_when_roles_differ():
+    engine = MockLLM({r"Inputs to give feedback on": backward_reply})
+    forward = MockLLM(default="7")
+    shared = tg.Parameter("Be exact.", role="shared instruction", name="rules")
+    outs = [tg.LLMCall(forward, system=shared)("q1"), tg.FormattedLLMCall(forward, shared)()]
+    losses = [tg.MetricLoss(lambda p, e: 0.0)(o, "3") for o in outs]
+    result = tg.aggregate(losses).backward(
+        propagator=tg.TextualPropagator(engine, batch_feedback=True)
+    )
+    assert result.calls == 1
+    assert feedback_keys(engine.requests[0]) == ["rules"]  # 'system' in one, 'template' in the other
+    assert shared.grads[0].text == "feedback for rules"
 
 
 def test_batched_feedback_is_chunked_to_the_budget():

@@ -177,7 +177,9 @@ def test_demo_console_script_prints_simulated_and_a_diff(tmp_path: Path) -> None
                        capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("SIMULATED") and "SIMULATED" in p.stderr
-    assert "+Reply with only the final number" in p.stdout  # the diff
+    diff = p.stdout.split("diff:", 1)[1].split("validation score", 1)[0]
+    added = [ln.strip()[1:] for ln in diff.splitlines() if ln.strip().startswith("+") and not ln.strip().startswith("+++")]
+    assert added and all(a.strip() for a in added)  # the diff shows the learned instructions
     line = next(ln for ln in p.stdout.splitlines() if ln.startswith("score:"))
     before, after = float(line.split()[1]), float(line.split()[3])
     assert after > before

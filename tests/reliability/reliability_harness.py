@@ -746,10 +746,39 @@ def best_value(run_dir: Path) -> Any:
         return None
 
 
-def kill9_trial(index: int, tmp: Path, server_url: str, kill_after: float, *, steps: int = 3,
-                reference: Any = None, timeout: float = 120) -> KillTrial:
-    """Start ``tracegrad optimize`` as a child, SIGKILL it after ``kill_after`` seconds,
-    check what it left, then ``--resume`` it to the end and check again."""
+def wait_then_signal(p: subprocess.Popen[str], sig: int, *, after: float | None = None,
+                     when: Callable[[], bool] | None = None, limit: float = 60.0) -> bool:
+    """Send ``sig`` to ``p`` as soon as ``when()`` is true, or after ``after`` seconds.
+    False if the process ended first (or ``when`` never came true within ``limit``)."""
+    deadline = time.monotonic() + (after if after is not None else limit)
+    while p.poll() is None:
+        if when is not None and when():
+            os.kill(p.pid, sig)
+            return True
+        if time.monotonic() >= deadline:
+            if after is None:
+                return False
+            os.kill(p.pid, sig)
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def history_lines(run_dir: Path) -> int:
+    try:
+        return (run_dir / "history.jsonl").read_bytes().count(b"\n")
+    except OSError:
+        return 0
+
+
+def kill9_trial(index: int, tmp: Path, server_url: str, kill_after: float | None = None, *,
+                when: Callable[[Path], bool] | None = None, steps: int = 3,
+                reference: Any = None, timeout: float = 120,
+                in_process_resume: bool = False) -> KillTrial:
+    """Start ``tracegrad optimize`` as a child, SIGKILL it after ``kill_after`` seconds (or
+    once ``when(run_dir)`` holds), check what it left, then ``--resume`` it to the end and
+    check again (``in_process_resume``: the resume runs the CLI in this process, which
+    saves an interpreter start in CI)."""
     task = copy_counting(tmp / "task")
     original = task["prompt"].read_bytes()
     run_dir = tmp / "run"
@@ -757,13 +786,10 @@ def kill9_trial(index: int, tmp: Path, server_url: str, kill_after: float, *, st
     args = optimize_args(task, server_url, run_dir, "--json", steps=steps)
     t0 = time.perf_counter()
     p = start_cli(args, env, cwd=tmp)
-    killed = False
-    try:
-        p.wait(timeout=kill_after)
-    except subprocess.TimeoutExpired:
-        os.kill(p.pid, signal.SIGKILL)
-        killed = True
+    killed = wait_then_signal(p, signal.SIGKILL, after=kill_after,
+                              when=(lambda: when(run_dir)) if when is not None else None)
     p.communicate()
+    kill_after = time.perf_counter() - t0 if kill_after is None else kill_after
     after = state_summary(run_dir)
     damage = check_run_dir(run_dir, allow_torn=True) if run_dir.exists() else []
     damage += check_prompt_file(task["prompt"], original, allow_litter=True)
@@ -771,8 +797,11 @@ def kill9_trial(index: int, tmp: Path, server_url: str, kill_after: float, *, st
     # killed before the CLI made the run directory: nothing started, so the user reruns the
     # command (the CLI had not yet printed "run dir: ..."); otherwise they resume
     again = resume_args(args, run_dir) if run_dir.exists() else args
-    r = run_cli_subprocess(again, env, timeout=timeout, cwd=tmp)
-    resumed = r.code == 0 and not has_traceback(r.output)
+    if in_process_resume:
+        r = run_cli(again, cli_env(tmp))
+    else:
+        r = run_cli_subprocess(again, env, timeout=timeout, cwd=tmp)
+    resumed = r.code == 0 and not has_traceback(r.output) and r.exception is None
     late = check_run_dir(run_dir, finished=True, steps=steps)
     late += check_prompt_file(task["prompt"], original, allow_litter=True)
     late += check_cache(tmp / "cache")

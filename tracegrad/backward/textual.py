@@ -136,12 +136,18 @@ class TextualPropagator:
                     continue
                 if len(job) > 1 and isinstance(var, Parameter):
                     if var.id not in shared:
-                        shared[var.id] = _Target(var.name, var, [n])
+                        shared[var.id] = _Target(key, var, [n])
                         targets.append(shared[var.id])
                     else:
                         shared[var.id].nodes.append(n)
+                        if shared[var.id].key != key:  # used under different names: use its own
+                            shared[var.id].key = var.name
                 else:
                     targets.append(_Target(key if len(job) == 1 else f"#{i + 1}.{key}", var, [n]))
+        keys = [t.key for t in targets]
+        for t in targets:  # keys must be unique: fall back to the variable's own name
+            if keys.count(t.key) > 1 and not t.key.startswith("#"):
+                t.key = t.var.name
         return targets
 
     def _render(self, job: list[Variable], targets: list[_Target]) -> str:

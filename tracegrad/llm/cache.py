@@ -268,10 +268,9 @@ class Cache(EngineWrapper):
         if row is None:
             return None
         try:
-            data = json.loads(row[0])
-        except json.JSONDecodeError:
-            return None
-        return completion_from_json(data, request, cached=True)
+            return completion_from_json(json.loads(row[0]), request, cached=True)
+        except (ValueError, TypeError, AttributeError, RecursionError):
+            return None  # a row this version cannot read (or a tampered one): a miss
 
     def contains(self, request: Request) -> bool:
         """Whether ``request`` would be answered from the cache (no side effects)."""

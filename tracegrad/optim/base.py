@@ -32,6 +32,7 @@ from ..core.variable import Feedback, Parameter
 from ..llm.base import Request
 from . import constraints as cons
 
+MAX_PARAM_EVENTS = 200  # per parameter: a long run must not grow memory without bound
 
 @dataclass
 class StepResult:
@@ -55,6 +56,7 @@ class StepResult:
             if p is not None:
                 p.value = old
                 p.events.append({"param": name, "event": "reverted", "detail": "step was reverted"})
+                del p.events[:-MAX_PARAM_EVENTS]
         self.reverted = True
         if self._on_revert is not None:
             self._on_revert(self)
@@ -395,6 +397,7 @@ class Optimizer:
         p = self.names.get(name)
         if p is not None:
             p.events.append(ev)
+            del p.events[:-MAX_PARAM_EVENTS]  # a long run must not grow memory without bound
 
     def _apply(self, result: StepResult, proposals: dict[str, Any], reasons: dict[str, str]) -> None:
         """Apply all accepted values at once and fill ``updated``/``previous``/``unchanged``."""

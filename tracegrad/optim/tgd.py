@@ -88,10 +88,12 @@ class TGD(Optimizer):
         examples_budget: int = 3000,
         prompt: str = "tgd_update",
         summary_prompt: str = "feedback_summary",
+        batch_feedback: bool = False,
     ) -> None:
         super().__init__(parameters, engine, constraints=constraints, history=history,
                          max_concurrency=max_concurrency)
         self.gate = gate
+        self.batch_feedback = batch_feedback
         self.feedback_budget = feedback_budget
         self.summary_input_chars = summary_input_chars
         self.context_limit = context_limit
@@ -104,7 +106,10 @@ class TGD(Optimizer):
     def propagator(self) -> Any:
         from ..backward import TextualPropagator
 
-        return TextualPropagator(self._engine, max_concurrency=self.max_concurrency)
+        # batch_feedback=True: the LLM calls of one generation that share a prompt get
+        # their feedback from one call per chunk, not one per example (see benchmarks/).
+        return TextualPropagator(self._engine, max_concurrency=self.max_concurrency,
+                                 batch_feedback=self.batch_feedback)
 
     # -- step ------------------------------------------------------------------------
     def step(self, sample_id: str | None = None) -> StepResult:

@@ -70,19 +70,23 @@ class ReplayLLM(BaseEngine):
             if self.mode == "replay":
                 raise LLMError(f"ReplayLLM cassette {self.path} does not exist; record it first")
             return
-        with open(self.path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                    key = entry["key"]
-                    entry["completion"]["text"]  # noqa: B018 -- shape check
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise LLMError(
-                        f"cassette {self.path} line {n} is not a recorded call"
-                    ) from None
-                self._entries.setdefault(key, []).append(entry)
+        # bytes, split on "\n" only: a line that is not UTF-8 (a pickle, a binary file) is
+        # reported with its number instead of failing the whole read
+        for n, raw in enumerate(self.path.read_bytes().split(b"\n"), 1):
+            if not raw.strip():
+                continue
+            try:
+                entry = json.loads(raw.decode("utf-8"))
+                key = entry["key"]
+                if not isinstance(key, str):
+                    raise TypeError(key)
+                # shape check: the completion must read back as one
+                completion_from_json(entry["completion"], Request(messages=[]), cached=False)
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+                raise LLMError(
+                    f"cassette {self.path} line {n} is not a recorded call"
+                ) from None
+            self._entries.setdefault(key, []).append(entry)
 
     @staticmethod
     def key(request: Request) -> str:

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,14 +176,24 @@ def _load_rows(
 
 def _jsonl_rows(text: str, name: str) -> list[tuple[int, Any]]:
     rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # only \n, \r\n and \r end a line: str.splitlines() also breaks at U+2028, U+0085 and
+    # friends, which JSON allows raw inside strings (json.dumps(ensure_ascii=False) writes them)
+    for lineno, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
         if not line.strip():
             continue
         try:
             rows.append((lineno, json.loads(line)))
         except json.JSONDecodeError as e:
             raise DatasetError(name, lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None
+        except (ValueError, RecursionError) as e:  # a 5000-digit number, nesting too deep
+            raise DatasetError(name, lineno, f"invalid JSON: {_why(e)}") from None
     return rows
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    return str(e).split(";")[0]
 
 
 def _json_list_rows(text: str, name: str) -> list[tuple[int, Any]]:
@@ -212,6 +223,8 @@ def _json_list_rows(text: str, name: str) -> list[tuple[int, Any]]:
             raise DatasetError(
                 name, e.lineno, f"invalid JSON: {e.msg} (column {e.colno})"
             ) from None
+        except (ValueError, RecursionError) as e:  # a 5000-digit number, nesting too deep
+            raise DatasetError(name, line_at(pos), f"invalid JSON: {_why(e)}") from None
         rows.append((line_at(pos), value))
         pos = skip_ws(end)
         if pos < len(text) and text[pos] == ",":

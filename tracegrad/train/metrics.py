@@ -131,7 +131,8 @@ def extract_number(value: Any) -> float | None:
 
 
 def _fmt(x: float) -> str:
-    return str(int(x)) if x == int(x) and abs(x) < 1e15 else repr(x)
+    # abs() first: int() of inf/nan raises, and a model may well answer "1e999"
+    return str(int(x)) if abs(x) < 1e15 and x == int(x) else repr(x)
 
 
 def numeric(

@@ -38,6 +38,7 @@ __all__ = [
     "REDACTED",
     "RunData",
     "RunDir",
+    "RunDirError",
     "atomic_write_text",
     "collect_secrets",
     "default_run_dir",
@@ -66,6 +67,10 @@ _KEY_SHAPES = [
     re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{8,}"),
     re.compile(r"\b(?:ghp|gho|github_pat|xox[abp]|AKIA)[A-Za-z0-9_\-]{12,}"),
 ]
+
+
+class RunDirError(ValueError):
+    """A file of a run directory that cannot be read; the message names the file."""
 
 
 # -- secrets ------------------------------------------------------------------------------
@@ -208,8 +213,12 @@ class RunDir:
         p = self.file(name)
         if not p.exists():
             return default
-        with open(p, encoding="utf-8") as f:
-            return json.load(f)
+        try:
+            with open(p, encoding="utf-8") as f:
+                return json.load(f)
+        except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, nested too deep
+            raise RunDirError(f"{p}: not a readable JSON file ({e}); the run directory is "
+                              "damaged or was not written by tracegrad") from None
 
     # -- history -----------------------------------------------------------------
     def append_history(self, record: dict[str, Any]) -> None:

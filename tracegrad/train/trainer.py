@@ -960,7 +960,14 @@ class Trainer:
         """
         if self.rd is None:
             return
-        if self._state_doc is None:
+        history = self.rd.read_history()
+        recorded = history[-1].get("step") if history else 0
+        if self._state_doc is None or (
+            recorded == self.step_done and self._state_doc.get("step") == self.step_done - 1
+        ):
+            # Stopped (Ctrl-C) after a finished step's history line was written but before
+            # its state was: memory holds exactly that step's values, so save them rather
+            # than leave a state one step behind the history (a resume would redo the step).
             self._save_state(stopped)
             return
         doc = dict(self._state_doc)
