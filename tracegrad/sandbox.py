@@ -2,8 +2,9 @@
 
 The child gets: a fresh temp directory as its working directory, an environment with no
 inherited variables (so no API keys), CPU-time, memory and file-size limits, a wall-clock
-timeout, and an audit hook that refuses writes outside its temp directory, sockets, and
-new processes. Arguments and results cross the boundary as JSON only.
+timeout, and an audit hook that refuses writes outside its temp directory, reads outside it
+(except Python's own library), sockets, and new processes. Arguments and results cross the
+boundary as JSON only.
 """
 
 from __future__ import annotations
@@ -65,14 +66,19 @@ def _inside(p):
         return False
     rp = os.path.realpath(p)
     return rp == root or rp.startswith(root + os.sep)
-def _other_process(p):
-    # /proc/<pid>/... of another process: its environ holds the parent's API keys
+# what may be read besides the sandbox directory: the interpreter's own library (imports,
+# tracebacks), a few devices, time zones, this process's /proc. Not the user's files: a
+# project's .env or ~/.netrc holds API keys just like the parent's environment does.
+_READABLE = tuple(sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix,
+                   sys.exec_prefix, sys.base_exec_prefix)} | {"/usr/share/zoneinfo",
+                   "/dev/null", "/dev/urandom", "/dev/zero", "/proc/" + me}))
+def _readable(p):
     try:
         rp = os.path.realpath(os.fsdecode(os.fspath(p)))
     except TypeError:
         return False
-    parts = rp.split(os.sep)
-    return len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and parts[2] != me
+    return rp == root or rp.startswith(root + os.sep) or any(
+        rp == r or rp.startswith(r + os.sep) for r in _READABLE)
 def _hook(event, args):
     if event == "open":
         path = args[0]
@@ -84,8 +90,8 @@ def _hook(event, args):
             isinstance(flags, int) and bool(flags & _WRITE))
         if write and not _inside(path):
             raise PermissionError("sandbox: writing outside the sandbox directory is not allowed")
-        if _other_process(path):
-            raise PermissionError("sandbox: reading another process's /proc files is not allowed")
+        if not write and not _readable(path):
+            raise PermissionError("sandbox: reading files outside the sandbox directory is not allowed")
     elif event in _CHANGES:
         for i in _CHANGES[event]:
             if i < len(args) and not _inside(args[i]):

@@ -144,3 +144,18 @@ def test_long_values_are_shortened_with_a_marker():
     text = engine.texts()[0]
     assert "characters omitted" in text
     assert len(text) < 6000
+
+
+def test_correct_examples_pass_through_without_a_call():
+    engine = MockLLM({r"Inputs to give feedback on": backward_reply})
+    forward = MockLLM(["3", "7", "3", "9"])
+    system = tg.Parameter("Answer.", role="system prompt")
+    call = tg.LLMCall(forward, system=system)
+    metric = tg.MetricLoss(lambda p, e: p == e)
+    losses = [metric(call(f"q{i}"), "3") for i in range(4)]
+    result = tg.aggregate(losses).backward(propagator=tg.TextualPropagator(engine))
+    assert result.calls == 2  # only the two wrong answers cost a backward call
+    texts = [g.text for g in system.grads]
+    assert texts.count("feedback for system") == 2
+    assert sum(t.startswith("Correct") for t in texts) == 2
+    assert sum(bool(g.context.get("success")) for g in system.grads) == 2  # verdict survives

@@ -5,7 +5,8 @@ earlier generation). For each node that has feedback:
 
 * a plain op (format, python function, loss, aggregate) routes the feedback to its
   inputs itself -- ``node.op.backward(node)``, no LLM call;
-* an LLM call asks the backward engine once for *all* its inputs that need feedback:
+* an LLM call whose feedback only says "correct, keep it" passes that through as is;
+* any other LLM call asks the backward engine once for *all* its inputs that need feedback:
   "here is what went in, what came out and what was said about it -- how should each
   input change?" The reply is a JSON object with one entry per input.
 
@@ -61,6 +62,8 @@ class TextualPropagator:
 
     # -- driver ----------------------------------------------------------------
     def run(self, root: Variable) -> BackwardResult:
+        from ..optim.base import is_positive  # the one definition of "asks for no change"
+
         t0 = time.perf_counter()
         engine = self.engine or get_backward_llm()
         limit = self.max_concurrency or getattr(engine, "max_concurrency", None) or 8
@@ -74,7 +77,11 @@ class TextualPropagator:
                     if node.op is None or not node.grads or not node.requires_grad:
                         continue
                     if node.op.uses_llm:
-                        if any(v.requires_grad for v in node.op.inputs.values()):
+                        if all(is_positive(g) for g in node.grads):
+                            # "this was right, keep it" needs no rewriting by a model: pass
+                            # it through as it is and save the call
+                            node.op.backward(node)
+                        elif any(v.requires_grad for v in node.op.inputs.values()):
                             llm_nodes.append(node)
                     else:
                         node.op.backward(node)
@@ -201,7 +208,7 @@ class TextualPropagator:
             found = _match_keys(data, keys)
             missing = [k for k in keys if k not in found]
             if missing:
-                raise ValueError(f"missing feedback for: {', '.join(missing)}")
+                raise ValueError(f"missing or empty feedback for: {', '.join(missing)}")
             return found
 
         events: list[dict[str, Any]] = []
@@ -234,7 +241,9 @@ def _match_keys(data: dict[str, Any], keys: list[str]) -> dict[str, str]:
         return s.strip().strip("`'\"").lower()
 
     out: dict[str, str] = {}
-    normalized = {norm(k): v for k, v in data.items()}
+    normalized = {
+        norm(k): v for k, v in data.items() if norm(k) and v is not None and str(v).strip()
+    }
     for k in keys:
         v = normalized.get(norm(k))
         if v is None:

@@ -47,7 +47,13 @@ class Op:
             if not var.requires_grad:
                 continue
             for g in out.grads:
-                var.add_feedback(Feedback(g.text, source=out.name, context=context))
+                var.add_feedback(Feedback(g.text, source=out.name, context=carry(g, context)))
+
+
+def carry(fb: Feedback, context: dict[str, Any]) -> dict[str, Any]:
+    """``context`` plus the verdict flags of ``fb``, so "this was correct" survives routing."""
+    flags = {k: fb.context[k] for k in ("success", "score") if k in fb.context}
+    return {**context, **flags} if flags else context
 
 
 def record(out: Variable, op: Op) -> Variable:

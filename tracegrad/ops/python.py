@@ -19,7 +19,7 @@ from typing import Any
 from ..core.shorten import shorten
 from ..core.variable import Feedback, Parameter, Variable
 from ..sandbox import Limits, SandboxError, run_function
-from .base import Op, as_variable, record
+from .base import Op, as_variable, carry, record
 
 
 class ExecutionError(Exception):
@@ -54,7 +54,7 @@ class PythonOp(Op):
                         f"{g.text}\n(This input '{key}' went into the function {self.name}; "
                         f"its output was: {shorten(out.value, 300)})"
                     )
-                var.add_feedback(Feedback(text, source=out.name, context=context))
+                var.add_feedback(Feedback(text, source=out.name, context=carry(g, context)))
 
 
 def _source_of(fn: Callable[..., Any]) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from .. import template as tpl
 from ..core.shorten import shorten
 from ..core.variable import Feedback, Variable
-from .base import Op, as_variable, record
+from .base import Op, as_variable, carry, record
 
 
 class FormatOp(Op):
@@ -24,7 +24,7 @@ class FormatOp(Op):
                 "note": f"this variable was inserted as '{field_name}' into the formatted text",
             }
             for g in out.grads:
-                var.add_feedback(Feedback(g.text, source=out.name, context=context))
+                var.add_feedback(Feedback(g.text, source=out.name, context=carry(g, context)))
 
 
 def format(template: str | Variable, /, role: str = "formatted text", **fields: Any) -> Variable:

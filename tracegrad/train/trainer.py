@@ -34,7 +34,7 @@ from ..core.graph import graph as build_graph
 from ..core.module import Module
 from ..core.shorten import shorten
 from ..core.variable import Parameter, Variable
-from ..llm.base import ConfigurationError, LLMError, find_engine
+from ..llm.base import ConfigurationError, LLMError, RetryableError, find_engine
 from ..ops.loss import MetricLoss, aggregate
 from ..ops.python import ExecutionError
 from .data import Example, load_dataset
@@ -165,7 +165,11 @@ def _run_example(
         except ExecutionError as e:
             return Outcome(ex, 0.0, str(e), error=str(e), loss=e.variable if grad else None)
         except Exception as e:  # noqa: BLE001 - one broken example must not end the run
-            if _is_budget_error(e) or isinstance(e, ConfigurationError):
+            if _is_budget_error(e) or isinstance(e, ConfigurationError | RetryableError):
+                # RetryableError: the server kept failing after every retry (outage, rate
+                # limit, timeouts). That says nothing about this example; scored as 0 it
+                # would sway this step's accept/revert decision, which is then saved. Stop
+                # instead: the unfinished step is not recorded and a resume redoes it.
                 raise
             msg = f"The pipeline raised {type(e).__name__}: {shorten(str(e), 500)}"
             return Outcome(ex, 0.0, msg, error=msg, crashed=True)
@@ -173,8 +177,8 @@ def _run_example(
         try:
             score, explanation = metric(var.value, ex.expected)
         except Exception as e:
-            if _is_budget_error(e) or isinstance(e, ConfigurationError):
-                raise
+            if _is_budget_error(e) or isinstance(e, ConfigurationError | RetryableError):
+                raise  # a judge the server could not reach: as above
             if isinstance(e, LLMError):
                 msg = f"The metric could not score this output ({type(e).__name__}: {e})."
                 return Outcome(ex, 0.0, msg, output=var.value, error=msg, output_var=var)
