@@ -59,9 +59,10 @@ def run_trials(n: int, *, seed: int = 0, steps: int = 4, latency: float = 0.2,
             world_server(latency=latency) as (server, _):
         tmp = Path(tmp_s)
         duration, reference = reference_run(tmp / "reference", server.url, steps)
-        log(f"reference run: {duration:.1f}s; killing at random moments in [0, {duration:.1f}]s")
+        log(f"reference run: {duration:.1f}s; killing at random moments in "
+            f"[0, {0.85 * duration:.1f}]s")
         for i in range(n):
-            kill_after = rng.uniform(0.0, duration)
+            kill_after = rng.uniform(0.0, 0.85 * duration)  # the end is mostly write-back
             t = run_trial(i + 1, tmp / f"trial-{i + 1}", server.url, kill_after, steps=steps,
                           reference=reference)
             trials.append(t)

@@ -17,7 +17,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tracegrad as tg
@@ -28,7 +28,7 @@ from tracegrad.train import metrics as M
 
 from .reliability_harness import cli_env, copy_counting, has_traceback, run_cli
 
-FUZZ = settings(max_examples=150, deadline=None,
+FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 json_values = st.recursive(
@@ -83,8 +83,7 @@ def test_valid_jsonl_always_round_trips(tmp_path: Path, rows, ascii_only: bool,
     ds = load_dataset(path, output_field="answer")
     assert [x.inputs["question"] for x in ds] == [r["question"] for r in rows]
     assert [x.expected for x in ds] == [r["answer"] for r in rows]
-    assert [x.source for x in ds] == [f"{path}:{i}" for i in range(1, len(rows) + 1)] or \
-        all(str(i) in x.source for i, x in enumerate(ds, 1))
+    assert all(x.source.endswith(f":{i}") for i, x in enumerate(ds, 1))  # line numbers hold
 
 
 @FUZZ
@@ -198,7 +197,7 @@ def _laughs(depth: int) -> str:
 
 
 @pytest.mark.parametrize("front,words", [
-    ("input: " + "[" * 20_000 + "]" * 20_000 + "\noutput: answer", "nested too deeply"),
+    ("input: " + "[" * 1100 + "]" * 1100 + "\noutput: answer", "nested too deeply"),
     ("input: [question]\noutput: answer\nparams:\n" + _laughs(9), "aliases"),
     ("input: !!python/object/apply:os.system ['true']\noutput: answer", "invalid YAML"),
 ])
@@ -246,14 +245,18 @@ def test_any_backward_reply_gives_feedback_or_a_recorded_fallback(first: str,
     system = tg.Parameter("Answer.", role="system prompt")
     out = tg.LLMCall(MockLLM(default="7"), system=system)("How many?")
     res = out.backward("Wrong: expected 3, got 7.", propagator=tg.TextualPropagator(engine))
-    assert engine.calls <= 2
+    assert engine.calls <= 2  # one reply, at most one repair
     events = [e.get("event") for e in res.events]
-    # either usable feedback arrived, or the output's feedback was passed on and it says so
-    assert system.grads or "backward_fallback" not in events or events
     for g in system.grads:
         assert isinstance(g.text, str)
     if "backward_fallback" in events:
+        # the model failed twice: the output's feedback is passed on, and it says so
         assert any("expected 3" in g.text for g in system.grads)
+    else:
+        # usable feedback arrived -- or the model said, in so many words, to change nothing
+        said_nothing = any(re.search(r"(?i)no change needed|\bnone\b|n/a", r)
+                           for r in (first, second))
+        assert system.grads or said_nothing, (first, second, events)
 
 
 numbers = st.one_of(
@@ -371,7 +374,7 @@ def test_a_10mb_dataset_row_is_loaded_and_optimized_in_bounded_memory(tmp_path: 
 def test_a_100k_character_prompt_is_optimized_with_bounded_requests(tmp_path: Path,
                                                                     optimizer: str) -> None:
     task = copy_counting(tmp_path / "task")
-    filler = "Count every object carefully before answering. " * 2100
+    filler = "Count every object carefully before answering. " * 2200
     text = task["prompt"].read_text().replace("Answer the following question.",
                                               "Answer the following question. " + filler)
     task["prompt"].write_text(text)
@@ -391,8 +394,9 @@ def test_a_100k_character_prompt_is_optimized_with_bounded_requests(tmp_path: Pa
     assert res.steps_done >= 1
     assert peak < 60 * len(body), peak
     sizes = _sizes(engine)
-    for n, cut in sizes.get("backward", []):
-        assert n < 20_000 and cut
+    if optimizer == "tgd":
+        assert all(n < 20_000 for n, _ in sizes["backward"])
+        assert any(cut for _, cut in sizes["backward"])  # the prompt, shortened with a marker
     opt = sizes.get("optimizer", [])
     assert opt
     # the optimizer may need the whole value to rewrite it, but not more: the request does

@@ -57,18 +57,6 @@ def test_unusable_optimizer_replies_are_recorded_never_silent(tmp_path: Path, na
     assert row.requests > 0
 
 
-def test_huge_replies_are_survived_and_the_run_directory_stays_small(tmp_path: Path) -> None:
-    row = run_scenario_api(replace(scenario("huge-1mb-replies"), every=6), "tgd", tmp_path,
-                           steps=2)
-    assert row.outcome == "completed" and not row.damage, row
-    assert row.injected >= 3
-    sizes = {p.name: p.stat().st_size for p in (tmp_path / "run").iterdir()}
-    assert sum(sizes.values()) < 200_000, sizes
-    for r in history(tmp_path / "run"):
-        for fb in r["feedback"]:
-            assert len(fb) <= 1000
-
-
 def test_retries_ride_out_a_storm_but_not_an_outage(tmp_path: Path) -> None:
     """The retry budget is per call: 4 faults in a row are survived, 5 are reported with the
     number of attempts and the last status, as a typed, retryable error."""
@@ -84,8 +72,12 @@ def test_retries_ride_out_a_storm_but_not_an_outage(tmp_path: Path) -> None:
         assert SECRET not in str(info.value)
 
 
-def test_a_run_stopped_by_an_outage_resumes_to_the_same_result(tmp_path: Path) -> None:
-    """Stop, resume: the finished run equals one that never failed (same steps, same best)."""
+@pytest.mark.parametrize("outage_after", [6, 14, 22, 30])
+def test_a_run_stopped_by_an_outage_resumes_to_the_same_result(tmp_path: Path,
+                                                              outage_after: int) -> None:
+    """Stop, resume: the finished run equals one that never failed (same steps, same best).
+    The outage starts at different moments: in the baseline, in a step's forward pass, in
+    backward, in a candidate's validation -- no moment may leave a trace in the result."""
     def run(where: Path, sc, resume: bool = False):
         task = copy_counting(where / "task") if not resume else \
             {k: where / "task" / f"object_counting.{s}" for k, s in
@@ -103,7 +95,8 @@ def test_a_run_stopped_by_an_outage_resumes_to_the_same_result(tmp_path: Path) -
     with world_server() as (server, _):
         server_url[0] = server.url
         reference = run(tmp_path / "ref", None)
-    with world_server(scenario("outage-then-resume")) as (server, world):
+    outage = replace(scenario("outage-then-resume"), outage_after=outage_after)
+    with world_server(outage) as (server, world):
         server_url[0] = server.url
         with pytest.raises((LLMError, RuntimeError)):
             run(tmp_path / "cut", None)
@@ -111,7 +104,10 @@ def test_a_run_stopped_by_an_outage_resumes_to_the_same_result(tmp_path: Path) -
         world.repair()
         resumed = run(tmp_path / "cut", None, resume=True)
     assert check_run_dir(tmp_path / "cut" / "run", finished=True, steps=3) == []
-    assert resumed.steps_done == reference.steps_done
-    assert resumed.best_state == reference.best_state
+    def story(r):
+        return [(h["step"], h["result"], h["reason"]) for h in r.history]
+
+    assert resumed.steps_done == reference.steps_done, (story(reference), story(resumed))
+    assert resumed.best_state == reference.best_state, (story(reference), story(resumed))
     assert resumed.best_score == reference.best_score
     assert [r["step"] for r in resumed.history] == [r["step"] for r in reference.history]

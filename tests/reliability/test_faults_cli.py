@@ -9,6 +9,7 @@ traceback, a damaged prompt file, or a step recorded twice or lost.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -44,9 +45,11 @@ def test_fault_matrix_every_run_completes_or_stops_cleanly(tmp_path: Path,
     assert s["files_damaged"] == 0, table
     assert s["unclean"] == 0 and s["tracebacks"] == 0, table
     assert s["completed"] + s["stopped_cleanly"] == s["runs"], table
-    # the outage outlasts every retry: those runs stop, say how to resume, and resume
+    # the outage outlasts every retry: those runs stop, say how to resume, and resume (a
+    # storm that happens to outlast one call's retries may stop a run too: the same rules)
     stopped = [r for r in rows if r.outcome == "stopped"]
-    assert stopped and all(r.scenario == "outage-then-resume" for r in stopped), table
+    outage = [r for r in rows if r.scenario == "outage-then-resume"]
+    assert outage and all(r.outcome == "stopped" for r in outage), table
     assert s["resumed_after_stop"] == len(stopped), table
     # the faults really happened (the matrix is not testing a quiet server)
     for r in rows:
@@ -130,7 +133,8 @@ def test_a_good_run_replaces_the_prompt_and_keeps_the_original_as_bak(tmp_path: 
     task = copy_counting(tmp_path / "task")
     original = task["prompt"].read_bytes()
     run_dir = tmp_path / "run"
-    sc = next(s for s in SCENARIOS if s.name == "5xx-intermittent")
+    # sparse faults: no call can meet five in a row, so the run must complete and improve
+    sc = replace(next(s for s in SCENARIOS if s.name == "5xx-intermittent"), times=1, every=7)
     with world_server(sc) as (server, world):
         r = run_cli(optimize_args(task, server.url, run_dir, "--json", steps=3),
                     cli_env(tmp_path))

@@ -2,9 +2,9 @@
 
 Code: a rewritten trainable function runs only in the sandboxed child (tracegrad.sandbox):
 no key from the parent's environment (not through os.environ, not through
-/proc/<parent>/environ), no change to the file system outside its temp directory (by any
-of the calls that change files, not only open()), no network, no new processes, no
-signals to other processes. Templates: rendered in Jinja2's sandbox; attribute tricks are
+/proc/<parent>/environ, not from a .env file), no change to the file system outside its
+temp directory (by any of the calls that change files, not only open()), no network, no
+new processes, no signals to other processes. Templates: rendered in Jinja2's sandbox; attribute tricks are
 refused with a clear error -- through a prompt file too, before any call -- and a template
 cannot build a gigabyte string or compute a huge power.
 """
@@ -65,7 +65,20 @@ def test_a_key_in_the_parents_environment_cannot_be_read_by_the_child(tmp_path: 
     assert SECRET not in r.stdout, {k: v[0] for k, v in results.items()}
     assert results["environ"][0] == "ran" and "OPENAI_API_KEY" not in results["environ"][1]
     assert results["proc-parent-environ"][0] == "refused"
-    assert "another process" in results["proc-parent-environ"][1]
+    assert "not allowed" in results["proc-parent-environ"][1]
+
+
+def test_key_files_beside_the_project_cannot_be_read(tmp_path: Path) -> None:
+    """A project's .env (or ~/.netrc) holds the same key as the environment."""
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"OPENAI_API_KEY={SECRET}\n")
+    for src in (f"def f():\n    return open({str(env_file)!r}).read()\n",
+                f"import pathlib\ndef f():\n    return pathlib.Path({str(env_file)!r}).read_text()\n",
+                f"import os\ndef f():\n    fd = os.open({str(env_file)!r}, os.O_RDONLY)\n"
+                "    return os.read(fd, 100).decode()\n"):
+        with pytest.raises(SandboxError, match="not allowed") as info:
+            run_function(src, "f")
+        assert SECRET not in str(info.value)
 
 
 def test_a_rewritten_trainable_function_runs_only_in_the_sandbox(tmp_path: Path,

@@ -105,7 +105,8 @@ class _KeyEchoingServer:
                 self.wfile.write(body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.01}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -168,21 +169,29 @@ def test_a_key_in_the_base_url_is_never_shown(tmp_path: Path) -> None:
 
 def test_api_run_with_a_call_log_under_faults_leaks_nothing(tmp_path: Path) -> None:
     """The key passed as api_key= (not in the environment), a call log in the run
-    directory, and faults so that error entries are logged too."""
+    directory, and an outage so that the run stops and error entries are logged too; then
+    the run is resumed to the end."""
     task = copy_counting(tmp_path / "task")
     run_dir = tmp_path / "run"
-    with world_server() as (server, _):
-        engine = LLM(MODEL, base_url=server.url, api_key=SECRET, max_retries=0,
+    pf = PromptFile.load(task["prompt"])
+
+    def run(url: str, resume: bool):
+        engine = LLM(MODEL, base_url=url, api_key=SECRET, max_retries=0,
                      cache=tmp_path / "cache.sqlite3", call_log=run_dir / "calls.jsonl")
-        server.inject("503", times=1)  # no retries: two baseline calls fail, logged as errors
-        server.inject("429", times=1)
-        pf = PromptFile.load(task["prompt"])
-        result = optimize(pf.to_module(engine), pf.load_dataset(task["train"]),
-                          pf.load_dataset(task["val"]), metric=pf.metric_fn(), steps=2,
-                          batch_size=3, engine=engine, run_dir=run_dir, progress=False,
-                          config={"note": f"user config mentioning {SECRET}",
-                                  "api_key": SECRET})
-    assert result.steps_done >= 1
+        return optimize(pf.to_module(engine), pf.load_dataset(task["train"]),
+                        pf.load_dataset(task["val"]), metric=pf.metric_fn(), steps=2,
+                        batch_size=3, engine=engine, run_dir=run_dir,
+                        resume=run_dir if resume else None, progress=False,
+                        config={"note": f"user config mentioning {SECRET}",
+                                "api_key": SECRET})
+
+    with world_server() as (server, _):
+        server.inject("503", times=1)  # no retries: the run stops at once, and says why
+        with pytest.raises(LLMError) as info:
+            run(server.url, resume=False)
+        assert leaks(str(info.value)) == []
+        result = run(server.url, resume=True)
+    assert result.steps_done == 2
     entries = [json.loads(x) for x in (run_dir / "calls.jsonl").read_text().splitlines()]
     assert any(e["error"] for e in entries) and any(e["response"] for e in entries)
     assert leaks(json.dumps(result.to_dict(), default=str)) == []
