@@ -1,7 +1,7 @@
 """Run every benchmark and write benchmarks/RESULTS.md and benchmarks/results.json.
 
     bash benchmarks/setup_peers.sh                  # once: TextGrad and Trace from PyPI
-    /tmp/venv/bin/python benchmarks/run_all.py      # about 10 minutes on 2 cores
+    /tmp/venv/bin/python benchmarks/run_all.py      # about 11 minutes on 2 cores
 
 One latency-simulating server (``server.py``) runs in this process; every framework runs
 in its own process (``run_tracegrad.py`` with this interpreter, ``peers/run_*.py`` with
@@ -43,6 +43,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "textgrad seq-forward": {"family": "textual", "runner": "textgrad", "variant": "seq",
                              "workloads": "w1,w2", "repeats": 1},
     "trace-opt": {"family": "trace", "runner": "trace", "variant": "seq"},
+    # tracegrad's default LLM(max_concurrency=8): a batch of 16 goes out in two waves.
+    "tracegrad textual, default max_concurrency 8": {
+        "family": "textual", "runner": "tracegrad", "variant": "textual", "workloads": "w1,w2",
+        "repeats": 1, "args": ["--max-concurrency", "8"]},
 }
 TRACEGRAD = ["tracegrad textual", "tracegrad batched", "tracegrad trace"]
 
@@ -69,7 +73,7 @@ def runner_cmd(cfg: dict[str, Any], url: str, out: str, **over: Any) -> list[str
     for k in ("batch1", "batch2", "iterations"):
         if over.get(k):
             cmd += [f"--{k}", str(over[k])]
-    return cmd
+    return cmd + list(cfg.get("args", []))
 
 
 def run_one(server: BenchServer, name: str, cfg: dict[str, Any], **over: Any) -> dict[str, Any]:
@@ -266,7 +270,7 @@ def main() -> None:
         # optimizer prompt size against batch size (workload 1, one step, no latency)
         server.set_latency(0.0)
         for name, cfg in configs.items():
-            if name == "textgrad seq-forward":
+            if cfg.get("repeats") == 1:  # the secondary variants
                 continue
             extra = [prompt_batches[-1] * 4] if cfg["runner"] == "tracegrad" else []
             for b in prompt_batches + extra:
@@ -489,7 +493,8 @@ def render(r: dict[str, Any]) -> str:
            f"{peers.get('litellm')} and openai {peers.get('openai')} in `benchmarks/.peers-venv` (Python {peers.get('python')})."
            if peers else "peers not run."))
     add(f"- Each framework runs in its own process, {r['config']['repeats']} times per latency "
-        "(*textgrad seq-forward* once). W1 and W2: 2 steps per run; the tables show the median of "
+        "(the secondary rows *textgrad seq-forward* and *tracegrad textual, default "
+        "max_concurrency 8* once). W1 and W2: 2 steps per run; the tables show the median of "
         "the second steps (the first step of a process also opens its HTTP connections; its "
         "median is in the *first step* column). W3: median over all iterations of all runs.")
     if r["invalid"]:
@@ -521,7 +526,7 @@ def render(r: dict[str, Any]) -> str:
         add("| tracegrad mode | workload | vs textgrad | vs textgrad seq-forward | vs trace-opt | x critical-path limit |")
         add("|---|---|--:|--:|--:|--:|")
         for w in ("w1", "w2", "w3"):
-            for mode in TRACEGRAD:
+            for mode in [n for n in summ if CONFIGS[n]["runner"] == "tracegrad"]:
                 a = (summ.get(mode) or {}).get(w)
                 if not a:
                     continue
@@ -650,7 +655,9 @@ against the usage the server returned.
 **How each framework runs** (each in its own process, pointed at the server by base URL):
 
 - *tracegrad* (`run_tracegrad.py`): `LLM("openai:bench-model", base_url=..., cache=False,
-  max_concurrency=32)`; forward of a minibatch in a thread pool; `MetricLoss`, `tg.sum`,
+  max_concurrency=32)` -- raised from the default of 8 so a batch of 16 is in flight at once;
+  the row *tracegrad textual, default max_concurrency 8* shows the default --; forward of a
+  minibatch in a thread pool; `MetricLoss`, `tg.sum`,
   `loss.backward(propagator=...)`, `TGD` or `TraceOptimizer`. Modes: *textual*
   (`TextualPropagator(batch_feedback=False)`), *batched* (`batch_feedback=True`), *trace*
   (`TracePropagator` + `TraceOptimizer`). W3 uses `TextLoss` as the judge.
