@@ -154,6 +154,15 @@ NoCacheOpt = Annotated[
     bool, typer.Option("--no-cache", help="Do not read or write the reply cache.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", min=0.1, help="Seconds to wait for one LLM reply before "
+                        "retrying it.")
+]
+RetriesOpt = Annotated[
+    int, typer.Option("--max-retries", min=0, help="Retries of a call after a 429, 5xx, "
+                      "timeout or dropped connection (exponential backoff).")
+]
+_NET: dict[str, Any] = {"timeout": 60.0, "max_retries": 4}
 StepsOpt = Annotated[int, typer.Option("--steps", "-n", min=1, help="Optimization steps.")]
 BatchOpt = Annotated[
     int, typer.Option("--batch-size", "-b", min=1, help="Training examples per step.")
@@ -206,7 +215,8 @@ def _engine(spec: str, *, base_url: str | None, no_cache: bool, concurrency: int
     from .llm.factory import LLM
 
     return LLM(spec, base_url=base_url, cache=not no_cache, max_concurrency=concurrency,
-               meter=meter, call_log=call_log)
+               meter=meter, call_log=call_log, timeout=_NET["timeout"],
+               max_retries=_NET["max_retries"])
 
 
 def _check_optimizer(name: str) -> str:
@@ -250,6 +260,8 @@ def optimize(
                                                  "(default: tracegrad-runs/NAME-TIME).")] = None,
     json_output: JsonOpt = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed for shuffling and sampling.")] = 0,
+    timeout: TimeoutOpt = 60.0,
+    max_retries: RetriesOpt = 4,
 ) -> None:
     """Optimize the template of a prompt file on a dataset, and write the best one back.
 
@@ -262,6 +274,7 @@ def optimize(
 
         tracegrad optimize prompts/object_counting.prompt --train prompts/object_counting.train.jsonl --val prompts/object_counting.val.jsonl --steps 8 --budget-usd 1 --out optimized.prompt
     """
+    _NET.update(timeout=timeout, max_retries=max_retries)
     with _errors():
         _optimize(prompt_file, train, val, steps, batch_size, optimizer, model, optimizer_model,
                   base_url, budget_usd, concurrency, no_cache, resume, out, run_dir,
@@ -505,6 +518,8 @@ def eval_(
     no_cache: NoCacheOpt = False,
     show: Annotated[int, typer.Option("--show", help="How many failures to list.")] = 10,
     json_output: JsonOpt = False,
+    timeout: TimeoutOpt = 60.0,
+    max_retries: RetriesOpt = 4,
 ) -> None:
     """Score a prompt file on a dataset and list the examples it gets wrong.
 
@@ -512,6 +527,7 @@ def eval_(
 
         tracegrad eval prompts/support_intent.prompt --data prompts/support_intent.val.jsonl
     """
+    _NET.update(timeout=timeout, max_retries=max_retries)
     with _errors():
         pf = _load_prompt(prompt_file)
         ds = _load_data(pf, data, "--data")

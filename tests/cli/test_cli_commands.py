@@ -206,3 +206,25 @@ def test_judge_metric_grades_with_the_optimizer_model(tmp_path: Path) -> None:
     assert out["score"] == pytest.approx(0.7)
     assert out["metric"].startswith("judge: Is the summary faithful")
     assert models == ["judge-model"] * 3 + ["task-model"] * 3
+
+
+def test_timeout_and_retries_reach_the_engine(monkeypatch) -> None:
+    import tracegrad.cli as cli
+
+    seen: dict = {}
+
+    def fake_llm(spec, **kw):
+        seen.update(kw)
+        raise SystemExit(0)
+
+    import tracegrad.llm.factory as factory
+
+    monkeypatch.setattr(factory, "LLM", fake_llm)
+    from typer.testing import CliRunner
+
+    root = Path(__file__).resolve().parents[2] / "prompts"
+    CliRunner().invoke(cli.app, [
+        "eval", str(root / "support_intent.prompt"), "--data",
+        str(root / "support_intent.val.jsonl"), "--model", "openai:x", "--base-url",
+        "http://127.0.0.1:9/v1", "--timeout", "2.5", "--max-retries", "1"])
+    assert seen.get("timeout") == 2.5 and seen.get("max_retries") == 1

@@ -227,15 +227,15 @@ class CLIResult:
 def fast_llm(timeout: float = 1.0, backoff_base: float = 0.005) -> Iterator[None]:
     """Make the engines the CLI builds use a short timeout and a short backoff.
 
-    The CLI has no option for either (the defaults are 60 s and 0.5 s); only the factory's
-    defaults change, so every other part of the CLI runs as shipped.
+    The CLI has --timeout but no option for the backoff (the defaults are 60 s and
+    0.5 s); only what the factory is given changes, so the rest of the CLI runs as shipped.
     """
     import tracegrad.llm.factory as factory
 
     real = factory.LLM
 
     def patched(spec: str = MODEL, **kw: Any) -> Any:
-        kw.setdefault("timeout", timeout)
+        kw["timeout"] = timeout
         kw.setdefault("backoff_base", backoff_base)
         return real(spec, **kw)
 
