@@ -1,7 +1,7 @@
 """Run every benchmark and write benchmarks/RESULTS.md and benchmarks/results.json.
 
     bash benchmarks/setup_peers.sh                  # once: TextGrad and Trace from PyPI
-    /tmp/venv/bin/python benchmarks/run_all.py      # about 11 minutes on 2 cores
+    python benchmarks/run_all.py      # about 11 minutes on 2 cores
 
 One latency-simulating server (``server.py``) runs in this process; every framework runs
 in its own process (``run_tracegrad.py`` with this interpreter, ``peers/run_*.py`` with
@@ -305,7 +305,7 @@ def main() -> None:
     results["invalid"] = invalid
     results["machine"] = machine()
     results["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    results["command"] = " ".join(["/tmp/venv/bin/python", "benchmarks/run_all.py", *sys.argv[1:]])
+    results["command"] = " ".join(["python", "benchmarks/run_all.py", *sys.argv[1:]])
     results["elapsed_s"] = time.time() - started
     results["config"] = {"repeats": repeats, "latencies": latencies, "quick": args.quick,
                          "limit_levels": LIMIT_LEVELS, "prompt_batches": prompt_batches}

@@ -1,6 +1,6 @@
 """tracegrad on the three benchmark workloads (see RESULTS.md for the workloads).
 
-    /tmp/venv/bin/python benchmarks/run_tracegrad.py --url URL --mode textual|batched|trace
+    python benchmarks/run_tracegrad.py --url URL --mode textual|batched|trace
 
 Modes:
 

@@ -1,7 +1,7 @@
 """Scale benchmarks that need no server: trace-mode backward on 10,000-node graphs, and
 memory over 1,000 forward+backward+step iterations on the mock engine.
 
-    /tmp/venv/bin/python benchmarks/scale.py [--steps 1000] [--nodes 10000] [--out FILE]
+    python benchmarks/scale.py [--steps 1000] [--nodes 10000] [--out FILE]
 
 Backward graphs (built from tracegrad's own string ops, no LLM; only ``backward`` is
 timed, median of 5 runs on a fresh copy of the feedback each time):

@@ -13,7 +13,7 @@ is checked against the usage the server put in its replies (:meth:`BenchServer.v
 
 Run standalone to point a framework at it by hand::
 
-    /tmp/venv/bin/python benchmarks/server.py --latency 0.2
+    python benchmarks/server.py --latency 0.2
 """
 
 from __future__ import annotations
