@@ -169,15 +169,17 @@ BatchOpt = Annotated[
 ]
 OptimizerOpt = Annotated[
     str,
-    typer.Option("--optimizer", "-o", help="tgd (textual gradients, per prompt), trace "
-                 "(whole-trace, no backward calls) or opro (scored history of candidates)."),
+    typer.Option("--optimizer", "-o", help="tgd (textual gradients, per prompt), tgd-batched "
+                 "(the same, with one feedback call per batch instead of one per example), "
+                 "trace (whole-trace, no backward calls) or opro (scored history of "
+                 "candidates)."),
 ]
 PromptArg = Annotated[
     Path, typer.Argument(help="The prompt file: YAML front matter + a Jinja2 template.",
                          show_default=False)
 ]
 
-OPTIMIZERS = ("tgd", "trace", "opro")
+OPTIMIZERS = ("tgd", "tgd-batched", "trace", "opro")
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -699,6 +701,15 @@ def estimate_run(pf: PromptFile, train: Any, val: Any, *, steps: int, batch_size
         bw_prompt = (_meta_prompt_tokens("textual_backward") + body + mean_tr[0] + mean_tr[1]
                      + 80 + 60)
         add("backward", optimizer_model, bw_calls, bw_prompt, _BACKWARD_REPLY_TOKENS)
+    elif optimizer == "tgd-batched":
+        # one call per chunk of the batch (TextualPropagator.chunk_chars, 16,000 chars)
+        per_run = mean_tr[0] + mean_tr[1] + 80
+        chunks = max(1, -(-batch * per_run * 4 // 16000))
+        bw_calls = steps * chunks
+        bw_prompt = (_meta_prompt_tokens("textual_backward") + body
+                     + batch * per_run / chunks + 60)
+        add("backward", optimizer_model, bw_calls, bw_prompt, _BACKWARD_REPLY_TOKENS)
+    if optimizer in ("tgd", "tgd-batched"):
         fb = min(batch * (_BACKWARD_REPLY_TOKENS + 20), 1500)
         opt_prompt = (_meta_prompt_tokens("tgd_update") + body + fb + 3 * body
                       + 40 * len(pf.constraints) + 150)
@@ -752,7 +763,7 @@ def estimate_run(pf: PromptFile, train: Any, val: Any, *, steps: int, batch_size
     if unpriced:
         notes.append(f"no price known for {', '.join(unpriced)}: counted as $0 (set "
                      "$TRACEGRAD_PRICING to a JSON price table)")
-    if bw_calls == 0 and optimizer != "tgd":
+    if bw_calls == 0 and not optimizer.startswith("tgd"):
         notes.append(f"{optimizer} makes no backward calls")
     return {
         "prompt_file": str(pf.path), "optimizer": optimizer, "steps": steps,

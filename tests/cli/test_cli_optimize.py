@@ -232,3 +232,27 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(counting: dict[str, Path],
     assert (run_dir / "state.json").is_file() and (run_dir / "config.json").is_file()
     state = json.loads((run_dir / "state.json").read_text())
     assert state["stopped_reason"] == "interrupted" and state["step"] == 1
+
+
+def test_tgd_batched_needs_fewer_backward_calls_and_still_improves(
+        counting: dict[str, Path], world_server: FakeOpenAIServer, tmp_path: Path) -> None:
+    def backward_calls() -> int:
+        return sum("Inputs to give feedback on" in json.dumps(b["messages"])
+                   for b in world_server.requests)
+
+    r = cli(*optimize_args(counting, world_server, "--out", tmp_path / "a.prompt", "--run-dir",
+                           tmp_path / "a", "--json", "--no-cache", "--steps", "1"))
+    assert r.code == 0, r
+    per_example = backward_calls()
+    before = world_server.request_count
+    r = cli(*optimize_args(counting, world_server, "--out", tmp_path / "b.prompt", "--run-dir",
+                           tmp_path / "b", "--json", "--no-cache", "--steps", "1",
+                           "--optimizer", "tgd-batched"))
+    assert r.code == 0, r
+    assert world_server.request_count > before
+    batched = backward_calls() - per_example
+    assert 1 <= batched < per_example
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert "tgd-batched" in json.dumps(config)
+    # one backward request covered several runs of the prompt
+    assert any("## Run #2" in json.dumps(b["messages"]) for b in world_server.requests)

@@ -51,7 +51,10 @@ OPTIMIZER_NAMES = {
     "trace": "TraceOptimizer",
     "optoprime": "TraceOptimizer",
     "opro": "OPRO",
+    "tgd-batched": "TGD",
 }
+# names that choose options of their optimizer, as well as its class
+OPTIMIZER_OPTIONS: dict[str, dict[str, Any]] = {"tgd-batched": {"batch_feedback": True}}
 _ITEM_LIMIT = 600  # one example's feedback, in history and in the optimizer's summary
 
 
@@ -689,6 +692,7 @@ class Trainer:
         trainable = [p for p in self.named.values() if p.requires_grad]
         if not isinstance(optimizer, str | type):
             return optimizer
+        options: dict[str, Any] = {}
         if isinstance(optimizer, type):
             cls = optimizer
         else:
@@ -707,7 +711,9 @@ class Trainer:
                     f"optimizer {optimizer!r} is not available "
                     f"(tracegrad.optim.{OPTIMIZER_NAMES[key]}): {e}"
                 ) from e
-        return cls(trainable, engine=self.optimizer_engine, max_concurrency=self.concurrency)
+            options = OPTIMIZER_OPTIONS.get(key, {})
+        return cls(trainable, engine=self.optimizer_engine, max_concurrency=self.concurrency,
+                   **options)
 
     def state(self) -> dict[str, Any]:
         return {name: p.value for name, p in self.named.items()}
