@@ -7,6 +7,7 @@ override is set with :func:`override` (a path) or the environment variable
 
 from __future__ import annotations
 
+import functools
 import os
 from importlib import resources
 from pathlib import Path
@@ -34,6 +35,12 @@ def load(name: str) -> str:
     path = _overrides.get(name) or os.environ.get(f"TRACEGRAD_PROMPT_{name.upper()}")
     if path:
         return Path(path).read_text(encoding="utf-8")
+    return _builtin(name)
+
+
+@functools.cache
+def _builtin(name: str) -> str:
+    # package data never changes while we run: read each file once, not once per LLM call
     try:
         return resources.files(__package__).joinpath(f"{name}.txt").read_text(encoding="utf-8")
     except FileNotFoundError:

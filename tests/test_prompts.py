@@ -1,0 +1,43 @@
+import pytest
+
+import tracegrad as tg
+
+
+def test_builtin_prompts_load_and_overrides_win(tmp_path, monkeypatch):
+    assert "JSON object" in tg.prompts.load("textual_backward")
+    assert {"textual_backward", "tgd_update", "trace_update", "judge_system"} <= set(tg.prompts.names())
+    custom = tmp_path / "mine.txt"
+    custom.write_text("my own backward prompt")
+    tg.prompts.override("textual_backward", custom)
+    try:
+        assert tg.prompts.load("textual_backward") == "my own backward prompt"
+        custom.write_text("edited")  # an override is re-read: edits take effect
+        assert tg.prompts.load("textual_backward") == "edited"
+    finally:
+        tg.prompts.override("textual_backward", None)
+    assert "JSON object" in tg.prompts.load("textual_backward")
+    monkeypatch.setenv("TRACEGRAD_PROMPT_JUDGE_SYSTEM", str(custom))
+    assert tg.prompts.load("judge_system") == "edited"
+
+
+def test_unknown_prompt_and_missing_override_are_clear_errors(tmp_path):
+    with pytest.raises(KeyError, match="known:"):
+        tg.prompts.load("no_such_prompt")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        tg.prompts.override("tgd_update", tmp_path / "missing.txt")
+
+
+def test_an_override_reaches_the_backward_request(tmp_path):
+    from tracegrad.testing import MockLLM
+
+    custom = tmp_path / "bw.txt"
+    custom.write_text("CUSTOM BACKWARD INSTRUCTIONS")
+    engine = MockLLM(default='{"system": "shorter"}')
+    tg.prompts.override("textual_backward", custom)
+    try:
+        system = tg.Parameter("Answer.", role="system prompt")
+        out = tg.LLMCall(MockLLM(default="7"), system=system)("q")
+        out.backward("wrong", propagator=tg.TextualPropagator(engine))
+    finally:
+        tg.prompts.override("textual_backward", None)
+    assert engine.requests[0].messages[0]["content"] == "CUSTOM BACKWARD INSTRUCTIONS"
