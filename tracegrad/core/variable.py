@@ -16,7 +16,7 @@ every parameter its subgraph (``tracegrad/backward/trace.py``).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -179,23 +179,31 @@ def infer_kind(value: Any) -> str:
 # -- graph walks ------------------------------------------------------------------
 
 
-def topo_order(root: Variable) -> list[Variable]:
-    """Every variable reachable from ``root``, parents before children (iterative DFS)."""
+def topo_order(
+    root: Variable | Iterable[Variable], within: Container[int] | None = None
+) -> list[Variable]:
+    """Every variable reachable from ``root`` (one or several), parents before children.
+
+    ``within`` (a set of variable ids) restricts the walk to a subgraph. Iterative DFS:
+    a 10,000-node chain must not hit the recursion limit.
+    """
+    roots = [root] if isinstance(root, Variable) else sorted(root, key=lambda v: v.id)
     order: list[Variable] = []
     seen: set[int] = set()
-    stack: list[tuple[Variable, bool]] = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
-            continue
-        if node.id in seen:
-            continue
-        seen.add(node.id)
-        stack.append((node, True))
-        for p in reversed(node.parents):
-            if p.id not in seen:
-                stack.append((p, False))
+    for start in roots:
+        stack: list[tuple[Variable, bool]] = [(start, False)]
+        while stack:
+            node, done = stack.pop()
+            if done:
+                order.append(node)
+                continue
+            if node.id in seen:
+                continue
+            seen.add(node.id)
+            stack.append((node, True))
+            for p in reversed(node.parents):
+                if p.id not in seen and (within is None or p.id in within):
+                    stack.append((p, False))
     return order
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from .. import prompts
 from ..backward import TracePropagator
 from ..core.shorten import shorten
-from ..core.variable import Parameter, Variable
+from ..core.variable import Parameter, Variable, topo_order
 from ..llm.base import Request, StructuredOutputError
 from ..llm.structured import complete_json, extract_json
 from .base import (
@@ -134,32 +134,12 @@ def match_keys(keys: Iterable[str], names: Iterable[str]) -> tuple[dict[str, str
 # -- the listing -------------------------------------------------------------------------
 
 
-def _topo(nodes: dict[int, Variable]) -> list[Variable]:
-    order: list[Variable] = []
-    seen: set[int] = set()
-    for start in sorted(nodes.values(), key=lambda v: v.id):
-        stack: list[tuple[Variable, bool]] = [(start, False)]
-        while stack:
-            node, done = stack.pop()
-            if done:
-                order.append(node)
-                continue
-            if node.id in seen:
-                continue
-            seen.add(node.id)
-            stack.append((node, True))
-            for p in reversed(node.parents):
-                if p.id in nodes and p.id not in seen:
-                    stack.append((p, False))
-    return order
-
-
 class _Listing:
     """Renders a merged trace subgraph as code-like lines, within a character budget."""
 
     def __init__(self, nodes: dict[int, Variable], param_names: dict[int, str], value_limit: int):
         self.nodes = nodes
-        self.order = _topo(nodes)
+        self.order = topo_order(nodes.values(), within=nodes)
         self.param_names = param_names
         self.value_limit = value_limit
         self._names: dict[int, str] = dict(param_names)
