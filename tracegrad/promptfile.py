@@ -30,7 +30,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ import yaml
 from . import template as tpl
 from .core.module import Module
 from .core.variable import Parameter, Variable
+from .fileio import atomic_write
 
 __all__ = [
     "KNOWN_KEYS",
@@ -546,47 +546,6 @@ class PromptFile:
 def backup_path(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     return p.with_name(p.name + ".bak")
-
-
-def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
-    """Replace ``path`` with ``data``: temp file in the same directory, fsync, os.replace.
-
-    A reader sees the old file or the new one, never a half-written one; the file's
-    permission bits are kept.
-    """
-    target = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    directory = target.parent if str(target.parent) else Path(".")
-    try:
-        mode = target.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = None
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 # -- the module --------------------------------------------------------------------------

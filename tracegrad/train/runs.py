@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write
+
 __all__ = [
     "REDACTED",
     "RunData",
@@ -134,32 +136,7 @@ def scrub(value: Any, secrets: Iterable[str] = ()) -> Any:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Replace ``path`` so that a crash at any moment leaves the old or the new content."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write(path, text)
 
 
 def _dumps(value: Any, indent: int | None = None) -> str:
