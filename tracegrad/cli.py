@@ -162,7 +162,7 @@ RetriesOpt = Annotated[
     int, typer.Option("--max-retries", min=0, help="Retries of a call after a 429, 5xx, "
                       "timeout or dropped connection (exponential backoff).")
 ]
-_NET: dict[str, Any] = {"timeout": 60.0, "max_retries": 4}
+
 StepsOpt = Annotated[int, typer.Option("--steps", "-n", min=1, help="Optimization steps.")]
 BatchOpt = Annotated[
     int, typer.Option("--batch-size", "-b", min=1, help="Training examples per step.")
@@ -213,12 +213,12 @@ def _resolve_models(pf: PromptFile, model: str | None, optimizer_model: str | No
 
 
 def _engine(spec: str, *, base_url: str | None, no_cache: bool, concurrency: int,
-            meter: Any = None, call_log: Path | None = None) -> Any:
+            meter: Any = None, call_log: Path | None = None, timeout: float = 60.0,
+            max_retries: int = 4) -> Any:
     from .llm.factory import LLM
 
     return LLM(spec, base_url=base_url, cache=not no_cache, max_concurrency=concurrency,
-               meter=meter, call_log=call_log, timeout=_NET["timeout"],
-               max_retries=_NET["max_retries"])
+               meter=meter, call_log=call_log, timeout=timeout, max_retries=max_retries)
 
 
 def _check_optimizer(name: str) -> str:
@@ -276,11 +276,10 @@ def optimize(
 
         tracegrad optimize prompts/object_counting.prompt --train prompts/object_counting.train.jsonl --val prompts/object_counting.val.jsonl --steps 8 --budget-usd 1 --out optimized.prompt
     """
-    _NET.update(timeout=timeout, max_retries=max_retries)
     with _errors():
         _optimize(prompt_file, train, val, steps, batch_size, optimizer, model, optimizer_model,
                   base_url, budget_usd, concurrency, no_cache, resume, out, run_dir,
-                  json_output, seed)
+                  json_output, seed, {"timeout": timeout, "max_retries": max_retries})
 
 
 def _never_started(run_dir: Path) -> bool:
@@ -306,7 +305,7 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
               batch_size: int, optimizer: str, model: str | None, optimizer_model: str | None,
               base_url: str | None, budget_usd: float | None, concurrency: int, no_cache: bool,
               resume: Path | None, out: Path | None, run_dir: Path | None, json_output: bool,
-              seed: int) -> None:
+              seed: int, net: dict[str, Any]) -> None:
     from .llm.base import ConfigurationError, LLMError
     from .llm.meter import Budget, BudgetExceeded
     from .train.trainer import optimize as run_optimize
@@ -346,10 +345,10 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
     run_dir.mkdir(parents=True, exist_ok=True)
     calls = run_dir / "calls.jsonl"  # every request and reply, keys redacted
     engine = _engine(m, base_url=base_url, no_cache=no_cache, concurrency=concurrency,
-                     call_log=calls)
+                     call_log=calls, **net)
     opt_engine = engine if om == m else _engine(om, base_url=base_url, no_cache=no_cache,
                                                 concurrency=concurrency, meter=engine,
-                                                call_log=calls)
+                                                call_log=calls, **net)
     program = pf.to_module(engine)
     metric = pf.metric_fn(judge_engine=opt_engine)
     budget = Budget(usd=budget_usd) if budget_usd is not None else None
@@ -529,14 +528,14 @@ def eval_(
 
         tracegrad eval prompts/support_intent.prompt --data prompts/support_intent.val.jsonl
     """
-    _NET.update(timeout=timeout, max_retries=max_retries)
+    net = {"timeout": timeout, "max_retries": max_retries}
     with _errors():
         pf = _load_prompt(prompt_file)
         ds = _load_data(pf, data, "--data")
         m, om = _resolve_models(pf, model, optimizer_model)
-        engine = _engine(m, base_url=base_url, no_cache=no_cache, concurrency=concurrency)
+        engine = _engine(m, base_url=base_url, no_cache=no_cache, concurrency=concurrency, **net)
         judge = engine if om == m else _engine(om, base_url=base_url, no_cache=no_cache,
-                                               concurrency=concurrency, meter=engine)
+                                               concurrency=concurrency, meter=engine, **net)
         program = pf.to_module(engine)
         metric = pf.metric_fn(judge_engine=judge)
         _log(f"evaluating {prompt_file} on {len(ds)} examples ({m})")
