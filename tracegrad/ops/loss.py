@@ -51,13 +51,8 @@ class LossOp(Op):
             ctx["success"] = out.score >= 1.0
         return ctx
 
-    def backward(self, out: Variable, ctx: Any = None) -> None:
-        context = self.context(out)
-        for var in self.inputs.values():
-            if not var.requires_grad:
-                continue
-            for g in out.grads:
-                var.add_feedback(Feedback(g.text, source=out.name, context=context))
+    # backward: Op.backward routes the evaluation to the evaluated inputs as it is, with
+    # this context (its score tells the optimizer whether the example succeeded)
 
 
 def _objective(value: str, op: Op, score: float | None = None, role: str = "evaluation") -> Variable:
