@@ -8,7 +8,68 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from pathlib import Path
+
+MAX_PROMPT_FILE_BYTES = 2 * 1024 * 1024
+"""Largest prompt file read (``TRACEGRAD_MAX_PROMPT_FILE_MB``): a template is instructions,
+not data, and every later step (YAML, Jinja, estimate) is proportional to it."""
+
+MAX_DATA_FILE_BYTES = 512 * 1024 * 1024
+"""Largest dataset file read (``TRACEGRAD_MAX_DATA_FILE_MB``)."""
+
+
+class InputFileError(ValueError):
+    """A file that cannot be read as input: missing, not a regular file, too large."""
+
+
+def _limit(default: int, env: str) -> int:
+    raw = os.environ.get(env)
+    if not raw:
+        return default
+    try:
+        return max(1, int(float(raw) * 1024 * 1024))
+    except ValueError:
+        raise InputFileError(f"{env}={raw!r} is not a number of megabytes") from None
+
+
+def read_input(path: str | os.PathLike[str], kind: str = "prompt") -> bytes:
+    """The bytes of a user's input file, refusing what would hang or exhaust the process.
+
+    A FIFO or ``/dev/zero`` never ends and a huge file takes minutes to parse, so only a
+    regular file no larger than the limit for its ``kind`` ("prompt" or "data") is read; the
+    size is checked from the open descriptor and the read is bounded, so a file that grows
+    meanwhile is refused too.
+    """
+    cap = (_limit(MAX_PROMPT_FILE_BYTES, "TRACEGRAD_MAX_PROMPT_FILE_MB") if kind == "prompt"
+           else _limit(MAX_DATA_FILE_BYTES, "TRACEGRAD_MAX_DATA_FILE_MB"))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise InputFileError("no such file") from None
+    except IsADirectoryError:
+        raise InputFileError("is a directory, not a file") from None
+    except OSError as e:
+        raise InputFileError(f"cannot read: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise InputFileError("is a directory, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise InputFileError("is not a regular file (a FIFO, device or socket cannot be read)")
+        if st.st_size > cap:
+            raise InputFileError(f"is {st.st_size / 1e6:.1f} MB; at most {cap / 1e6:.1f} MB is "
+                                 f"read (TRACEGRAD_MAX_{kind.upper()}_FILE_MB raises the limit)")
+        chunks, size = [], 0
+        while chunk := os.read(fd, min(1 << 20, cap + 1 - size) or 1):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap:
+                raise InputFileError(f"grew past {cap / 1e6:.1f} MB while being read")
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    return data
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:

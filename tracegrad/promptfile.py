@@ -40,7 +40,7 @@ import yaml
 from . import template as tpl
 from .core.module import Module
 from .core.variable import Parameter, Variable
-from .fileio import atomic_write
+from .fileio import InputFileError, atomic_write, read_input
 
 __all__ = [
     "KNOWN_KEYS",
@@ -163,13 +163,10 @@ class PromptFile:
     def load(cls, path: str | os.PathLike[str]) -> PromptFile:
         p = Path(path)
         try:
-            raw = p.read_bytes()
-        except FileNotFoundError:
-            raise PromptFileError("no such file", p) from None
-        except IsADirectoryError:
-            raise PromptFileError("is a directory, not a prompt file", p) from None
-        except OSError as e:
-            raise PromptFileError(f"cannot read: {e.strerror or e}", p) from None
+            raw = read_input(p, "prompt")
+        except InputFileError as e:
+            msg = str(e).replace("is a directory, not a file", "is a directory, not a prompt file")
+            raise PromptFileError(msg, p) from None
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:

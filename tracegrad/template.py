@@ -4,6 +4,7 @@ are untrusted, so attribute tricks like ``{{ x.__class__ }}`` must fail, not exe
 from __future__ import annotations
 
 import contextvars
+import functools
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -32,8 +33,9 @@ MAX_SECONDS = 2.0
 """Wall-clock limit of one render."""
 
 MAX_OUTPUT = 1_000_000
-"""Longest text one render may produce beyond ten times the size of the fields it was given
-(the user's own data is never cut; text a template makes up from nothing is)."""
+"""Longest text one render may produce beyond twice its own source and ten times the size
+of the fields it was given (the user's own text is never cut; text a template makes up from
+nothing is)."""
 
 _UNSAFE_METHODS = frozenset({
     "format", "format_map", "update", "append", "extend", "insert", "pop", "popitem", "remove",
@@ -47,11 +49,11 @@ class _Budget:
 
     __slots__ = ("steps", "deadline", "output")
 
-    def __init__(self, fields: dict[str, Any] | None = None) -> None:
+    def __init__(self, fields: dict[str, Any] | None = None, source: int = 0) -> None:
         self.steps = MAX_STEPS
         self.deadline = time.monotonic() + MAX_SECONDS
         data = sum(len(v) if isinstance(v, str) else len(str(v)) for v in (fields or {}).values())
-        self.output = MAX_OUTPUT + 10 * data
+        self.output = MAX_OUTPUT + 2 * source + 10 * data
 
     def spend(self) -> None:
         self.steps -= 1
@@ -231,6 +233,12 @@ def _huge_loops(body: Iterable[nodes.Node], outer: int) -> list[tuple[int, str]]
 
 def placeholders(template: str) -> set[str]:
     """Names of the fields a template reads (``{{ question }}`` -> {"question"})."""
+    return set(_placeholders(template))
+
+
+@functools.lru_cache(maxsize=256)
+def _placeholders(template: str) -> frozenset[str]:
+    # Jinja's lexer is slow on long text and one template is read once per example: parse once
     try:
         tree = _env.parse(template)
     except jinja2.TemplateSyntaxError as e:
@@ -244,7 +252,12 @@ def placeholders(template: str) -> set[str]:
     if refused is not None:
         raise TemplateError(f"template rejected by the sandbox: {refused[0]} (line {refused[1]})",
                             refused[1])
-    return set(meta.find_undeclared_variables(tree))
+    return frozenset(meta.find_undeclared_variables(tree))
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(template: str) -> jinja2.Template:
+    return _env.from_string(template)
 
 
 def check(template: str, sample: dict[str, Any] | None = None) -> None:
@@ -257,12 +270,12 @@ def check(template: str, sample: dict[str, Any] | None = None) -> None:
 
 
 def _render_bounded(template: str, fields: dict[str, Any]) -> str:
-    budget = _Budget(fields)
+    budget = _Budget(fields, len(template))
     token = _budget.set(budget)
     try:
         parts: list[str] = []
         size = 0
-        for chunk in _env.from_string(template).generate(**fields):
+        for chunk in _compiled(template).generate(**fields):
             size += len(chunk)
             if size > budget.output:
                 raise SecurityError(f"template output is longer than {budget.output} characters")

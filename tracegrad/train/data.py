@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
+from ..fileio import InputFileError, read_input
+
 __all__ = ["Dataset", "DatasetError", "Example", "OUTPUT_FIELD_NAMES", "as_dataset", "load_dataset"]
 
 OUTPUT_FIELD_NAMES: tuple[str, ...] = ("expected", "answer", "output", "target", "label")
@@ -131,9 +133,9 @@ def as_dataset(
 def _load_file(path: Path, input_fields: Sequence[str] | None, output_field: str | None) -> Dataset:
     name = str(path)
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DatasetError(name, None, f"cannot read the file: {e.strerror or e}") from None
+        raw = read_input(path, "data")
+    except InputFileError as e:
+        raise DatasetError(name, None, f"cannot read the file: {e}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
