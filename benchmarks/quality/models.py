@@ -1,0 +1,202 @@
+"""The two SIMULATED stand-in models of a world, served through tracegrad's engine interface.
+
+* :class:`TaskModel` answers an example by which of the world's rules the prompt states
+  (recognised by meaning, several wordings each), with seeded slips and a penalty for
+  prompts grown past a length.
+* :class:`ReflectionModel` answers feedback, rewrite and summary requests using only what
+  the request contains. It infers a rule from evidence found in the request text: a failing
+  example's input together with the wrong output that rule produces (more likely when the
+  expected output is there too), or a critique that names the rule. Without evidence it
+  can only guess from a weak prior. It sometimes adds a harmful or irrelevant instruction,
+  drops one that was there, or breaks the reply format.
+
+Every random choice is seeded by the request text and the run's seed, so a run is
+reproducible and a cached reply equals a fresh one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from dataclasses import dataclass
+
+from quality.worlds import World
+from tracegrad.llm.base import Request, content_to_text
+
+
+@dataclass
+class Noise:
+    """Rates of the stand-ins' imperfections (each a probability per request)."""
+
+    slip: float = 0.05          # task model gives a wrong answer anyway
+    long_prompt: int = 700      # instructions longer than this (chars) slip more
+    direct: float = 0.85        # infer a rule from input + wrong output + expected output
+    indirect: float = 0.35      # ... from input + wrong output only
+    critique: float = 0.6       # ... from a critique that names it
+    prior: float = 0.1          # guess an unstated rule with no evidence at all
+    harmful: float = 0.08       # add an instruction that hurts
+    irrelevant: float = 0.1     # add an instruction that does nothing
+    drop: float = 0.05          # drop an instruction line that was there
+    broken: float = 0.04        # reply in a format the optimizer cannot parse
+
+
+_COUNTER = re.compile(r"\b([A-Za-z_]+?)\d+\b")
+
+
+def _rng(seed: int, *parts: str) -> random.Random:
+    # node names carry process-wide counters (llm_call12): keep them out of the seed so a
+    # run's replies do not depend on what ran before it in the same process
+    key = "\x00".join((str(seed), *(_COUNTER.sub(r"\1", p) for p in parts)))
+    h = hashlib.sha256(key.encode()).hexdigest()
+    return random.Random(int(h[:16], 16))
+
+
+def _text(request: Request, role: str | None = None) -> str:
+    return "\n".join(content_to_text(m.get("content")) for m in request.messages
+                     if role is None or m.get("role") == role)
+
+
+def _delimited(needle: str, hay: str) -> bool:
+    return re.search(r"(?<![\w.$-])" + re.escape(needle) + r"(?![\w-])", hay) is not None
+
+
+class TaskModel:
+    """The model that runs the prompt being optimized."""
+
+    def __init__(self, world: World, seed: int, noise: Noise) -> None:
+        self.world, self.seed, self.noise = world, seed, noise
+
+    def __call__(self, request: Request) -> str:
+        text = _text(request)
+        ex = next((e for inp, e in self.world.by_input.items() if inp in text), None)
+        if ex is None:
+            return "I do not see a question."
+        instructions = text.replace(ex[self.world.field], " ")
+        missing = {r.name for r in self.world.rules if not r.stated_in(instructions)}
+        if any(h.lower() in instructions.lower() for h in self.world.harmful):
+            missing.add(self.world.rules[0].name)
+        rng = _rng(self.seed, "task", text)
+        slip = self.noise.slip + max(0, len(instructions) - self.noise.long_prompt) / 2000
+        if rng.random() < slip:
+            wrong = [o for o in self.world.outputs_by_missing(ex) if o != self.world.expected(ex)]
+            return rng.choice(sorted(wrong))
+        return self.world.output(ex, frozenset(missing))
+
+
+class ReflectionModel:
+    """The model that writes feedback and rewrites (purposes ``backward`` and ``optimizer``)."""
+
+    def __init__(self, world: World, seed: int, noise: Noise) -> None:
+        self.world, self.seed, self.noise = world, seed, noise
+
+    # -- evidence ----------------------------------------------------------------------
+    def evidence(self, text: str) -> dict[str, float]:
+        """rule name -> probability of inferring it from what ``text`` shows."""
+        found: dict[str, float] = {}
+        world = self.world
+        for inp, ex in world.by_input.items():
+            at = text.find(inp)
+            if at < 0:
+                continue
+            window = text[at + len(inp): at + len(inp) + 2500]
+            expected = world.expected(ex)
+            for output, missing in sorted(world.outputs_by_missing(ex).items(),
+                                          key=lambda kv: -len(kv[0])):
+                if output == expected or not missing or not _delimited(output, window):
+                    continue
+                p = self.noise.direct if _delimited(expected, window) else self.noise.indirect
+                for name in missing:
+                    found[name] = max(found.get(name, 0.0), p)
+                break
+        for rule in world.rules:
+            if any(c.lower() in text.lower() for c in rule.critiques):
+                found[rule.name] = max(found.get(rule.name, 0.0), self.noise.critique)
+        return found
+
+    def infer(self, text: str, salt: str) -> list[str]:
+        rng = _rng(self.seed, "infer", salt, text)
+        return [name for name, p in sorted(self.evidence(text).items()) if rng.random() < p]
+
+    # -- requests ----------------------------------------------------------------------
+    def __call__(self, request: Request) -> str:
+        user = _text(request, "user")
+        if "## Inputs to give feedback on" in user:
+            return self.feedback(user)
+        if "<current_value>" in user:
+            return self.rewrite_tagged(user)
+        if "## Parameters you may change" in user:
+            return self.rewrite_trace(user)
+        if '<value name="' in user:
+            return self.rewrite_opro(user)
+        inferred = self.infer(user, "summary")
+        return " ".join(self._critique(n) for n in inferred) or "No specific problem was named."
+
+    def _critique(self, name: str) -> str:
+        rule = next(r for r in self.world.rules if r.name == name)
+        return f"The prompt is missing a rule: {rule.critiques[0]}."
+
+    def feedback(self, user: str) -> str:
+        tail = user.split("## Inputs to give feedback on")[-1]
+        keys = re.findall(r"^- `([^`]+)`:", tail, re.M)
+        inferred = self.infer(user, "feedback")
+        advice = " ".join(self._critique(n) for n in inferred) or (
+            "The answer is not what was expected; the prompt could be clearer.")
+        if re.search(r"\bCorrect\b", user) and "Wrong" not in user and "expected" not in user:
+            advice = "no change needed"
+        return json.dumps({k: advice for k in keys})
+
+    def improve(self, value: str, evidence_text: str, salt: str) -> str:
+        """``value`` with an instruction for each inferred unstated rule, plus noise."""
+        world, noise = self.world, self.noise
+        rng = _rng(self.seed, "rewrite", salt, evidence_text, value)
+        todo = [n for n in self.infer(evidence_text, salt)
+                if not next(r for r in world.rules if r.name == n).stated_in(value)]
+        unstated = [r.name for r in world.rules if not r.stated_in(value)]
+        if not todo and unstated and rng.random() < noise.prior:
+            todo = [rng.choice(unstated)]
+        lines = value.split("\n")
+        if rng.random() < noise.drop:
+            plain = [i for i, ln in enumerate(lines) if ln.strip() and "{{" not in ln]
+            if plain:
+                del lines[rng.choice(plain)]
+        new = [rng.choice(next(r for r in world.rules if r.name == n).wordings) for n in todo]
+        if rng.random() < noise.harmful and world.harmful:
+            new.append(rng.choice(world.harmful))
+        if rng.random() < noise.irrelevant and world.irrelevant:
+            new.append(rng.choice(world.irrelevant))
+        return _insert(lines, new)
+
+    def rewrite_tagged(self, user: str) -> str:
+        cur = re.search(r"<current_value>\n(.*?)\n</current_value>", user, re.S)
+        new = self.improve(cur.group(1) if cur else "", user, "tgd")
+        if _rng(self.seed, "broken", user).random() < self.noise.broken:
+            return f"Here is a better prompt:\n{new}"
+        return f"I add what the feedback asks for.\n<new_value>\n{new}\n</new_value>"
+
+    def rewrite_trace(self, user: str) -> str:
+        section = user.split("## Parameters you may change", 1)[-1]
+        params = {m.group(1).strip(): m.group(2) for m in re.finditer(
+            r"^### (.+?)\n.*?<value>\n(.*?)\n</value>", section, re.S | re.M)}
+        values = {k: self.improve(v, user, f"trace:{k}") for k, v in params.items() if "{{" in v}
+        if _rng(self.seed, "broken", user).random() < self.noise.broken:
+            return "values: " + str(values)
+        return json.dumps({"reasoning": "Address the errors in the trace.", "values": values})
+
+    def rewrite_opro(self, user: str) -> str:
+        board = user.split("## Your reply", 1)[0]
+        blocks = re.findall(r'<value name="([^"]+)">\n?(.*?)\n?</value>', board, re.S)
+        if not blocks:
+            return "I cannot find the values."
+        name, best = blocks[-1]
+        new = self.improve(best, user, "opro")
+        return f'<value name="{name}">\n{new}\n</value>'
+
+
+def _insert(lines: list[str], new: list[str]) -> str:
+    """Instructions go after the existing ones, before the first line that holds a field."""
+    at = next((i for i, ln in enumerate(lines) if "{{" in ln or "{%" in ln), len(lines))
+    while at > 0 and not lines[at - 1].strip():
+        at -= 1
+    return "\n".join(lines[:at] + new + lines[at:])
