@@ -22,7 +22,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from quality.worlds import World
+from quality.worlds import PipelineWorld, World
 from tracegrad.llm.base import Request, content_to_text
 
 
@@ -70,6 +70,8 @@ class TaskModel:
 
     def __call__(self, request: Request) -> str:
         text = _text(request)
+        if isinstance(self.world, PipelineWorld):
+            return self.pipeline_step(request)
         ex = next((e for inp, e in self.world.by_input.items() if inp in text), None)
         if ex is None:
             return "I do not see a question."
@@ -83,6 +85,26 @@ class TaskModel:
             wrong = [o for o in self.world.outputs_by_missing(ex) if o != self.world.expected(ex)]
             return rng.choice(sorted(wrong))
         return self.world.output(ex, frozenset(missing))
+
+    def pipeline_step(self, request: Request) -> str:
+        """One step of the two-prompt pipeline: each step reads only its own prompt."""
+        world = self.world
+        assert isinstance(world, PipelineWorld)
+        system, user = _text(request, "system"), _text(request, "user")
+        ex = next((e for inp, e in world.by_input.items() if inp in user), None)
+        if ex is None:
+            return "I do not see a question."
+        rng = _rng(self.seed, "task", system, user)
+        if user.startswith("Objects:"):
+            listing = user.split("\n\nQuestion:", 1)[0].removeprefix("Objects:\n")
+            formatted = world.rules[0].stated_in(system) and not any(
+                h.lower() in system.lower() for h in world.harmful)
+            n = world.count(listing)
+            if rng.random() < self.noise.slip:
+                n += rng.choice([-1, 1])
+            return world.render(n, formatted)
+        missing = {r.name for r in world.rules[1:] if not r.stated_in(system)}
+        return world.listing(ex, frozenset(missing))
 
 
 class ReflectionModel:
@@ -153,6 +175,9 @@ class ReflectionModel:
         rng = _rng(self.seed, "rewrite", salt, evidence_text, value)
         todo = [n for n in self.infer(evidence_text, salt)
                 if not next(r for r in world.rules if r.name == n).stated_in(value)]
+        if isinstance(world, PipelineWorld) and world.stage_of(value) is not None:
+            # a reflection that knows which step it rewrites puts a rule only where it acts
+            todo = [n for n in todo if world.stage_of_rule[n] == world.stage_of(value)]
         unstated = [r.name for r in world.rules if not r.stated_in(value)]
         if not todo and unstated and rng.random() < noise.prior:
             todo = [rng.choice(unstated)]
@@ -179,7 +204,7 @@ class ReflectionModel:
         section = user.split("## Parameters you may change", 1)[-1]
         params = {m.group(1).strip(): m.group(2) for m in re.finditer(
             r"^### (.+?)\n.*?<value>\n(.*?)\n</value>", section, re.S | re.M)}
-        values = {k: self.improve(v, user, f"trace:{k}") for k, v in params.items() if "{{" in v}
+        values = {k: self.improve(v, user, f"trace:{k}") for k, v in params.items()}
         if _rng(self.seed, "broken", user).random() < self.noise.broken:
             return "values: " + str(values)
         return json.dumps({"reasoning": "Address the errors in the trace.", "values": values})

@@ -25,12 +25,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parents[1]))
 
+import tracegrad as tg  # noqa: E402
 from quality.models import Noise, ReflectionModel, TaskModel  # noqa: E402
-from quality.worlds import WORLDS, World  # noqa: E402
+from quality.worlds import ANSWER_START, EXTRACT_START, WORLDS, PipelineWorld, World  # noqa: E402
 from tracegrad.llm.meter import Meter  # noqa: E402
 from tracegrad.promptfile import PromptFile  # noqa: E402
 from tracegrad.testing import MockLLM  # noqa: E402
 from tracegrad.train import evaluate, optimize  # noqa: E402
+from tracegrad.train.metrics import get_metric  # noqa: E402
 
 OPTIMIZERS = ["tgd", "tgd-batched", "trace", "opro"]
 
@@ -40,15 +42,37 @@ def prompt_file(world: World) -> str:
             f"metric: {world.metric}\ndescription: {world.description}\n---\n{world.start_prompt}")
 
 
+class Pipeline(tg.Module):
+    """extract (LLM) -> answer (LLM), each with a trainable system prompt."""
+
+    def __init__(self, llm: tg.Engine) -> None:
+        self.extract_prompt = tg.Parameter(EXTRACT_START, role="system prompt of the "
+                                           "extraction step (writes the list of objects)")
+        self.answer_prompt = tg.Parameter(ANSWER_START, role="system prompt of the answer "
+                                          "step (answers from the object list)")
+        self.extract = tg.LLMCall(llm, system=self.extract_prompt, name="extract",
+                                  role="object list written by the extraction step")
+        self.answer = tg.LLMCall(llm, system=self.answer_prompt, name="answer",
+                                 role="answer of the answer step")
+
+    def forward(self, question: str) -> tg.Variable:
+        listing = self.extract(tg.Variable(question, role="question"))
+        message = tg.format("Objects:\n{{ listing }}\n\nQuestion: {{ question }}",
+                            role="input of the answer step", listing=listing, question=question)
+        return self.answer(message)
+
+
 def run_one(world_name: str, optimizer: str, seed: int, *, steps: int, batch: int,
             sizes: tuple[int, int, int], noise: Noise, concurrency: int = 1) -> dict[str, Any]:
     world = WORLDS[world_name](seed=seed)
     train, val, test = world.splits(seed, *sizes)
     task = Meter(MockLLM(TaskModel(world, seed, noise), model="gpt-4o-mini"))
     reflect = task.wrap(MockLLM(ReflectionModel(world, seed, noise), model="gpt-4o"))
-    pf = PromptFile.parse(prompt_file(world), f"{world_name}.prompt")
-    program = pf.to_module(task)
-    metric = pf.metric_fn(judge_engine=reflect)
+    if isinstance(world, PipelineWorld):
+        program, metric, start_value = Pipeline(task), get_metric(world.metric), ""
+    else:
+        pf = PromptFile.parse(prompt_file(world), f"{world_name}.prompt")
+        program, metric, start_value = pf.to_module(task), pf.metric_fn(judge_engine=reflect), pf.body
     start = time.perf_counter()
     result = optimize(program, train, val, metric=metric, optimizer=optimizer, steps=steps,
                       batch_size=batch, engine=task, optimizer_engine=reflect, run_dir=False,
@@ -67,7 +91,7 @@ def run_one(world_name: str, optimizer: str, seed: int, *, steps: int, batch: in
             "rollouts": rollouts, "usd": round(usd, 6), "steps": result.steps_done,
             "rejected": dict(rejected), "seconds": round(time.perf_counter() - start, 2),
             "rules_stated": [r.name for r in world.rules
-                             if r.stated_in(str(next(iter(best.values()), pf.body)))]}
+                             if r.stated_in(" ".join(map(str, best.values())) or start_value)]}
 
 
 def _iqr(xs: list[float]) -> tuple[float, float]:
@@ -112,6 +136,40 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+_COLOURS = {"tgd": "#1f77b4", "tgd-batched": "#17becf", "trace": "#d62728", "opro": "#7f7f7f"}
+
+
+def plot_svg(rows: list[dict[str, Any]]) -> str:
+    """Test accuracy (median, IQR bar) against rollouts, one panel per world. SIMULATED."""
+    worlds = sorted({r["world"] for r in rows})
+    w, h, pad = 260, 200, 40
+    top = max((r["rollouts_median"] for r in rows), default=1) * 1.1 or 1
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w * len(worlds)}" '
+             f'height="{h + 50}" font-family="sans-serif" font-size="10">',
+             f'<text x="5" y="{h + 45}">SIMULATED: test accuracy (median, IQR) vs rollouts; '
+             f'stand-in models, not a real LLM</text>']
+    for i, world in enumerate(worlds):
+        x0 = i * w
+        parts.append(f'<text x="{x0 + pad}" y="12" font-weight="bold">{world}</text>')
+        parts.append(f'<rect x="{x0 + pad}" y="20" width="{w - pad - 10}" height="{h - 40}" '
+                     'fill="none" stroke="#999"/>')
+        for tick in (0, 0.5, 1):
+            y = 20 + (1 - tick) * (h - 40)
+            parts.append(f'<text x="{x0 + 15}" y="{y + 3:.0f}">{tick:g}</text>')
+        parts.append(f'<text x="{x0 + pad}" y="{h - 5}">rollouts (0-{top:.0f})</text>')
+        for j, r in enumerate(r for r in rows if r["world"] == world):
+            x = x0 + pad + (r["rollouts_median"] / top) * (w - pad - 10)
+            y = 20 + (1 - r["test_median"]) * (h - 40)
+            lo, hi = (20 + (1 - v) * (h - 40) for v in r["test_iqr"])
+            c = _COLOURS.get(r["optimizer"], "#000")
+            parts.append(f'<line x1="{x:.1f}" y1="{lo:.1f}" x2="{x:.1f}" y2="{hi:.1f}" '
+                         f'stroke="{c}"/><circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{c}"/>')
+            parts.append(f'<text x="{x0 + w - 70}" y="{32 + 12 * j}" fill="{c}">'
+                         f'{r["optimizer"]}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds, 3 steps: a smoke test")
@@ -137,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(runs)
     print("SIMULATED -- stand-in models, not a real LLM\n")
     print(table(rows))
+    if not args.quick:
+        (HERE / "quality.svg").write_text(plot_svg(rows))
     args.out.write_text(json.dumps({"simulated": True, "quick": args.quick, "seeds": seeds,
                                     "steps": steps, "sizes": sizes, "noise": vars(noise),
                                     "summary": rows, "runs": runs}, indent=1) + "\n")

@@ -327,3 +327,60 @@ WORLDS: dict[str, Callable[..., World]] = {
     "support_routing": routing_world,
     "invoice_extraction": invoice_world,
 }
+
+
+# -- world 4: a two-prompt pipeline whose fault sits in the first prompt ------------------------
+
+EXTRACT_START = "Extraction step: list every object mentioned in the text, one per line."
+ANSWER_START = "Answer step: use the object list to answer the question."
+
+
+class PipelineWorld(World):
+    """Object counting as extract -> answer. The category and quantity rules belong to the
+    extraction prompt (stage "extract"), the format rule to the answer prompt; a rule
+    stated in the wrong prompt does nothing, so credit must reach the first prompt."""
+
+    stage_of_rule = {"format": "answer", "multiples": "extract", "category": "extract"}
+
+    def listing(self, ex: dict[str, Any], missing: frozenset[str]) -> str:
+        items = [(o, c, q) for o, c, q in ex["items"]
+                 if "category" in missing or c == ex["cat"]]
+        if "multiples" in missing:
+            return "\n".join(o for o, _, _ in items)
+        return "\n".join(f"{q} x {o}" for o, _, q in items)
+
+    @staticmethod
+    def count(listing: str) -> int:
+        total = 0
+        for line in listing.splitlines():
+            m = re.match(r"\s*(\d+)\s*x\s", line)
+            total += int(m.group(1)) if m else (1 if line.strip() else 0)
+        return total
+
+    def output(self, ex: dict[str, Any], missing: frozenset[str]) -> str:
+        n = self.count(self.listing(ex, missing))
+        return self.render(n, "format" not in missing)
+
+    def outputs_by_missing(self, ex: dict[str, Any]) -> dict[str, frozenset[str]]:
+        out = super().outputs_by_missing(ex)
+        for k in range(3):
+            for combo in combinations(["multiples", "category"], k):
+                out.setdefault(self.listing(ex, frozenset(combo)), frozenset(combo))
+        return out
+
+    def stage_of(self, prompt: str) -> str | None:
+        if prompt.lstrip().lower().startswith("extraction step"):
+            return "extract"
+        if prompt.lstrip().lower().startswith("answer step"):
+            return "answer"
+        return None
+
+
+def pipeline_world(seed: int = 0, n: int = 120) -> World:
+    base = counting_world(seed, n)
+    return PipelineWorld("counting_pipeline", "question", base.description, "",
+                         base.rules, base.examples, base.metric, base.render,
+                         harmful=base.harmful, irrelevant=base.irrelevant)
+
+
+WORLDS["counting_pipeline"] = pipeline_world

@@ -90,3 +90,24 @@ def test_the_quick_command_writes_results(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["simulated"] is True
     assert {r["world"] for r in data["summary"]} == set(WORLDS)
+    assert all(r["seeds"] == 1 for r in data["summary"])
+
+
+def test_pipeline_rules_act_only_in_their_own_prompt() -> None:
+    from quality.worlds import ANSWER_START, EXTRACT_START
+
+    world = WORLDS["counting_pipeline"](seed=0)
+    task = TaskModel(world, 0, SURE)
+    ex = next(e for e in world.examples if all(r.applies(e) for r in world.rules))
+    fmt, mult, cat = (r.wordings[0] for r in world.rules)
+
+    def run(extract: str, answer: str) -> str:
+        listing = task(Request(messages=[{"role": "system", "content": extract},
+                                         {"role": "user", "content": ex["question"]}]))
+        msg = f"Objects:\n{listing}\n\nQuestion: {ex['question']}"
+        return task(Request(messages=[{"role": "system", "content": answer},
+                                      {"role": "user", "content": msg}]))
+
+    assert run(f"{EXTRACT_START} {mult} {cat}", f"{ANSWER_START} {fmt}") == world.expected(ex)
+    # the extraction rules stated in the answer prompt do nothing
+    assert run(EXTRACT_START, f"{ANSWER_START} {fmt} {mult} {cat}") != world.expected(ex)
