@@ -396,6 +396,19 @@ class PromptFile:
                     raise self.missing_field_error(f, where, d)
             if need_output and not is_example and self.output not in d:
                 raise self.missing_field_error(self.output, where, d)
+        self._trial_render(row_dict(dataset[0]), getattr(dataset[0], "source", "") or
+                           (f"row 1 of {source}" if source else "row 1 of the dataset"))
+
+    def _trial_render(self, row: Mapping[str, Any], where: str) -> None:
+        """Render the template once on a real row under the render limits, so a template
+        that only blows up on data (``range(10**5)|join(word * 10**5)``) is refused here,
+        before any call, rather than failing on every example of the run."""
+        try:
+            tpl.check(self.body, {f: row.get(f) for f in self.fields})
+        except tpl.TemplateError as e:
+            line = self.body_line + (e.lineno - 1) if e.lineno else self.body_line
+            raise PromptFileError(f"{str(e).split(' (line ')[0]} (rendering {where})",
+                                  str(self.path), line) from None
 
     def missing_field_error(self, name: str, where: str, row: Mapping[str, Any] | None = None
                             ) -> PromptFileError:

@@ -294,6 +294,18 @@ def render(template: str, fields: dict[str, Any]) -> str:
     except jinja2.UndefinedError as e:
         raise TemplateError(f"template uses a field that was not given: {e.message}") from None
     except SecurityError as e:
-        raise TemplateError(f"template rejected by the sandbox: {e}") from None
+        raise TemplateError(f"template rejected by the sandbox: {e}", _template_line(e)) from None
     except Exception as e:  # noqa: BLE001 - the template is untrusted: 1/0, range(10**9), ...
-        raise TemplateError(f"template failed while rendering: {type(e).__name__}: {e}") from None
+        raise TemplateError(f"template failed while rendering: {type(e).__name__}: {e}",
+                            _template_line(e)) from None
+
+
+def _template_line(error: BaseException) -> int | None:
+    """The template line a render-time error came from: Jinja rewrites the traceback so the
+    template's own frames carry its line numbers under the file name ``<template>``."""
+    line, tb = None, error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line

@@ -211,3 +211,33 @@ def test_two_processes_share_one_cache_file(tmp_path):
     assert conn.execute("SELECT count(*) FROM replies").fetchone()[0] == 1 + 10 + 2 * n
     conn.close()
     assert 10 + 2 * n <= sent <= 2 * 10 + 2 * n
+
+
+def test_a_new_cache_file_appears_only_with_its_table(tmp_path, monkeypatch):
+    """kill -9 between creating the file and its table left a cache with no table (CI, stop 19):
+    the file must appear under its real name already holding the schema, or not at all."""
+    import os as _os
+
+    from tracegrad.llm import cache as cache_mod
+
+    path = tmp_path / "c" / "cache.sqlite3"
+    seen = []
+    real_link = _os.link
+
+    def spy(src, dst):
+        con = sqlite3.connect(src)
+        seen.append(con.execute("SELECT count(*) FROM replies").fetchone()[0])
+        con.close()
+        real_link(src, dst)
+
+    monkeypatch.setattr(cache_mod.os, "link", spy)
+    Cache(MockLLM(), path)._connection()
+    assert seen == [0]
+    assert not [p.name for p in path.parent.iterdir() if p.name.startswith(".")]
+
+    monkeypatch.setattr(cache_mod, "_SCHEMA", "CREATE TABLE broken (")
+    other = tmp_path / "d" / "cache.sqlite3"
+    other.parent.mkdir()
+    with pytest.raises(sqlite3.Error):
+        Cache(MockLLM(), other)._create()
+    assert list(other.parent.iterdir()) == []

@@ -13,6 +13,7 @@ not stored: they are failures, and the next run deserves a fresh attempt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -143,6 +144,12 @@ def _is_lock_error(e: sqlite3.Error) -> bool:
     return isinstance(e, sqlite3.OperationalError) and ("locked" in msg or "busy" in msg)
 
 
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS replies ("
+    " key TEXT PRIMARY KEY, value TEXT NOT NULL, model TEXT, created REAL)"
+)
+
+
 class Cache(EngineWrapper):
     """A SQLite-backed reply cache. ``request.cache=False`` or ``enabled=False`` bypasses it.
 
@@ -167,8 +174,33 @@ class Cache(EngineWrapper):
         self.misses = 0
 
     # -- storage ---------------------------------------------------------------
+    def _create(self) -> None:
+        """Build a new cache file under a private name and link it into place.
+
+        A process killed while creating the file must not leave a cache without its table:
+        the schema exists before the file appears under its real name.
+        """
+        tmp = self.path.with_name(f".{self.path.name}.new-{os.getpid()}-{threading.get_ident()}")
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(_SCHEMA)
+            finally:
+                conn.close()
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass  # another process created it first; use theirs
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(str(tmp) + suffix)
+
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            self._create()
         conn = sqlite3.connect(
             self.path, timeout=10.0, isolation_level=None, check_same_thread=False
         )
@@ -176,10 +208,7 @@ class Cache(EngineWrapper):
             conn.execute("PRAGMA busy_timeout=10000")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS replies ("
-                " key TEXT PRIMARY KEY, value TEXT NOT NULL, model TEXT, created REAL)"
-            )
+            conn.execute(_SCHEMA)
             conn.execute("SELECT count(*) FROM replies").fetchone()
         except BaseException:
             conn.close()
