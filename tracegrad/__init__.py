@@ -50,7 +50,7 @@ from .ops import (
 )
 from .ops import sum_losses as sum
 from .optim import OPRO, TGD, Optimizer, StepResult, TraceOptimizer
-from .sandbox import SandboxError
+from .sandbox import SandboxError, SandboxUnavailable, allow_weak_sandbox
 from .template import TemplateError
 from .train import (
     Dataset,
@@ -81,7 +81,7 @@ def __getattr__(name: str):
 __all__ = [
     "BackwardResult", "Budget", "Dataset", "DatasetError", "EvalResult", "Example", "OptimizeResult", "Trainer", "evaluate", "load_dataset", "load_run", "metrics", "optimize", "write_report", "BudgetExceeded", "Completion", "ConfigurationError", "LLM", "RetryableError", "OPRO", "Optimizer", "StepResult", "TGD", "TraceOptimizer", "Engine", "ExecutionError", "Feedback", "FormattedLLMCall",
     "Graph", "Image", "LLMCall", "LLMError", "MetricLoss", "Module", "MultiFieldEvaluation",
-    "Parameter", "Request", "SandboxError", "StructuredOutputError", "TemplateError", "TextLoss",
+    "Parameter", "Request", "SandboxError", "SandboxUnavailable", "allow_weak_sandbox", "StructuredOutputError", "TemplateError", "TextLoss",
     "TextualPropagator", "TracePropagator", "Usage", "Variable", "aggregate", "backward",
     "backward_llm", "concat", "enable_grad", "format", "get_backward_llm", "graph", "no_grad",
     "op", "optim", "parameters_of", "prompts", "set_backward_llm", "shorten", "sum",

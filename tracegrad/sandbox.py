@@ -1,9 +1,11 @@
 """Run LLM-written code in a child process that cannot hurt the parent.
 
-The child gets: a fresh temp directory as its working directory, an environment with no
-inherited variables (so no API keys), CPU-time, memory and file-size limits, a wall-clock
-timeout, and an audit hook that refuses writes outside its temp directory, reads outside it
-(except Python's own library), sockets, and new processes. Arguments and results cross the
+The boundary is the operating system: on Linux the child runs under bubblewrap
+(``sandbox_bwrap``) with its own namespaces, no network, read-only system and Python
+directories, an empty private /tmp, a cleared environment (so no API keys), and CPU-time,
+memory, process and file-size limits plus a wall-clock timeout. Where no OS sandbox works,
+LLM-written code is refused unless the user opts in to the weak mode (the audit-hook guard of
+``sandbox_runner`` alone), which announces itself on stderr. Arguments and results cross the
 boundary as JSON only.
 """
 
@@ -16,6 +18,10 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any
+
+from .sandbox_bwrap import bwrap_command, os_sandbox_available
+from .sandbox_runner import RUNNER
+from .sandbox_seccomp import seccomp_fd
 
 
 class SandboxError(Exception):
@@ -38,98 +44,66 @@ class Limits:
     memory_mb: int = 512
     cpu_seconds: int = 10
     file_size_mb: int = 16
+    processes: int = 64
 
 
-_RUNNER = r'''
-import json, sys, os, traceback, builtins
-data = json.loads(sys.stdin.read())
-root = os.path.realpath(os.getcwd())
-me = str(os.getpid())
-FILENAME = "<trainable:" + data["name"] + ">"
-_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-# events that change the file system -> which arguments are paths that must stay inside root
-_CHANGES = {"os.remove": (0,), "os.rmdir": (0,), "shutil.rmtree": (0,), "os.mkdir": (0,),
-            "os.rename": (0, 1), "os.link": (0, 1), "os.symlink": (1,), "os.truncate": (0,),
-            "os.chmod": (0,), "os.chown": (0,), "os.utime": (0,), "os.chflags": (0,),
-            "os.setxattr": (0,), "os.removexattr": (0,)}
-_DENIED = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.fork",
-           "os.forkpty", "os.spawn", "os.kill", "os.killpg", "os.startfile", "ctypes.dlopen",
-           "ctypes.dlsym", "ctypes.call_function", "signal.pthread_kill"}
-# modules whose only use here is to escape: spawning without an audit event, raw memory
-_NO_IMPORT = {"_posixsubprocess", "_ctypes", "ctypes", "_multiprocessing", "multiprocessing"}
-def _inside(p):
-    if isinstance(p, int):
-        return False  # a change through a file descriptor: cannot be checked, refuse it
-    try:
-        p = os.fsdecode(os.fspath(p))
-    except TypeError:
-        return False
-    rp = os.path.realpath(p)
-    return rp == root or rp.startswith(root + os.sep)
-# what may be read besides the sandbox directory: the interpreter's own library (imports,
-# tracebacks), a few devices, time zones, this process's /proc. Not the user's files: a
-# project's .env or ~/.netrc holds API keys just like the parent's environment does.
-_READABLE = tuple(sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix,
-                   sys.exec_prefix, sys.base_exec_prefix)} | {"/usr/share/zoneinfo",
-                   "/dev/null", "/dev/urandom", "/dev/zero", "/proc/" + me}))
-def _readable(p):
-    try:
-        rp = os.path.realpath(os.fsdecode(os.fspath(p)))
-    except TypeError:
-        return False
-    return rp == root or rp.startswith(root + os.sep) or any(
-        rp == r or rp.startswith(r + os.sep) for r in _READABLE)
-def _hook(event, args):
-    if event == "open":
-        path = args[0]
-        mode = args[1] if len(args) > 1 else None
-        flags = args[2] if len(args) > 2 else 0
-        if isinstance(path, int):
-            return
-        write = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-            isinstance(flags, int) and bool(flags & _WRITE))
-        if write and not _inside(path):
-            raise PermissionError("sandbox: writing outside the sandbox directory is not allowed")
-        if not write and not _readable(path):
-            raise PermissionError("sandbox: reading files outside the sandbox directory is not allowed")
-    elif event in _CHANGES:
-        for i in _CHANGES[event]:
-            if i < len(args) and not _inside(args[i]):
-                raise PermissionError("sandbox: " + event + " outside the sandbox directory is not allowed")
-    elif event in _DENIED or event.startswith("socket."):
-        raise PermissionError("sandbox: " + event + " is not allowed")
-    elif event == "import" and args and str(args[0]).split(".")[0] in _NO_IMPORT:
-        raise PermissionError("sandbox: importing " + str(args[0]) + " is not allowed")
-out = sys.stdout
-sys.stdout = sys.stderr
-try:
-    ns = {"__name__": "__sandbox__"}
-    code = compile(data["source"], FILENAME, "exec")
-    sys.addaudithook(_hook)
-    exec(code, ns)
-    fn = ns[data["name"]]
-    value = fn(*data["args"], **data["kwargs"])
-    try:
-        payload = json.dumps({"ok": True, "value": value})
-    except (TypeError, ValueError):
-        payload = json.dumps({"ok": False, "error": "TypeError: return value is not JSON-serialisable: " + repr(value)[:200], "line": None, "code": ""})
-except BaseException as e:
-    line, text = None, ""
-    for fr in traceback.extract_tb(e.__traceback__):
-        if fr.filename == FILENAME:
-            line = fr.lineno
-    if line is None and isinstance(e, SyntaxError):
-        line = e.lineno
-    if line:
-        lines = data["source"].splitlines()
-        text = lines[line - 1] if 0 < line <= len(lines) else ""
-    payload = json.dumps({"ok": False, "error": type(e).__name__ + ": " + str(e)[:500], "line": line, "code": text})
-out.write(payload)
-out.flush()
-'''
+_WEAK_ENV = "TRACEGRAD_WEAK_SANDBOX"
+_weak_opt_in = False
+_announced = False
+UNAVAILABLE = (
+    "refusing to run LLM-written code: no OS sandbox (bubblewrap) works here; install it with "
+    "`apt-get install bubblewrap`, or opt in to the weaker in-process guard with "
+    "tracegrad.sandbox.allow_weak_sandbox(True) or TRACEGRAD_WEAK_SANDBOX=1"
+)
+
+
+class SandboxUnavailable(SandboxError):
+    """No OS sandbox and no opt-in to the weak one: a setup problem, not feedback for the
+    optimizer, so callers let it propagate instead of turning it into a gradient."""
+
+    def __init__(self) -> None:
+        super().__init__(UNAVAILABLE, kind="unavailable")
+
+
+def allow_weak_sandbox(allow: bool = True) -> None:
+    """Opt in (or out) to running LLM-written code under the audit-hook guard alone, which
+    code in the child can switch off. Meant for machines where bwrap cannot run."""
+    global _weak_opt_in
+    _weak_opt_in = allow
+
+
+def _weak_allowed() -> bool:
+    return _weak_opt_in or os.environ.get(_WEAK_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _announce_weak() -> None:
+    """Never weaken silently: say so on stderr, once per process."""
+    global _announced
+    if not _announced:
+        _announced = True
+        print("tracegrad: WARNING: running LLM-written code WITHOUT an OS sandbox (weak "
+              "in-process guard only, opted in); install bubblewrap for real isolation",
+              file=sys.stderr)
+
+
+def _child_argv() -> tuple[list[str], int | None]:
+    """The command for the child (under bwrap when it works, else the weak mode if opted in)
+    and the seccomp filter's descriptor it must inherit, if any."""
+    python = [sys.executable, "-I", "-S", "-c", RUNNER]
+    if os_sandbox_available():
+        fd = seccomp_fd()
+        return bwrap_command(python, fd), fd
+    if not _weak_allowed():
+        raise SandboxUnavailable()
+    _announce_weak()
+    return python, None
 
 
 def _limit(limits: Limits):  # pragma: no cover - runs in the child
+    """Limits set before exec, so bwrap and everything under it inherit them. The process
+    limit is low: under the OS sandbox the child holds no capability in the parent's user
+    namespace, so it cannot exceed it (bwrap itself, still privileged, may)."""
+
     def apply() -> None:
         import resource
 
@@ -138,9 +112,24 @@ def _limit(limits: Limits):  # pragma: no cover - runs in the child
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
         fs = limits.file_size_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_FSIZE, (fs, fs))
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
         os.setsid()
 
     return apply
+
+
+def check_json_arguments(op_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Arguments must cross to the child as JSON; say so at the first call of the op rather
+    than only after an optimizer has rewritten it."""
+    named = [(f"argument {i + 1}", a) for i, a in enumerate(args)] + list(kwargs.items())
+    for label, value in named:
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as e:
+            raise TypeError(
+                f"trainable op {op_name!r}: {label} ({type(value).__name__}) is not "
+                f"JSON-serialisable, so a rewrite of it could not run in the sandbox: {e}"
+            ) from None
 
 
 def run_function(
@@ -158,21 +147,26 @@ def run_function(
         )
     except (TypeError, ValueError) as e:
         raise SandboxError(f"arguments must be JSON-serialisable to run in the sandbox: {e}") from None
+    argv, filter_fd = _child_argv()
     env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
     with tempfile.TemporaryDirectory(prefix="tg-sandbox-") as tmp:
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _RUNNER],
+                argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=tmp,
                 env=env,
                 preexec_fn=_limit(limits),
+                pass_fds=() if filter_fd is None else (filter_fd,),
                 text=True,
             )
         except OSError as e:
             raise SandboxError(f"could not start the sandbox: {e}") from None
+        finally:
+            if filter_fd is not None:
+                os.close(filter_fd)
         try:
             out, err = proc.communicate(payload, timeout=limits.timeout)
         except subprocess.TimeoutExpired:

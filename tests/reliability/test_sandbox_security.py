@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -30,6 +31,13 @@ from tracegrad.sandbox import Limits, SandboxError, run_function
 from .reliability_harness import SECRET, cli_env, copy_counting, has_traceback, run_cli
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX sandbox")
+
+# how a refusal reads: the audit-hook guard says "not allowed"; under bubblewrap the kernel
+# answers (the path does not exist in the sandbox, the file system is read-only, no network)
+REFUSED = (r"not allowed|No such file|Read-only file system|Permission denied|"
+           r"Operation not permitted|Network is unreachable|Name or service not known|"
+           r"Temporary failure in name resolution|Cannot assign requested address|"
+           r"Resource temporarily unavailable|Errno")
 
 
 # -- secrets ----------------------------------------------------------------------------------
@@ -65,7 +73,7 @@ def test_a_key_in_the_parents_environment_cannot_be_read_by_the_child(tmp_path: 
     assert SECRET not in r.stdout, {k: v[0] for k, v in results.items()}
     assert results["environ"][0] == "ran" and "OPENAI_API_KEY" not in results["environ"][1]
     assert results["proc-parent-environ"][0] == "refused"
-    assert "not allowed" in results["proc-parent-environ"][1]
+    assert re.search(REFUSED, results["proc-parent-environ"][1])
 
 
 def test_key_files_beside_the_project_cannot_be_read(tmp_path: Path) -> None:
@@ -76,7 +84,7 @@ def test_key_files_beside_the_project_cannot_be_read(tmp_path: Path) -> None:
                 f"import pathlib\ndef f():\n    return pathlib.Path({str(env_file)!r}).read_text()\n",
                 f"import os\ndef f():\n    fd = os.open({str(env_file)!r}, os.O_RDONLY)\n"
                 "    return os.read(fd, 100).decode()\n"):
-        with pytest.raises(SandboxError, match="not allowed") as info:
+        with pytest.raises(SandboxError, match=REFUSED) as info:
             run_function(src, "f")
         assert SECRET not in str(info.value)
 
@@ -103,11 +111,11 @@ def test_a_rewritten_trainable_function_runs_only_in_the_sandbox(tmp_path: Path,
                                   "    return 1\n")
             with pytest.raises(ExecutionError) as info:
                 add_one(1)
-            assert "not allowed" in str(info.value) and "line 2" in str(info.value)
+            assert re.search(REFUSED, str(info.value)) and "line 2" in str(info.value)
             assert not target.exists()
         add_one.code.value = ("import os\ndef add_one(x):\n"
                               "    os.system('touch ' + os.path.expanduser('~/pwned'))\n")
-        with pytest.raises(ExecutionError, match="not allowed"):
+        with pytest.raises(ExecutionError, match=REFUSED):
             add_one(1)
     finally:
         home_target.unlink(missing_ok=True)
@@ -158,7 +166,7 @@ def test_no_change_to_the_file_system_outside_the_temp_dir(tmp_path: Path, name:
     victim.write_text("original")
     mode = victim.stat().st_mode
     mtime = victim.stat().st_mtime
-    with pytest.raises(SandboxError, match="not allowed"):
+    with pytest.raises(SandboxError, match=REFUSED):
         run_function(_ESCAPES[name], "f", (str(tmp_path),))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["victim"]
     assert not Path(str(Path.cwd()) + "x").exists()
@@ -183,7 +191,7 @@ _OUTSIDE_WORLD = {
 @posix_only
 @pytest.mark.parametrize("name", sorted(_OUTSIDE_WORLD))
 def test_no_network_no_processes_no_signals(name: str) -> None:
-    with pytest.raises(SandboxError, match="not allowed"):
+    with pytest.raises(SandboxError, match=REFUSED):
         run_function(_OUTSIDE_WORLD[name], "f")
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..core.shorten import shorten
 from ..core.variable import Feedback, Parameter, Variable
-from ..sandbox import Limits, SandboxError, run_function
+from ..sandbox import Limits, SandboxError, SandboxUnavailable, check_json_arguments, run_function
 from .base import Op, as_variable, carry, record
 
 
@@ -96,6 +96,7 @@ class TracedFunction:
         self.signature = inspect.signature(fn)
         self.original_source = _source_of(fn)
         self.limits = limits or Limits()
+        self._arguments_checked = False
         self.code: Parameter | None = None
         if trainable:
             self.code = Parameter(
@@ -125,10 +126,15 @@ class TracedFunction:
         raw_kwargs = {k: v.value if isinstance(v, Variable) else v for k, v in bound.kwargs.items()}
         if self.code is not None:
             inputs["__code__"] = self.code
+            if not self._arguments_checked:
+                check_json_arguments(self.name, raw_args, raw_kwargs)
+                self._arguments_checked = True
         op = PythonOp(self.name, inputs, self.code.text if self.code else self.original_source,
                       (self.fn.__doc__ or "").strip())
         try:
             value = self._run(raw_args, raw_kwargs)
+        except SandboxUnavailable:
+            raise  # a setup problem for the user, not feedback for the optimizer
         except SandboxError as e:
             self._raise(op, e.describe(), e.line, e.code)
         except Exception as e:  # noqa: BLE001 - any user exception becomes feedback
