@@ -38,3 +38,9 @@ def backward_engine():
     )
     with tg.backward_llm(engine):
         yield engine
+
+
+def pytest_report_header(config):
+    from tracegrad.sandbox_bwrap import os_sandbox_available
+
+    return [f"tracegrad OS sandbox (bubblewrap): {'works' if os_sandbox_available() else 'NOT available'}"]

@@ -84,8 +84,10 @@ def bwrap_command(python_argv: list[str], seccomp_fd: int | None = None) -> list
         "--cap-drop", "ALL", "--die-with-parent", "--new-session",
         "--clearenv", "--setenv", "PATH", SANDBOX_PATH, "--setenv", "LANG", "C.UTF-8",
         "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+        # /tmp first: binds made after it stay visible when the venv lives under /tmp (a CI clone)
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
         *_fs_args(),
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/tmp",
+        "--chdir", "/tmp",
         *seccomp, "--", *python_argv,
     ]
 
