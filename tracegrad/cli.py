@@ -96,6 +96,7 @@ def _errors() -> Iterator[None]:
     """Turn every expected error into a one-line message and an exit code."""
     from .llm.base import ConfigurationError, LLMError
     from .llm.meter import BudgetExceeded
+    from .sandbox import SandboxUnavailable
     from .template import TemplateError
     from .train.data import DatasetError
     from .train.runs import RunDirError
@@ -111,6 +112,8 @@ def _errors() -> Iterator[None]:
     except (PromptFileError, DatasetError, TemplateError, RunDirError) as e:
         raise _fail(str(e), EXIT_USAGE) from None
     except ConfigurationError as e:
+        raise _fail(str(e), EXIT_USAGE) from None
+    except SandboxUnavailable as e:  # a machine set-up problem, said in one line
         raise _fail(str(e), EXIT_USAGE) from None
     except BudgetExceeded as e:
         raise _fail(

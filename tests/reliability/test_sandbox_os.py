@@ -176,3 +176,20 @@ def test_arguments_that_are_not_json_are_reported_at_the_first_call() -> None:
     with pytest.raises(TypeError, match="not JSON-serialisable"):
         size({1, 2})
     assert isinstance(ExecutionError, type)
+
+
+def test_a_training_run_stops_on_a_missing_sandbox_instead_of_scoring_zeros(monkeypatch) -> None:
+    """Scored as 0 on every example, a missing sandbox would look like a bad rewrite."""
+    monkeypatch.setattr(sandbox, "os_sandbox_available", lambda: False)
+    monkeypatch.delenv("TRACEGRAD_WEAK_SANDBOX", raising=False)
+    monkeypatch.setattr(sandbox, "_weak_opt_in", False)
+
+    @tg.op(trainable=True)
+    def double(x: int) -> int:
+        return 2 * x
+
+    double.code.value = "def double(x):\n    return 3 * x\n"
+    data = [{"x": 1, "answer": 2}, {"x": 2, "answer": 4}]
+    with pytest.raises(sandbox.SandboxUnavailable):
+        tg.evaluate(lambda x: double(x), data, lambda out, exp: float(out == exp),
+                    input_fields=["x"], output_field="answer")

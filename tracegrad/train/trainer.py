@@ -37,6 +37,7 @@ from ..core.variable import Parameter, Variable
 from ..llm.base import ConfigurationError, LLMError, RetryableError, find_engine
 from ..ops.loss import MetricLoss, aggregate
 from ..ops.python import ExecutionError
+from ..sandbox import SandboxUnavailable
 from .data import Example, load_dataset
 from .metrics import get_metric
 from .runs import BEST, CONFIG, STATE, RunDir, collect_secrets, default_run_dir, state_hash
@@ -168,8 +169,11 @@ def _run_example(
         except ExecutionError as e:
             return Outcome(ex, 0.0, str(e), error=str(e), loss=e.variable if grad else None)
         except Exception as e:  # noqa: BLE001 - one broken example must not end the run
-            if _is_budget_error(e) or isinstance(e, ConfigurationError | RetryableError):
-                # RetryableError: the server kept failing after every retry (outage, rate
+            if _is_budget_error(e) or isinstance(
+                e, ConfigurationError | RetryableError | SandboxUnavailable
+            ):
+                # SandboxUnavailable: the machine cannot run rewritten code; every example
+                # would fail the same way. RetryableError: the server kept failing after every retry (outage, rate
                 # limit, timeouts). That says nothing about this example; scored as 0 it
                 # would sway this step's accept/revert decision, which is then saved. Stop
                 # instead: the unfinished step is not recorded and a resume redoes it.
