@@ -62,7 +62,7 @@ class TextualPropagator:
 
     # -- driver ----------------------------------------------------------------
     def run(self, root: Variable) -> BackwardResult:
-        from ..optim.base import is_positive  # the one definition of "asks for no change"
+        from ..core.feedback import is_positive  # the one definition of "asks for no change"
 
         t0 = time.perf_counter()
         engine = self.engine or get_backward_llm()

@@ -27,8 +27,9 @@ from typing import Any
 
 from .. import prompts
 from ..core.context import get_backward_llm
+from ..core.feedback import FeedbackItem, collect_feedback, is_positive, render_feedback
 from ..core.shorten import render, shorten
-from ..core.variable import Feedback, Parameter
+from ..core.variable import Parameter
 from ..llm.base import Request
 from . import constraints as cons
 
@@ -73,87 +74,6 @@ class StepResult:
 
 
 # -- feedback -----------------------------------------------------------------------
-
-
-@dataclass
-class FeedbackItem:
-    """One distinct feedback text on a parameter, however many runs produced it."""
-
-    text: str
-    sources: list[str]
-    context: dict[str, Any]
-    count: int = 1
-    feedback: Feedback | None = None
-
-
-def collect_feedback(grads: Iterable[Feedback]) -> list[FeedbackItem]:
-    """De-duplicate feedback by text (whitespace-insensitive), keeping the first context."""
-    items: dict[str, FeedbackItem] = {}
-    for g in grads:
-        key = " ".join(g.text.split())
-        if not key:
-            continue
-        item = items.get(key)
-        if item is None:
-            items[key] = FeedbackItem(g.text.strip(), [g.source] if g.source else [], dict(g.context),
-                                      1, g)
-        else:
-            item.count += 1
-            if g.source and g.source not in item.sources:
-                item.sources.append(g.source)
-    return list(items.values())
-
-
-_POSITIVE = re.compile(
-    r"(?:no (?:further )?changes? (?:is |are )?(?:needed|required|necessary)"
-    r"|nothing (?:needs )?to (?:change|improve|fix)"
-    r"|(?:the )?(?:answer|output|result|response|solution|prediction) is correct"
-    r"|(?:all )?correct|looks good|lgtm|none|n/?a|perfect"
-    r"|correct: expected .* and got it)[\s.!]*",
-    re.I | re.S,
-)
-_INDEX = re.compile(r"^\[\d+\]\s*")
-
-
-def is_positive(fb: Feedback | FeedbackItem) -> bool:
-    """True when a feedback item asks for no change.
-
-    Decided without an LLM: either the context marks a successful example
-    (``success: true`` or ``score >= 1``), or every line of the text is one of the stock
-    "nothing to change" phrases (including MetricLoss's "Correct: expected X and got it.").
-    """
-    ctx = fb.context or {}
-    if ctx.get("success") is True:
-        return True
-    score = ctx.get("score")
-    if isinstance(score, int | float) and not isinstance(score, bool) and score >= 1.0:
-        return True
-    lines = [_INDEX.sub("", ln).strip() for ln in fb.text.splitlines()]
-    lines = [ln for ln in lines if ln]
-    return bool(lines) and all(_POSITIVE.fullmatch(ln) for ln in lines)
-
-
-_CONTEXT_SKIP = {"kind", "nodes", "fallback", "outputs", "success", "score"}
-
-
-def render_feedback(items: list[FeedbackItem], *, context_limit: int = 400,
-                    text_limit: int | None = None) -> str:
-    blocks = []
-    for i, it in enumerate(items, 1):
-        attrs = f' n="{i}"'
-        if it.sources:
-            attrs += f' from="{", ".join(it.sources[:3])}{", ..." if len(it.sources) > 3 else ""}"'
-        if it.count > 1:
-            attrs += f' times="{it.count}"'
-        text = it.text if text_limit is None else shorten(it.text, text_limit)
-        ctx_lines = []
-        for k, v in it.context.items():
-            if k in _CONTEXT_SKIP or v in (None, "", [], {}):
-                continue
-            ctx_lines.append(f"  {k}: {shorten(v, context_limit)}")
-        ctx = ("\ncontext:\n" + "\n".join(ctx_lines)) if ctx_lines and context_limit > 0 else ""
-        blocks.append(f"<feedback{attrs}>\n{text}{ctx}\n</feedback>")
-    return "\n".join(blocks)
 
 
 def summarise_feedback(

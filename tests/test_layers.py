@@ -1,0 +1,58 @@
+"""The layer rules, checked on module-level imports so a forbidden import fails CI."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent.parent / "tracegrad"
+
+# Known exceptions still to be removed (core/values.py move is pending).
+ALLOWED = {("core/shorten.py", "tracegrad.llm.base")}
+
+
+def _imports(path: Path, root: Path = PKG) -> set[str]:
+    """Absolute names of modules imported at module level (not inside functions)."""
+    rel = path.relative_to(root.parent).with_suffix("").parts
+    package = rel[:-1] if rel[-1] != "__init__" else rel[:-1]
+    out: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = list(package[: len(package) - node.level + 1]) if node.level else []
+            mod = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            out.add(mod)
+            out.update(f"{mod}.{a.name}" for a in node.names)
+    return out
+
+
+def _violations(layer: str, forbidden: list[str], root: Path = PKG) -> list[str]:
+    bad = []
+    for path in sorted((root / layer).rglob("*.py")):
+        rel = str(path.relative_to(root))
+        for mod in _imports(path, root):
+            for f in forbidden:
+                if (mod == f or mod.startswith(f + ".")) and not any(rel == r and mod.startswith(m) for r, m in ALLOWED):
+                    bad.append(f"{rel} imports {mod}")
+    return bad
+
+
+def test_core_imports_no_higher_layer() -> None:
+    higher = ["llm", "ops", "backward", "optim", "train", "testing", "cli"]
+    assert _violations("core", [f"tracegrad.{m}" for m in higher]) == []
+
+
+def test_backward_imports_nothing_from_optim_or_train() -> None:
+    assert _violations("backward", ["tracegrad.optim", "tracegrad.train"]) == []
+
+
+def test_checker_sees_relative_imports(tmp_path: Path) -> None:
+    """Guards the checker itself: a relative import of optim from backward is caught."""
+    root = tmp_path / "tracegrad"
+    (root / "backward").mkdir(parents=True)
+    (root / "backward" / "probe.py").write_text("from ..optim.base import is_positive\n")
+    assert sorted(_violations("backward", ["tracegrad.optim"], root)) == [
+        "backward/probe.py imports tracegrad.optim.base",
+        "backward/probe.py imports tracegrad.optim.base.is_positive",
+    ]
