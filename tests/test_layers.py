@@ -7,8 +7,8 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "tracegrad"
 
-# Known exceptions still to be removed (core/values.py move is pending).
-ALLOWED = {("core/shorten.py", "tracegrad.llm.base")}
+# Known exceptions still to be removed (none today).
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def _imports(path: Path, root: Path = PKG) -> set[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..llm.base import Image
+from .values import Image
 
 
 def render(value: Any) -> str:

@@ -9,14 +9,13 @@ in its own small module and composes in any order -- the same idea as httpx tran
 from __future__ import annotations
 
 import asyncio
-import base64
-import mimetypes
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
+
+from ..core.values import Image  # re-exported: values flowing through the graph live in core
 
 Purpose = Literal["forward", "backward", "optimizer", "judge", "eval", "other"]
 PURPOSES: tuple[str, ...] = ("forward", "backward", "optimizer", "judge", "eval", "other")
@@ -81,26 +80,6 @@ class ConnectionFailed(RetryableError):
     ) -> None:
         super().__init__(message, status=status, retry_after=retry_after)
         self.url = url
-
-
-@dataclass(frozen=True)
-class Image:
-    """An image value: bytes or a file path. Sent to multimodal models as a data URL."""
-
-    data: bytes
-    mime: str = "image/png"
-
-    @classmethod
-    def from_path(cls, path: str | Path) -> Image:
-        p = Path(path)
-        mime = mimetypes.guess_type(p.name)[0] or "image/png"
-        return cls(p.read_bytes(), mime)
-
-    def data_url(self) -> str:
-        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
-
-    def __repr__(self) -> str:  # never dump bytes into prompts or logs
-        return f"<Image {self.mime} {len(self.data)} bytes>"
 
 
 @dataclass
