@@ -56,3 +56,17 @@ def test_checker_sees_relative_imports(tmp_path: Path) -> None:
         "backward/probe.py imports tracegrad.optim.base",
         "backward/probe.py imports tracegrad.optim.base.is_positive",
     ]
+
+
+def test_production_code_imports_no_test_tools() -> None:
+    """``model="mock"`` is served by tracegrad.llm.mock; tracegrad.testing is for tests only."""
+    bad = []
+    for layer in ("core", "llm", "ops", "backward", "optim", "train"):
+        for path in sorted((PKG / layer).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):  # function-level imports too
+                if isinstance(node, ast.ImportFrom) and node.module and (
+                    node.module.split(".")[0] == "testing" and node.level
+                    or node.module.startswith("tracegrad.testing")
+                ):
+                    bad.append(f"{path.relative_to(PKG)}:{node.lineno}")
+    assert bad == []

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .llm.base import Request, content_to_text
-from .testing.mock import MockLLM
+from .llm.mock import MockLLM
 
 __all__ = ["CountingWorld", "DEMO_PROMPT", "category_of", "make_examples", "parse_question", "run_demo"]
 

@@ -75,7 +75,7 @@ def LLM(
     provider, model = parse_spec(spec)
     engine: Engine
     if provider == "mock":
-        from ..testing.mock import MockLLM
+        from .mock import MockLLM
 
         mock_kw = {k: params.pop(k) for k in ("replies", "default", "latency") if k in params}
         engine = MockLLM(model=model, max_concurrency=max_concurrency, **mock_kw)

@@ -1,0 +1,169 @@
+"""MockLLM: a scripted, inspectable engine for testing pipelines offline.
+
+Public API: users test their own pipelines with it. It records every request, can
+simulate latency, and reports the peak number of calls in flight, so tests can assert
+call counts and concurrency rather than trusting them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .base import (
+    BaseEngine,
+    Completion,
+    Request,
+    Usage,
+    content_to_text,
+    estimate_request_tokens,
+    estimate_tokens,
+)
+from .structured import parse_as
+
+Reply = str | Completion | Exception | Callable[[Request], Any]
+
+
+def request_text(request: Request) -> str:
+    """All message text of a request, joined: what pattern rules match against."""
+    return "\n".join(content_to_text(m.get("content")) for m in request.messages)
+
+
+class MockLLM(BaseEngine):
+    """A scripted engine.
+
+    ``replies`` may be:
+
+    * a list of replies, consumed in order (then ``default`` is used),
+    * a callable ``f(request) -> str | Completion``,
+    * a mapping ``{regex: reply}``, matched against the request's text in order;
+      a reply in a mapping may itself be a callable.
+
+    A reply that is an exception instance is raised, for testing error paths.
+    """
+
+    def __init__(
+        self,
+        replies: Iterable[Reply] | Callable[[Request], Any] | Mapping[str, Reply] | None = None,
+        *,
+        default: Reply | None = "mock reply",
+        latency: float = 0.0,
+        model: str = "mock",
+        max_concurrency: int | None = None,
+    ) -> None:
+        self.model = model
+        self.latency = latency
+        self.default = default
+        self.max_concurrency = max_concurrency
+        self._rules: list[tuple[re.Pattern[str], Reply]] = []
+        self._queue: list[Reply] = []
+        self._fn: Callable[[Request], Any] | None = None
+        if callable(replies) and not isinstance(replies, Mapping):
+            self._fn = replies
+        elif isinstance(replies, Mapping):
+            self._rules = [(re.compile(k, re.S), v) for k, v in replies.items()]
+        elif replies is not None:
+            self._queue = list(replies)
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    # -- inspection -------------------------------------------------------
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+    def calls_for(self, purpose: str) -> int:
+        return sum(1 for r in self.requests if r.purpose == purpose)
+
+    def texts(self, purpose: str | None = None) -> list[str]:
+        return [request_text(r) for r in self.requests if purpose is None or r.purpose == purpose]
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.max_in_flight = 0
+
+    # -- engine -------------------------------------------------------------
+    def _pick(self, request: Request) -> Reply:
+        with self._lock:
+            self.requests.append(request)
+            if self._fn is not None:
+                return self._fn
+            if self._rules:
+                text = request_text(request)
+                for pat, reply in self._rules:
+                    if pat.search(text):
+                        return reply
+            elif self._queue:
+                return self._queue.pop(0)
+        if self.default is None:
+            raise AssertionError(
+                f"MockLLM has no reply for request:\n{request_text(request)[:500]}"
+            )
+        return self.default
+
+    def _finish(self, request: Request, reply: Reply) -> Completion:
+        if callable(reply) and not isinstance(reply, Exception):
+            reply = reply(request)
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(reply, Completion):
+            return reply
+        text = str(reply)
+        parsed = None
+        if request.response_format is not None:
+            try:
+                parsed = parse_as(text, request.response_format)
+            except ValueError:
+                parsed = None
+        return Completion(
+            text=text,
+            model=self.model,
+            usage=Usage(estimate_request_tokens(request), estimate_tokens(text), estimated=True),
+            parsed=parsed,
+            finish_reason="stop",
+        )
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _exit(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def complete(self, request: Request) -> Completion:
+        self._enter()
+        t0 = time.perf_counter()
+        try:
+            reply = self._pick(request)
+            if self.latency:
+                time.sleep(self.latency)
+            c = self._finish(request, reply)
+            c.latency_s = time.perf_counter() - t0
+            return c
+        finally:
+            self._exit()
+
+    async def acomplete(self, request: Request) -> Completion:
+        self._enter()
+        t0 = time.perf_counter()
+        try:
+            reply = self._pick(request)
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            c = self._finish(request, reply)
+            c.latency_s = time.perf_counter() - t0
+            return c
+        finally:
+            self._exit()
+
+
+ScriptedLLM = MockLLM
