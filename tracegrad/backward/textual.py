@@ -26,6 +26,7 @@ from typing import Any
 
 from .. import prompts
 from ..core.context import get_backward_llm
+from ..core.feedback import is_positive  # the one definition of "asks for no change"
 from ..core.shorten import shorten
 from ..core.variable import Feedback, Parameter, Variable, generations
 from ..llm.base import Request, StructuredOutputError
@@ -62,8 +63,6 @@ class TextualPropagator:
 
     # -- driver ----------------------------------------------------------------
     def run(self, root: Variable) -> BackwardResult:
-        from ..core.feedback import is_positive  # the one definition of "asks for no change"
-
         t0 = time.perf_counter()
         engine = self.engine or get_backward_llm()
         limit = self.max_concurrency or getattr(engine, "max_concurrency", None) or 8

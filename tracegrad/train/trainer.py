@@ -173,10 +173,11 @@ def _run_example(
                 e, ConfigurationError | RetryableError | SandboxUnavailable
             ):
                 # SandboxUnavailable: the machine cannot run rewritten code; every example
-                # would fail the same way. RetryableError: the server kept failing after every retry (outage, rate
-                # limit, timeouts). That says nothing about this example; scored as 0 it
-                # would sway this step's accept/revert decision, which is then saved. Stop
-                # instead: the unfinished step is not recorded and a resume redoes it.
+                # would fail the same way. RetryableError: the server kept failing after
+                # every retry (outage, rate limit, timeouts). Neither says anything about
+                # this example; scored as 0 it would sway this step's accept/revert
+                # decision, which is then saved. Stop instead: the unfinished step is not
+                # recorded and a resume redoes it.
                 raise
             msg = f"The pipeline raised {type(e).__name__}: {shorten(str(e), 500)}"
             return Outcome(ex, 0.0, msg, error=msg, crashed=True)
