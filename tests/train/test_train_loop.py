@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 
 import pytest
@@ -9,6 +10,7 @@ import tracegrad as tg
 from tracegrad.optim import OPRO, TGD, Optimizer
 from tracegrad.testing import MockLLM
 from tracegrad.train import DatasetError, Trainer, evaluate, optimize
+from tracegrad.train.pool import Pool, candidate
 
 from .sim_task import (
     BAD,
@@ -207,30 +209,26 @@ def test_beam_keeps_the_best_of_several_proposals(tmp_path):
 
 
 def test_pareto_selects_parents_from_the_front(tmp_path):
-    train, val = write_data(tmp_path)
-    t = Trainer(
-        QA(forward_llm()),
-        train,
-        val,
-        metric="exact_match",
-        pareto=True,
-        optimizer_engine=optimizer_llm(),
-        run_dir=False,
-        seed=1,
+    pool = Pool(
+        5,
+        [
+            candidate("c1", 1, "c0", {"system": "a"}, 0.5, {"x": 1.0, "y": 0.0, "z": 0.5}),
+            candidate("c2", 2, "c0", {"system": "b"}, 0.5, {"x": 0.0, "y": 1.0, "z": 0.5}),
+            candidate("c3", 3, "c0", {"system": "c"}, 0.6, {"x": 0.5, "y": 0.5, "z": 0.8}),
+            # ties c1 on x, but c1 is as good everywhere and better on z: dominated
+            candidate("c4", 4, "c0", {"system": "d"}, 0.4, {"x": 1.0, "y": 0.0, "z": 0.2}),
+            # the best on no example at all, despite a good average
+            candidate("c5", 5, "c0", {"system": "e"}, 0.6, {"x": 0.9, "y": 0.9, "z": 0.0}),
+        ],
+        current_id="c3",
     )
-    t.current_id = "c3"
-    t.pool = [
-        t._entry("c1", 1, "c0", {"system": "a"}, 0.5, {"x": 1.0, "y": 0.0, "z": 0.5}),
-        t._entry("c2", 2, "c0", {"system": "b"}, 0.5, {"x": 0.0, "y": 1.0, "z": 0.5}),
-        t._entry("c3", 3, "c0", {"system": "c"}, 0.6, {"x": 0.5, "y": 0.5, "z": 0.8}),
-        # ties c1 on x, but c1 is as good everywhere and better on z: dominated
-        t._entry("c4", 4, "c0", {"system": "d"}, 0.4, {"x": 1.0, "y": 0.0, "z": 0.2}),
-        # the best on no example at all, despite a good average
-        t._entry("c5", 5, "c0", {"system": "e"}, 0.6, {"x": 0.9, "y": 0.9, "z": 0.0}),
-    ]
-    picks = [t._pareto_parent(step)["id"] for step in range(1, 200)]
+
+    def parent(step):  # the trainer's seeding: (seed, "parent", step)
+        return pool.parent(True, random.Random(f"1:parent:{step}"))
+
+    picks = [parent(step)["id"] for step in range(1, 200)]
     assert set(picks) == {"c1", "c2", "c3"}
-    assert picks == [t._pareto_parent(step)["id"] for step in range(1, 200)]  # seeded
+    assert picks == [parent(step)["id"] for step in range(1, 200)]  # seeded
 
     res, model, fw, op = run(tmp_path, pareto=True, pool_size=4)
     assert res.best_score == 1.0

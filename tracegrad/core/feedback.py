@@ -102,3 +102,15 @@ def render_feedback(items: list[FeedbackItem], *, context_limit: int = 400,
 
 
 __all__ = ["Feedback", "FeedbackItem", "collect_feedback", "is_positive", "render_feedback"]
+
+
+def positive_feedback(inputs: Any, output: Any) -> str:
+    """What backward is told about a correctly answered example: keep what works.
+
+    Without a few of these, feedback from failures alone pushes a prompt to fix one case
+    by breaking the ones it already gets right.
+    """
+    return (
+        f"This example was answered correctly (input {shorten(inputs, 300)}; "
+        f"output {shorten(output, 300)!r}). Keep what makes it work."
+    )

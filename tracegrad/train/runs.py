@@ -41,6 +41,13 @@ __all__ = [
     "RunData",
     "RunDir",
     "RunDirError",
+    "RunPlan",
+    "check_resumable",
+    "holds_run",
+    "never_started",
+    "note_resume",
+    "plan_run",
+    "remove_stale_temps",
     "atomic_write_text",
     "collect_secrets",
     "default_run_dir",
@@ -262,3 +269,89 @@ def load_run(path: str | os.PathLike[str]) -> RunData:
         best=rd.read_json(BEST, {}) or {},
         state=rd.read_json(STATE, {}) or {},
     )
+
+
+# -- resume policy ----------------------------------------------------------------------
+# One statement of where a run goes and when it may continue, for the library and the CLI.
+
+
+@dataclass
+class RunPlan:
+    path: Path | None  # None: the run writes no files
+    resume: bool
+    note: str | None = None  # something the user should be told
+
+
+def holds_run(path: Path) -> bool:
+    return (path / STATE).exists() or (path / HISTORY).exists()
+
+
+def never_started(path: Path) -> bool:
+    """A directory whose run never began: empty, or only what precedes ``config.json``
+    (the CLI's copy of the prompt, a call log). Nothing to resume, nothing to lose."""
+    if not path.is_dir():
+        return False
+    names = {p.name for p in path.iterdir() if not p.name.endswith(".tmp")}
+    return names <= {"original.prompt", CALLS}
+
+
+def plan_run(
+    run_dir: str | os.PathLike[str] | None | bool,
+    resume: str | os.PathLike[str] | None,
+    default: Path | None = None,
+    flags: tuple[str, str] = ("resume=", "run_dir="),
+) -> RunPlan:
+    """Where a run goes, checked before anything is written or any engine built.
+
+    ``run_dir=False`` writes nothing. ``flags`` names the two options in messages (the
+    CLI passes its ``--resume``/``--run-dir``).
+    """
+    res_flag, dir_flag = flags
+    if resume is not None:
+        rp = Path(resume)
+        if never_started(rp):
+            return RunPlan(rp, False, f"{rp} holds no run yet (it was stopped before the "
+                           "first step began); starting the run there")
+        if not (rp / CONFIG).is_file():
+            raise FileNotFoundError(f"{res_flag}{rp}: not a run directory (no {CONFIG})")
+        if run_dir not in (None, False, True) and Path(run_dir).resolve() != rp.resolve():
+            raise ValueError(f"{res_flag} and {dir_flag} name different directories; give "
+                             f"only {res_flag}RUN_DIR")
+        return RunPlan(rp, True)
+    if run_dir is False:
+        return RunPlan(None, False)
+    path = Path(run_dir) if run_dir not in (None, True) else (default or default_run_dir())
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{dir_flag}{path}: this is a file, not a directory")
+    if holds_run(path):
+        raise FileExistsError(f"{path} already holds a run: continue it with "
+                              f"{res_flag}{path}, or choose another {dir_flag.rstrip('= ')}")
+    return RunPlan(path, False)
+
+
+def check_resumable(config: dict[str, Any], names: Iterable[str],
+                    datasets: dict[str, Any]) -> None:
+    """A run may continue only with the parameters and the data it started with."""
+    saved, have = set(config.get("parameters", {})), set(names)
+    if saved and saved != have:
+        raise ValueError(f"cannot resume: the run optimized parameters {sorted(saved)}, "
+                         f"this program has {sorted(have)}")
+    for split, ds in datasets.items():
+        rec = (config.get("datasets") or {}).get(split)
+        if rec and ds is not None and rec.get("sha256") and rec["sha256"] != ds.sha256:
+            raise ValueError(f"cannot resume: the {split} data differs from the run's "
+                             f"({rec.get('path') or 'in-memory'}, sha256 {rec['sha256'][:12]})")
+
+
+def remove_stale_temps(path: Path) -> None:
+    """A killed process's half-written files (see :func:`atomic_write_text`)."""
+    for stale in path.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def note_resume(config: dict[str, Any], at_step: int, steps: int) -> dict[str, Any]:
+    config.setdefault("resumes", []).append(
+        {"at_step": at_step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "steps": steps}
+    )
+    config["steps"] = steps
+    return config

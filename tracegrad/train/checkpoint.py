@@ -1,0 +1,98 @@
+"""A run's resumable files: ``state.json`` after every step, ``best.json``, the graph.
+
+The trainer builds the state document; this module decides what reaches the disk when,
+so that a run stopped at any moment (budget, Ctrl-C, an error, ``kill -9``) resumes to
+exactly what an uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from ..core.graph import graph as build_graph
+from ..core.variable import Variable
+from .pool import Candidate
+from .runs import BEST, CONFIG, STATE, RunDir, check_resumable, remove_stale_temps
+
+__all__ = ["Checkpoint"]
+
+
+class Checkpoint:
+    """Writes to a run directory, or does nothing when the run keeps no files."""
+
+    def __init__(self, rd: RunDir | None) -> None:
+        self.rd = rd
+        self.last: dict[str, Any] | None = None  # the state.json last written
+
+    def save(self, doc: dict[str, Any]) -> None:
+        if self.rd is None:
+            return
+        self.last = copy.deepcopy(doc)  # later in-step edits must not leak in
+        self.rd.write_json(STATE, self.last)
+
+    def mark_stopped(self, stopped: str, step_done: int, fresh: Callable[[], dict[str, Any]],
+                     usage: dict[str, Any], elapsed: float) -> None:
+        """Record why the run ended without touching the last step's resumable state.
+
+        A step cut short (budget, error) may have advanced the optimizer's memory; saving
+        that (``fresh()``) would make a resumed run differ from an uninterrupted one.
+        """
+        if self.rd is None:
+            return
+        history = self.rd.read_history()
+        recorded = history[-1].get("step") if history else 0
+        if self.last is None or (recorded == step_done and self.last.get("step") == step_done - 1):
+            # Stopped (Ctrl-C) after a finished step's history line was written but before
+            # its state was: memory holds exactly that step's values, so save them rather
+            # than leave a state one step behind the history (a resume would redo the step).
+            self.save(fresh())
+            return
+        doc = dict(self.last)
+        doc["stopped_reason"] = stopped
+        doc["usage"] = usage  # money spent in the cut step still counts
+        doc["elapsed_s"] = round(elapsed, 3)
+        self.rd.write_json(STATE, doc)
+
+    def save_best(self, best: Candidate, baseline_score: float | None, split: str) -> None:
+        if self.rd is None:
+            return
+        self.rd.write_json(BEST, {
+            "id": best["id"],
+            "step": best["step"],
+            "score": best["score"],
+            "baseline_score": baseline_score,
+            "state": best["state"],
+            "hash": best["hash"],
+            "split": split,
+        })
+
+    def write_graph(self, loss: Variable) -> None:
+        """The first traced graph, for the report; a failure here must not stop a run."""
+        if self.rd is None or self.rd.file("graph.json").exists():
+            return
+        with contextlib.suppress(Exception):
+            g = build_graph(loss)
+            self.rd.write_json("graph.json", {
+                "mermaid": g.to_mermaid(),
+                "nodes": [{"id": n, **d} for n, d in g.nodes(data=True)],
+                "edges": [list(e) for e in g.edges()],
+            })
+
+    def read_for_resume(self, names: Any,
+                        datasets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The run's config and last state (None: killed before its first step ended)."""
+        assert self.rd is not None
+        config = self.rd.read_json(CONFIG)
+        if config is None:
+            raise FileNotFoundError(f"cannot resume: no {CONFIG} in {self.rd.path}")
+        check_resumable(config, names, datasets)
+        remove_stale_temps(self.rd.path)
+        state = self.rd.read_json(STATE)
+        if state is None:
+            self.rd.truncate_history(0)  # start over in place
+        else:
+            self.last = copy.deepcopy(state)
+        return config, state

@@ -1,0 +1,230 @@
+"""Running a program over examples and scoring it: the part of training that ``evaluate``
+shares with ``optimize``.
+
+A failure of the pipeline on one example becomes that example's feedback (score 0 and
+the error text), because the optimizer can learn from it. A failure that says nothing
+about the example -- the budget ran out, the server kept failing, the machine has no
+sandbox -- stops the run instead: scored as 0 it would sway an accept/revert decision.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from ..core.context import enable_grad, no_grad
+from ..core.shorten import shorten
+from ..core.variable import Variable
+from ..llm.base import ConfigurationError, LLMError, RetryableError
+from ..llm.meter import BudgetExceeded
+from ..ops.loss import MetricLoss
+from ..ops.python import ExecutionError
+from ..sandbox import SandboxUnavailable
+from .data import Example, load_dataset
+from .metrics import get_metric
+from .results import EvalResult, Outcome
+from .runs import state_hash
+
+__all__ = [
+    "BudgetStop",
+    "Runner",
+    "ScoreCache",
+    "evaluate",
+    "fail_summary",
+    "is_budget_error",
+    "mean",
+    "raise_if_all_crashed",
+    "score_note",
+]
+
+
+class BudgetStop(Exception):
+    """The run's own budget check tripped between steps (several meters, one budget)."""
+
+
+def is_budget_error(e: BaseException) -> bool:
+    # by name too: an engine of the user's own may raise its own BudgetExceeded
+    return isinstance(e, BudgetExceeded | BudgetStop) or any(
+        c.__name__ == "BudgetExceeded" for c in type(e).__mro__
+    )
+
+
+def _stops_the_run(e: BaseException) -> bool:
+    """Errors that say nothing about the example being run (see the module doc)."""
+    return is_budget_error(e) or isinstance(e, ConfigurationError | RetryableError)
+
+
+def run_example(
+    program: Callable[..., Any],
+    metric: Callable[[Any, Any], tuple[float, str]],
+    metric_name: str,
+    ex: Example,
+    grad: bool,
+) -> Outcome:
+    """Run and score one example; pipeline failures become feedback, not exceptions."""
+    with enable_grad() if grad else no_grad():
+        try:
+            out = program(**ex.inputs)
+        except ExecutionError as e:
+            return Outcome(ex, 0.0, str(e), error=str(e), loss=e.variable if grad else None)
+        except Exception as e:  # noqa: BLE001 - one broken example must not end the run
+            # SandboxUnavailable: the machine cannot run rewritten code, so every example
+            # would fail the same way. The unfinished step is not recorded; a resume redoes it.
+            if _stops_the_run(e) or isinstance(e, SandboxUnavailable):
+                raise
+            msg = f"The pipeline raised {type(e).__name__}: {shorten(str(e), 500)}"
+            return Outcome(ex, 0.0, msg, error=msg, crashed=True)
+        var = out if isinstance(out, Variable) else Variable(out, role="output of the program")
+        return _score(metric, metric_name, ex, var, grad)
+
+
+def _score(
+    metric: Callable[[Any, Any], tuple[float, str]],
+    metric_name: str,
+    ex: Example,
+    var: Variable,
+    grad: bool,
+) -> Outcome:
+    try:
+        score, explanation = metric(var.value, ex.expected)
+    except Exception as e:
+        if _stops_the_run(e):
+            raise  # a judge the server could not reach: as above
+        if isinstance(e, LLMError):
+            msg = f"The metric could not score this output ({type(e).__name__}: {e})."
+            return Outcome(ex, 0.0, msg, output=var.value, error=msg, output_var=var)
+        raise RuntimeError(
+            f"the metric failed on {ex.source or ex.id}: {type(e).__name__}: {e}"
+        ) from e
+    loss = None
+    if grad:
+        loss = MetricLoss(lambda p, e: (score, explanation), name=metric_name)(var, ex.expected)
+    return Outcome(
+        ex, score, explanation, output=var.value, output_var=var if grad else None, loss=loss
+    )
+
+
+def mean(xs: Iterable[float]) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+class Runner:
+    """Runs examples concurrently, each in its own copy of the caller's context."""
+
+    def __init__(
+        self,
+        program: Callable[..., Any],
+        metric: Callable[[Any, Any], Any],
+        metric_name: str,
+        concurrency: int,
+    ) -> None:
+        self.program = program
+        self.metric = metric
+        self.metric_name = metric_name
+        self.pool = ThreadPoolExecutor(
+            max_workers=max(1, concurrency), thread_name_prefix="tg-train"
+        )
+
+    def run(self, examples: Sequence[Example], grad: bool) -> list[Outcome]:
+        futures: list[Future[Outcome]] = []
+        for ex in examples:
+            ctx = contextvars.copy_context()
+            futures.append(
+                self.pool.submit(
+                    ctx.run, run_example, self.program, self.metric, self.metric_name, ex, grad
+                )
+            )
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def evaluate(
+    program: Callable[..., Any],
+    data: Any,
+    metric: Any = "exact_match",
+    *,
+    concurrency: int = 8,
+    input_fields: Sequence[str] | None = None,
+    output_field: str | None = None,
+) -> EvalResult:
+    """Score a program on a dataset (no graph is recorded, nothing is optimized)."""
+    ds = load_dataset(data, input_fields, output_field)
+    fn = get_metric(metric)
+    runner = Runner(program, fn, getattr(fn, "__name__", "metric"), concurrency)
+    try:
+        outcomes = runner.run(list(ds), grad=False)
+    finally:
+        runner.close()
+    raise_if_all_crashed(outcomes)
+    return EvalResult(mean(o.score for o in outcomes), outcomes)
+
+
+def raise_if_all_crashed(outcomes: list[Outcome]) -> None:
+    if outcomes and all(o.crashed for o in outcomes):
+        raise RuntimeError(f"the program failed on every example; first error: {outcomes[0].error}")
+
+
+
+Note = tuple[str, float, str]  # (example id, score, feedback)
+
+
+class ScoreCache:
+    """Scores of parameter values on examples: each (values, example) pair runs once per run.
+
+    A gate re-scores the parent, a beam proposes the same text twice, a resumed run
+    re-validates its pool: none of it pays twice.
+    """
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.known: dict[tuple[str, str, str], tuple[float, str]] = {}
+
+    def score(self, split: str, examples: Sequence[Example],
+              state: dict[str, Any]) -> tuple[float, dict[str, float], list[Note]]:
+        """Score the current parameter values (which must equal ``state``) on ``examples``."""
+        h = state_hash(state)
+        todo = [ex for ex in examples if (h, split, ex.id) not in self.known]
+        if todo:
+            outcomes = self.runner.run(todo, grad=False)
+            # every example failing the same way is a broken setup (server down, bad key),
+            # not a bad prompt: stop instead of optimizing against it
+            raise_if_all_crashed(outcomes)
+            self.add(h, split, outcomes)
+        scores = {ex.id: self.known[(h, split, ex.id)][0] for ex in examples}
+        notes = [(ex.id, *self.known[(h, split, ex.id)]) for ex in examples]
+        return mean(scores.values()), scores, notes
+
+    def add(self, h: str, split: str, outcomes: Iterable[Outcome]) -> None:
+        for o in outcomes:
+            self.known.setdefault((h, split, o.example.id), (o.score, o.feedback()))
+
+
+def fail_summary(notes: Iterable[Note], limit: int) -> str:
+    """The distinct feedback of the examples that were not fully correct."""
+    lines: list[str] = []
+    for _, score, text in notes:
+        if score < 1.0 and text not in lines:
+            lines.append(text)
+    return shorten("\n".join(lines), limit)
+
+
+def score_note(split: str, notes: list[Note], limit: int) -> str:
+    """What the optimizer may learn about a score.
+
+    Validation examples are held out: the optimizer is told how many failed, never
+    which or why, or it would fit the validation set it is being judged on.
+    """
+    if split == "val":
+        wrong = sum(1 for _, score, _ in notes if score < 1.0)
+        return f"{wrong} of {len(notes)} validation examples were not fully correct"
+    return fail_summary(notes, limit)

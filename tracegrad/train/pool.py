@@ -1,0 +1,117 @@
+"""The candidate pool: the parameter values a run has kept, and which one a step starts from.
+
+A candidate is plain JSON (it is saved in ``state.json`` after every step). The pool keeps
+the ``size`` best-scoring candidates, and always the current one and the newest, so a
+resumed run and the report see the same lineage. A step's parent is the current
+candidate, or -- with ``pareto`` -- one drawn GEPA-style from the candidates that are best
+on at least one example, so a prompt that alone solves a hard case is not lost to one
+with a better mean.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, TypedDict
+
+from .runs import state_hash
+
+__all__ = ["Candidate", "Pool", "candidate"]
+
+
+class Candidate(TypedDict):
+    id: str
+    step: int
+    parent: str | None
+    state: dict[str, Any]
+    hash: str
+    score: float | None
+    scores: dict[str, float]
+
+
+def candidate(
+    cid: str,
+    step: int,
+    parent: str | None,
+    state: dict[str, Any],
+    score: float | None = None,
+    scores: dict[str, float] | None = None,
+) -> Candidate:
+    return {
+        "id": cid,
+        "step": step,
+        "parent": parent,
+        "state": dict(state),
+        "hash": state_hash(state),
+        "score": score,
+        "scores": dict(scores or {}),
+    }
+
+
+class Pool:
+    """The kept candidates; ``entries`` and ``current_id`` are what a checkpoint saves."""
+
+    def __init__(self, size: int, entries: list[Candidate], current_id: str = "c0") -> None:
+        self.size = size
+        self.entries = entries
+        self.current_id = current_id
+
+    def current(self) -> Candidate:
+        return next(e for e in self.entries if e["id"] == self.current_id)
+
+    def best(self) -> Candidate:
+        """The highest score; the later candidate on a tie (it was accepted over the other)."""
+        scored = [e for e in self.entries if e["score"] is not None]
+        if not scored:
+            return self.current()
+        return max(scored, key=lambda e: (e["score"], e["step"]))
+
+    def add(self, entry: Candidate) -> None:
+        self.entries.append(entry)
+        keep = sorted(
+            self.entries,
+            key=lambda e: (e["score"] if e["score"] is not None else -1, e["step"]),
+            reverse=True,
+        )[: self.size]
+        kept_ids = {e["id"] for e in keep} | {entry["id"], self.current_id}
+        self.entries = [e for e in self.entries if e["id"] in kept_ids]
+
+    def parent(self, pareto: bool, rng: random.Random) -> Candidate:
+        return self.pareto_parent(rng) if pareto else self.current()
+
+    def pareto_parent(self, rng: random.Random) -> Candidate:
+        """A candidate on the Pareto front of per-example scores, weighted by its wins."""
+        entries = [e for e in self.entries if e["scores"]]
+        if len(entries) < 2:
+            return self.current()
+        wins = _wins(entries)
+        front = [e for e in entries if wins.get(e["id"]) and not _dominated(e, entries)]
+        if not front:
+            return self.current()
+        return rng.choices(front, weights=[wins.get(e["id"], 1) for e in front])[0]
+
+
+def _wins(entries: list[Candidate]) -> dict[str, int]:
+    """For each candidate, on how many examples it has the top score (ties count for all)."""
+    wins: dict[str, int] = {}
+    for i in sorted({i for e in entries for i in e["scores"]}):
+        have = [e for e in entries if i in e["scores"]]
+        top = max(e["scores"][i] for e in have)
+        for e in have:
+            if e["scores"][i] == top:
+                wins[e["id"]] = wins.get(e["id"], 0) + 1
+    return wins
+
+
+def _dominated(a: Candidate, entries: list[Candidate]) -> bool:
+    """Some other candidate is at least as good on every shared example and better on one."""
+    for b in entries:
+        if b is a:
+            continue
+        common = [i for i in a["scores"] if i in b["scores"]]
+        if (
+            common
+            and all(b["scores"][i] >= a["scores"][i] for i in common)
+            and any(b["scores"][i] > a["scores"][i] for i in common)
+        ):
+            return True
+    return False
