@@ -285,15 +285,6 @@ def optimize(
                   json_output, seed, {"timeout": timeout, "max_retries": max_retries})
 
 
-def _never_started(run_dir: Path) -> bool:
-    """A directory this command made whose run never began: it holds nothing, or only what
-    optimize writes before the run's config.json (the copy of the prompt, a call log)."""
-    if not run_dir.is_dir():
-        return False
-    names = {p.name for p in run_dir.iterdir() if not p.name.endswith(".tmp")}
-    return names <= {"original.prompt", "calls.jsonl"}
-
-
 def _default_run_dir(pf: PromptFile) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path("tracegrad-runs") / f"{pf.name}-{stamp}"
@@ -309,11 +300,10 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
               base_url: str | None, budget_usd: float | None, concurrency: int, no_cache: bool,
               resume: Path | None, out: Path | None, run_dir: Path | None, json_output: bool,
               seed: int, net: dict[str, Any]) -> None:
-    from .llm.base import ConfigurationError, LLMError
-    from .llm.meter import Budget, BudgetExceeded
-    from .train.trainer import optimize as run_optimize
+    from .llm.meter import Budget
+    from .train.trainer import Trainer
 
-    # 1. everything is validated before the first call
+    # 1. everything is validated, and every engine built, before anything is written
     optimizer = _check_optimizer(optimizer)
     pf = _load_prompt(prompt_file)
     train = _load_data(pf, train_path, "--train")
@@ -322,39 +312,25 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
         _log("[yellow]note:[/yellow] no --val given: candidates are checked on the training "
              "minibatch, so scores are noisier; pass --val for a held-out score.")
     m, om = _resolve_models(pf, model, optimizer_model)
-    if out is not None:
-        if out.exists() and out.is_dir():
-            raise CLIError(f"--out {out} is a directory; give a file path")
-        if not out.parent.exists():
-            raise CLIError(f"--out {out}: the directory {out.parent} does not exist")
-    if resume is not None and _never_started(resume):
-        # killed (or stopped) between creating the directory and the run's first write:
-        # there is nothing to resume and nothing to lose, so the run starts here
-        _log(f"[yellow]note:[/yellow] {_escape(str(resume))} holds no run yet (it was stopped "
-             "before the first step began); starting the run there")
-        run_dir, resume = resume, None
-    if resume is not None:
-        if not (resume / "config.json").is_file():
-            raise CLIError(f"--resume {resume}: not a run directory (no config.json)")
-        if run_dir is not None and run_dir.resolve() != resume.resolve():
-            raise CLIError("--resume and --run-dir name different directories; give only "
-                           "--resume RUN_DIR")
-        run_dir = resume
-    elif run_dir is not None and ((run_dir / "state.json").exists()
-                                  or (run_dir / "history.jsonl").exists()):
-        raise CLIError(f"--run-dir {run_dir} already holds a run: continue it with --resume "
-                       f"{run_dir}, or choose another directory")
-    run_dir = run_dir or _default_run_dir(pf)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_out(out)
+    run_dir, resume = _plan_run_dir(pf, run_dir, resume)
     calls = run_dir / "calls.jsonl"  # every request and reply, keys redacted
     engine = _engine(m, base_url=base_url, no_cache=no_cache, concurrency=concurrency,
                      call_log=calls, **net)
     opt_engine = engine if om == m else _engine(om, base_url=base_url, no_cache=no_cache,
                                                 concurrency=concurrency, meter=engine,
                                                 call_log=calls, **net)
-    program = pf.to_module(engine)
-    metric = pf.metric_fn(judge_engine=opt_engine)
-    budget = Budget(usd=budget_usd) if budget_usd is not None else None
+    try:
+        trainer = Trainer(
+            pf.to_module(engine), train, val, metric=pf.metric_fn(judge_engine=opt_engine),
+            optimizer=optimizer, steps=steps, batch_size=batch_size,
+            budget=Budget(usd=budget_usd) if budget_usd is not None else None, engine=engine,
+            optimizer_engine=opt_engine, run_dir=run_dir, resume=resume, seed=seed,
+            concurrency=concurrency, progress=True,
+            config={"prompt_file": str(prompt_file), "cli": True},
+        )
+    except (OSError, ValueError) as e:
+        raise CLIError(str(e)) from None
 
     # 2. run
     what = "resuming" if resume is not None else "optimizing"
@@ -364,15 +340,45 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:
         shutil.copyfile(prompt_file, run_dir / "original.prompt")
+    result = _fit(trainer, run_dir)
+
+    # 3. write the best template back
+    _finish(pf, prompt_file, out, result, json_output, m, om, optimizer)
+
+
+def _check_out(out: Path | None) -> None:
+    if out is None:
+        return
+    if out.exists() and out.is_dir():
+        raise CLIError(f"--out {out} is a directory; give a file path")
+    if not out.parent.exists():
+        raise CLIError(f"--out {out}: the directory {out.parent} does not exist")
+
+
+def _plan_run_dir(pf: PromptFile, run_dir: Path | None,
+                  resume: Path | None) -> tuple[Path, Path | None]:
+    """The run directory and whether it is resumed (the policy is the library's)."""
+    from .train.runs import plan_run
+
+    try:
+        plan = plan_run(run_dir, resume, _default_run_dir(pf), flags=("--resume", "--run-dir"))
+    except (OSError, ValueError) as e:  # not a run directory, holds a run, a file...
+        raise CLIError(str(e)) from None
+    if plan.note:
+        _log(f"[yellow]note:[/yellow] {_escape(plan.note)}")
+    assert plan.path is not None
+    return plan.path, plan.path if plan.resume else None
+
+
+def _fit(trainer: Any, run_dir: Path) -> Any:
+    """Run, and say how to continue when the run stops before its end."""
+    from .llm.base import ConfigurationError, LLMError
+    from .llm.meter import BudgetExceeded
+
     # the same options matter (--base-url, --model, --steps...), so no command is spelled out
     resume_cmd = f"the same command with --resume {run_dir}"
     try:
-        result = run_optimize(
-            program, train, val, metric=metric, optimizer=optimizer, steps=steps,
-            batch_size=batch_size, budget=budget, engine=engine, optimizer_engine=opt_engine,
-            run_dir=run_dir, resume=resume, seed=seed, concurrency=concurrency,
-            progress=True, config={"prompt_file": str(prompt_file), "cli": True},
-        )
+        return trainer.fit()
     except KeyboardInterrupt:
         _log(f"[yellow]interrupted[/yellow]: the run is saved in {_escape(str(run_dir))}; "
              f"continue it with {_escape(resume_cmd)}")
@@ -388,9 +394,6 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
                        EXIT_FAILURE) from None
     except (FileExistsError, ValueError) as e:  # e.g. resuming with different data
         raise CLIError(str(e)) from None
-
-    # 3. write the best template back
-    _finish(pf, prompt_file, out, result, json_output, m, om, optimizer)
 
 
 def _best_body(pf: PromptFile, result: Any) -> str:

@@ -299,33 +299,37 @@ def plan_run(
     run_dir: str | os.PathLike[str] | None | bool,
     resume: str | os.PathLike[str] | None,
     default: Path | None = None,
-    flags: tuple[str, str] = ("resume=", "run_dir="),
+    flags: tuple[str, str] = ("resume", "run_dir"),
 ) -> RunPlan:
     """Where a run goes, checked before anything is written or any engine built.
 
     ``run_dir=False`` writes nothing. ``flags`` names the two options in messages (the
-    CLI passes its ``--resume``/``--run-dir``).
+    CLI passes ``--resume``/``--run-dir``).
     """
-    res_flag, dir_flag = flags
+    res, rdir = flags
+
+    def say(flag: str, value: Any) -> str:
+        return f"{flag} {value}" if flag.startswith("-") else f"{flag}={str(value)!r}"
+
     if resume is not None:
         rp = Path(resume)
         if never_started(rp):
             return RunPlan(rp, False, f"{rp} holds no run yet (it was stopped before the "
                            "first step began); starting the run there")
         if not (rp / CONFIG).is_file():
-            raise FileNotFoundError(f"{res_flag}{rp}: not a run directory (no {CONFIG})")
+            raise FileNotFoundError(f"{say(res, rp)}: not a run directory (no {CONFIG})")
         if run_dir not in (None, False, True) and Path(run_dir).resolve() != rp.resolve():
-            raise ValueError(f"{res_flag} and {dir_flag} name different directories; give "
-                             f"only {res_flag}RUN_DIR")
+            raise ValueError(f"{res} and {rdir} name different directories; give only "
+                             f"{say(res, 'RUN_DIR')}")
         return RunPlan(rp, True)
     if run_dir is False:
         return RunPlan(None, False)
     path = Path(run_dir) if run_dir not in (None, True) else (default or default_run_dir())
     if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"{dir_flag}{path}: this is a file, not a directory")
+        raise NotADirectoryError(f"{say(rdir, path)}: this is a file, not a directory")
     if holds_run(path):
         raise FileExistsError(f"{path} already holds a run: continue it with "
-                              f"{res_flag}{path}, or choose another {dir_flag.rstrip('= ')}")
+                              f"{say(res, path)}, or choose another {rdir}")
     return RunPlan(path, False)
 
 

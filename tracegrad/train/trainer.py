@@ -30,7 +30,6 @@ from typing import Any
 
 from ..core.context import backward_llm, get_backward_llm
 from ..core.feedback import positive_feedback
-from ..core.module import Module
 from ..core.shorten import shorten
 from ..core.variable import Parameter, Variable
 from ..ops.loss import MetricLoss, aggregate
@@ -50,6 +49,7 @@ from .evaluate import (
 from .gate import Verdict, decide, needs_validation
 from .metrics import get_metric
 from .options import TrainOptions, signature_with_options
+from .params import named_parameters
 from .pool import Candidate, Pool, candidate
 from .progress import Progress
 from .results import EvalResult, OptimizeResult, Outcome
@@ -79,43 +79,6 @@ OPTIMIZER_NAMES = {
 OPTIMIZER_OPTIONS: dict[str, dict[str, Any]] = {"tgd-batched": {"batch_feedback": True}}
 
 Proposal = tuple[Any, dict[str, Any], Candidate]  # (step result, proposed values, candidate)
-
-
-def named_parameters(program: Any, parameters: Any, optimizer: Any) -> dict[str, Parameter]:
-    """The program's parameters by a stable name (module path, or the name given)."""
-    if parameters is not None:
-        items = (
-            list(parameters.items())
-            if isinstance(parameters, Mapping)
-            else [(p.name, p) for p in parameters]
-        )
-    elif isinstance(program, Module) or hasattr(program, "named_parameters"):
-        items = list(program.named_parameters())
-    elif hasattr(program, "parameters"):
-        items = [(p.name, p) for p in program.parameters()]
-    elif not isinstance(optimizer, str) and hasattr(optimizer, "params"):
-        items = [(p.name, p) for p in optimizer.params]
-    else:
-        raise TypeError(
-            "cannot find the program's parameters: use a tg.Module, or pass parameters=[...]"
-        )
-    named: dict[str, Parameter] = {}
-    for name, p in items:
-        if not isinstance(p, Parameter):
-            raise TypeError(f"parameter {name!r} is not a tg.Parameter: {p!r}")
-        key, i = name, 2
-        while key in named and named[key] is not p:
-            key, i = f"{name}#{i}", i + 1
-        named[key] = p
-    if not any(p.requires_grad for p in named.values()):
-        raise ValueError("the program has no trainable parameter to optimize")
-    for name, p in named.items():
-        # Auto-generated names ("param17") differ from process to process, and the
-        # optimizer keys its memory by name: a resumed run would lose that memory.
-        # The module path is stable, and reads better in the optimizer's prompts.
-        if p.name == f"{p.kind}{p.id}":
-            p.name = name
-    return named
 
 
 def build_optimizer(optimizer: Any, params: list[Parameter], engine: Any, concurrency: int) -> Any:
