@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from .promptfile import PromptFile, PromptFileError, atomic_write, backup_path
+from .promptfile import PromptFile, PromptFileError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -396,60 +396,22 @@ def _fit(trainer: Any, run_dir: Path) -> Any:
         raise CLIError(str(e)) from None
 
 
-def _best_body(pf: PromptFile, result: Any) -> str:
-    state = result.best_state or {}
-    if "prompt" in state:
-        return str(state["prompt"])
-    for v in state.values():
-        if isinstance(v, str):
-            return v
-    return pf.body
-
-
-def _usage_summary(usage: Any) -> dict[str, Any]:
-    if isinstance(usage, dict):
-        total = usage.get("total", usage)
-    else:
-        total = {}
-    return {
-        "calls": int(total.get("calls", 0) or 0),
-        "cached_calls": int(total.get("cached_calls", 0) or 0),
-        "prompt_tokens": int(total.get("prompt_tokens", 0) or 0),
-        "completion_tokens": int(total.get("completion_tokens", 0) or 0),
-        "total_tokens": int(total.get("total_tokens", 0) or 0),
-        "usd": float(total.get("usd", 0.0) or 0.0),
-    }
-
-
 def _finish(pf: PromptFile, prompt_file: Path, out: Path | None, result: Any, json_output: bool,
             model: str, optimizer_model: str, optimizer: str) -> None:
     from .train.report import write_report
+    from .writeback import NothingLearned, write_back
 
     run_dir = Path(result.run_dir)
-    body = _best_body(pf, result)
-    improved = (
-        result.best_score is not None and result.baseline_score is not None
-        and result.best_score > result.baseline_score and body != pf.body
-    )
-    if result.stopped_reason == "budget" and result.baseline_score is None and not improved:
+    try:
+        wb = write_back(pf, prompt_file, out, result)
+    except NothingLearned as e:
         with contextlib.suppress(Exception):
             write_report(run_dir)
-        raise CLIError(
-            "the budget ran out before the baseline score could be measured, so nothing was "
-            f"learned and no file was changed (run dir {run_dir}); raise --budget-usd (see "
-            "`tracegrad estimate`)", EXIT_FAILURE)
-    written: Path | None = None
-    backup: Path | None = None
-    if out is not None and out.resolve() != prompt_file.resolve():
-        had = out.exists()
-        written = pf.write(out, body if improved else pf.body)
-        backup = backup_path(out) if had and backup_path(out).exists() else None
-    elif improved:
-        written = pf.write(None, body)
-        backup = backup_path(prompt_file)
-    atomic_write(run_dir / "best.prompt", pf.render_text(body))
+        raise CLIError(f"{e}; raise --budget-usd (see `tracegrad estimate`)",
+                       EXIT_FAILURE) from None
+    body, improved, written, backup = wb.body, wb.improved, wb.written, wb.backup
     report = write_report(run_dir)
-    usage = _usage_summary(result.usage)
+    usage = _usage_totals(result.usage)
     data = {
         "prompt_file": str(prompt_file),
         "written": str(written) if written else None,
@@ -477,6 +439,12 @@ def _finish(pf: PromptFile, prompt_file: Path, out: Path | None, result: Any, js
     if result.stopped_reason == "budget":
         _log("[yellow]the budget ran out[/yellow]; the best prompt found so far was kept"
              + ("" if improved else " (none beat the baseline, so the file is unchanged)"))
+
+
+def _usage_totals(usage: Any) -> dict[str, Any]:
+    from .train.usage import usage_totals
+
+    return usage_totals(usage)
 
 
 def _fmt_score(x: Any) -> str:
@@ -546,7 +514,7 @@ def eval_(
         metric = pf.metric_fn(judge_engine=judge)
         _log(f"evaluating {prompt_file} on {len(ds)} examples ({m})")
         res = _evaluate(program, ds, metric, concurrency)
-        usage = _usage_summary(engine.snapshot())
+        usage = _usage_totals(engine.snapshot())
         rows = [{"id": o.example.id, "source": o.example.source, "expected": o.example.expected,
                  "output": o.output, "score": o.score, "explanation": o.explanation,
                  "error": o.error} for o in res.outcomes]

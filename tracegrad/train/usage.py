@@ -16,7 +16,7 @@ from ..core.variable import Variable
 from ..llm.base import find_engine
 from ..llm.meter import Budget, Meter
 
-__all__ = ["Meters", "as_budget", "describe_engine", "engines_in", "over_budget"]
+__all__ = ["Meters", "as_budget", "describe_engine", "engines_in", "over_budget", "usage_totals"]
 
 _TALLY_KEYS = (
     "calls",
@@ -211,3 +211,19 @@ def over_budget(total: Mapping[str, Any], budget: Budget) -> bool:
         or (budget.tokens is not None and total["total_tokens"] >= budget.tokens)
         or (budget.calls is not None and total["calls"] >= budget.calls)
     )
+
+
+def usage_totals(usage: Any) -> dict[str, Any]:
+    """The totals of a usage record (or of a bare tally), as plain numbers for printing."""
+    if isinstance(usage, dict):
+        total = usage.get("total", usage)
+    else:
+        total = {}
+    return {
+        "calls": int(total.get("calls", 0) or 0),
+        "cached_calls": int(total.get("cached_calls", 0) or 0),
+        "prompt_tokens": int(total.get("prompt_tokens", 0) or 0),
+        "completion_tokens": int(total.get("completion_tokens", 0) or 0),
+        "total_tokens": int(total.get("total_tokens", 0) or 0),
+        "usd": float(total.get("usd", 0.0) or 0.0),
+    }

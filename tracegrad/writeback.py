@@ -1,0 +1,72 @@
+"""Putting the best template of a run back into the user's prompt file.
+
+The file changes only when the best candidate beat the baseline: a run that learned
+nothing leaves it byte for byte as it was. The previous version is kept as
+``NAME.prompt.bak``, every write is atomic (front matter kept as written), and the run
+directory always gets ``best.prompt`` so a result can be inspected before it is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .fileio import atomic_write
+from .promptfile import PromptFile, backup_path
+
+__all__ = ["NothingLearned", "WriteBack", "best_body", "write_back"]
+
+
+class NothingLearned(RuntimeError):
+    """The run stopped before it could measure even the baseline; nothing is written."""
+
+
+@dataclass(frozen=True)
+class WriteBack:
+    body: str  # the best template found
+    improved: bool  # it beat the baseline, and differs from the file's template
+    written: Path | None  # the prompt file written, if any
+    backup: Path | None  # the previous version, if one was kept
+    best_prompt: Path  # RUN_DIR/best.prompt, written in every case
+
+
+def best_body(pf: PromptFile, result: Any) -> str:
+    """The template among the best values (a prompt file has one text parameter)."""
+    state = result.best_state or {}
+    if "prompt" in state:
+        return str(state["prompt"])
+    for v in state.values():
+        if isinstance(v, str):
+            return v
+    return pf.body
+
+
+def write_back(pf: PromptFile, prompt_file: Path, out: Path | None, result: Any) -> WriteBack:
+    """Write the run's best template to ``out`` (or back to ``prompt_file``) if it is better.
+
+    With ``out`` naming another file, that file is always written (the original template
+    when nothing improved), so a script can rely on it existing afterwards.
+    """
+    run_dir = Path(result.run_dir)
+    body = best_body(pf, result)
+    improved = (
+        result.best_score is not None and result.baseline_score is not None
+        and result.best_score > result.baseline_score and body != pf.body
+    )
+    if result.stopped_reason == "budget" and result.baseline_score is None and not improved:
+        raise NothingLearned(
+            "the budget ran out before the baseline score could be measured, so nothing was "
+            f"learned and no file was changed (run dir {run_dir})")
+    written: Path | None = None
+    backup: Path | None = None
+    if out is not None and out.resolve() != prompt_file.resolve():
+        had = out.exists()
+        written = pf.write(out, body if improved else pf.body)
+        backup = backup_path(out) if had and backup_path(out).exists() else None
+    elif improved:
+        written = pf.write(None, body)
+        backup = backup_path(prompt_file)
+    best = run_dir / "best.prompt"
+    atomic_write(best, pf.render_text(body))
+    return WriteBack(body, bool(improved), written, backup, best)
