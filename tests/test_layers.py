@@ -70,3 +70,30 @@ def test_production_code_imports_no_test_tools() -> None:
                 ):
                     bad.append(f"{path.relative_to(PKG)}:{node.lineno}")
     assert bad == []
+
+
+def _all_imports(path: Path) -> set[str]:
+    """Top-level package names imported anywhere in a file, function bodies included."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def _importers(package: str) -> set[str]:
+    return {
+        str(p.relative_to(PKG))
+        for p in sorted(PKG.rglob("*.py"))
+        if package in _all_imports(p)
+    }
+
+
+def test_third_party_clients_stay_in_their_module() -> None:
+    """The OpenAI SDK behind one engine; the terminal UI behind the CLI and the progress table."""
+    assert _importers("openai") <= {"llm/openai.py"}
+    cli = {str(p.relative_to(PKG)) for p in (PKG / "cli").glob("*.py")}
+    assert _importers("typer") <= cli
+    assert _importers("rich") <= cli | {"train/progress.py"}

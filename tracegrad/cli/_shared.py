@@ -1,0 +1,238 @@
+"""What every command shares: the app, one-line errors and exit codes, output, options.
+
+Results go to stdout (one JSON object with ``--json``); progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from ..promptfile import PromptFile, PromptFileError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+app = typer.Typer(
+    name="tracegrad",
+    help="Optimize LLM prompts and pipelines with textual gradients.\n\n"
+    "Start with `tracegrad demo` (offline, simulated), then `tracegrad estimate` and "
+    "`tracegrad optimize` on a prompt file from prompts/.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+cache_app = typer.Typer(
+    help="Inspect or clear the reply cache (a SQLite file shared by all runs).",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+app.add_typer(cache_app, name="cache")
+
+
+class CLIError(Exception):
+    """An expected failure: printed as one line, exits with ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- output ----------------------------------------------------------------------------
+
+
+def _err() -> Console:
+    # made per call: tests and embedders swap sys.stderr
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _log(message: str) -> None:
+    _err().print(message)
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _out_json(data: dict[str, Any]) -> None:
+    _out(json.dumps(data, ensure_ascii=False, default=str))
+
+
+def _redact(text: str) -> str:
+    from ..llm.calllog import redact
+
+    return redact(text)
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    _err().print(f"[bold red]error:[/bold red] {_escape(_redact(message))}")
+    return typer.Exit(code)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Turn every expected error into a one-line message and an exit code."""
+    from ..llm.base import ConfigurationError, LLMError
+    from ..llm.meter import BudgetExceeded
+    from ..sandbox import SandboxUnavailable
+    from ..template import TemplateError
+    from ..train.data import DatasetError
+    from ..train.runs import RunDirError
+
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except KeyboardInterrupt:
+        raise _fail("interrupted", EXIT_INTERRUPTED) from None
+    except CLIError as e:
+        raise _fail(str(e), e.code) from None
+    except (PromptFileError, DatasetError, TemplateError, RunDirError) as e:
+        raise _fail(str(e), EXIT_USAGE) from None
+    except ConfigurationError as e:
+        raise _fail(str(e), EXIT_USAGE) from None
+    except SandboxUnavailable as e:  # a machine set-up problem, said in one line
+        raise _fail(str(e), EXIT_USAGE) from None
+    except BudgetExceeded as e:
+        raise _fail(
+            f"{e} -- raise --budget-usd (see `tracegrad estimate` for the expected cost)",
+            EXIT_FAILURE,
+        ) from None
+    except LLMError as e:
+        raise _fail(f"{e} (check --base-url, --model and the server)", EXIT_FAILURE) from None
+    except Exception as e:  # noqa: BLE001 - never a traceback for the user...
+        if os.environ.get("TRACEGRAD_DEBUG"):
+            raise  # ...unless asked for one
+        raise _fail(
+            f"internal error: {type(e).__name__}: {e} (set TRACEGRAD_DEBUG=1 for the traceback "
+            "and report it)",
+            EXIT_FAILURE,
+        ) from None
+
+
+# -- shared option types ------------------------------------------------------------------
+
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Model that runs the prompt, e.g. openai:gpt-4o-mini "
+                 "(default: `model` in the prompt file)."),
+]
+OptimizerModelOpt = Annotated[
+    str | None,
+    typer.Option("--optimizer-model", help="Model that writes feedback and rewrites the prompt "
+                 "(default: `optimizer_model` in the file, else the model)."),
+]
+BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 "
+                 "(default: $OPENAI_BASE_URL or api.openai.com). The key comes from "
+                 "$OPENAI_API_KEY.", envvar=None),
+]
+ConcurrencyOpt = Annotated[
+    int, typer.Option("--concurrency", "-j", min=1, help="Most LLM calls in flight at once.")
+]
+NoCacheOpt = Annotated[
+    bool, typer.Option("--no-cache", help="Do not read or write the reply cache.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", min=0.1, help="Seconds to wait for one LLM reply before "
+                        "retrying it.")
+]
+RetriesOpt = Annotated[
+    int, typer.Option("--max-retries", min=0, help="Retries of a call after a 429, 5xx, "
+                      "timeout or dropped connection (exponential backoff).")
+]
+
+StepsOpt = Annotated[int, typer.Option("--steps", "-n", min=1, help="Optimization steps.")]
+BatchOpt = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, help="Training examples per step.")
+]
+OptimizerOpt = Annotated[
+    str,
+    typer.Option("--optimizer", "-o", help="tgd (textual gradients, per prompt), tgd-batched "
+                 "(the same, with one feedback call per batch instead of one per example), "
+                 "trace (whole-trace, no backward calls) or opro (scored history of "
+                 "candidates)."),
+]
+PromptArg = Annotated[
+    Path, typer.Argument(help="The prompt file: YAML front matter + a Jinja2 template.",
+                         show_default=False)
+]
+
+OPTIMIZERS = ("tgd", "tgd-batched", "trace", "opro")
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+def _load_prompt(path: Path) -> PromptFile:
+    pf = PromptFile.load(path)
+    for w in pf.warnings:
+        _log(f"[yellow]warning:[/yellow] {_escape(w)}")
+    return pf
+
+
+def _load_data(pf: PromptFile, path: Path | None, option: str) -> Any:
+    if path is None:
+        return None
+    if not path.exists():
+        raise CLIError(f"{option} {path}: no such file")
+    ds = pf.load_dataset(path)
+    pf.check_metric(ds, path)
+    return ds
+
+
+def _resolve_models(pf: PromptFile, model: str | None, optimizer_model: str | None
+                    ) -> tuple[str, str]:
+    m = model or pf.model
+    if not m:
+        raise CLIError(f"{pf.path}: no model: add 'model: openai:gpt-4o-mini' to the front "
+                       "matter or pass --model")
+    om = optimizer_model or pf.optimizer_model or m
+    return m, om
+
+
+def _engine(spec: str, *, base_url: str | None, no_cache: bool, concurrency: int,
+            meter: Any = None, call_log: Path | None = None, timeout: float = 60.0,
+            max_retries: int = 4) -> Any:
+    from ..llm.factory import LLM
+
+    return LLM(spec, base_url=base_url, cache=not no_cache, max_concurrency=concurrency,
+               meter=meter, call_log=call_log, timeout=timeout, max_retries=max_retries)
+
+
+def _check_optimizer(name: str) -> str:
+    n = name.strip().lower()
+    if n not in OPTIMIZERS:
+        near = difflib.get_close_matches(n, OPTIMIZERS, n=1)
+        hint = f" -- did you mean '{near[0]}'?" if near else ""
+        raise CLIError(f"--optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}{hint}")
+    return n
+
+
+def _usage_totals(usage: Any) -> dict[str, Any]:
+    from ..train.usage import usage_totals
+
+    return usage_totals(usage)
+
+
+def _diff(a: str, b: str, name_a: str, name_b: str) -> str:
+    lines = difflib.unified_diff(a.splitlines(), b.splitlines(), name_a, name_b, lineterm="")
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""``tracegrad eval``: score a prompt file on a dataset and list what it gets wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..promptfile import PromptFile
+from ._shared import (
+    EXIT_FAILURE,
+    BaseUrlOpt,
+    CLIError,
+    ConcurrencyOpt,
+    JsonOpt,
+    ModelOpt,
+    NoCacheOpt,
+    OptimizerModelOpt,
+    PromptArg,
+    RetriesOpt,
+    TimeoutOpt,
+    _engine,
+    _errors,
+    _load_data,
+    _load_prompt,
+    _log,
+    _out,
+    _out_json,
+    _resolve_models,
+    _usage_totals,
+    app,
+)
+
+
+@app.command(name="eval", no_args_is_help=True)
+def eval_(
+    prompt_file: PromptArg,
+    data: Annotated[Path, typer.Option("--data", "-d", help="Dataset to score on (.jsonl, "
+                                       ".csv, .json).", show_default=False)],
+    model: ModelOpt = None,
+    optimizer_model: OptimizerModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    no_cache: NoCacheOpt = False,
+    show: Annotated[int, typer.Option("--show", help="How many failures to list.")] = 10,
+    json_output: JsonOpt = False,
+    timeout: TimeoutOpt = 60.0,
+    max_retries: RetriesOpt = 4,
+) -> None:
+    """Score a prompt file on a dataset and list the examples it gets wrong.
+
+    Example:
+
+        tracegrad eval prompts/support_intent.prompt --data prompts/support_intent.val.jsonl
+    """
+    net = {"timeout": timeout, "max_retries": max_retries}
+    with _errors():
+        pf = _load_prompt(prompt_file)
+        ds = _load_data(pf, data, "--data")
+        m, om = _resolve_models(pf, model, optimizer_model)
+        engine = _engine(m, base_url=base_url, no_cache=no_cache, concurrency=concurrency, **net)
+        judge = engine if om == m else _engine(om, base_url=base_url, no_cache=no_cache,
+                                               concurrency=concurrency, meter=engine, **net)
+        program = pf.to_module(engine)
+        metric = pf.metric_fn(judge_engine=judge)
+        _log(f"evaluating {prompt_file} on {len(ds)} examples ({m})")
+        res = _evaluate(program, ds, metric, concurrency)
+        usage = _usage_totals(engine.snapshot())
+        rows = [{"id": o.example.id, "source": o.example.source, "expected": o.example.expected,
+                 "output": o.output, "score": o.score, "explanation": o.explanation,
+                 "error": o.error} for o in res.outcomes]
+        failures = [r for r in rows if r["score"] < 1.0]
+        if json_output:
+            _out_json({"prompt_file": str(prompt_file), "data": str(data), "model": m,
+                       "metric": _metric_label(pf), "score": res.score, "n": len(rows),
+                       "failures": len(failures), "results": rows, "usage": usage})
+            return
+        _out(f"score: {res.score:.3f} on {len(rows)} examples, {len(failures)} not fully "
+             f"correct (metric {_metric_label(pf)})")
+        for r in failures[: max(0, show)]:
+            _out(f"\n[{r['id']}] score {r['score']:.2f}  {r['source']}")
+            _out(f"  expected: {_one_line(r['expected'])}")
+            _out(f"  got:      {_one_line(r['output'])}")
+            _out(f"  why:      {_one_line(r['error'] or r['explanation'])}")
+        if len(failures) > show:
+            _out(f"\n... and {len(failures) - show} more (use --show N or --json)")
+        _out(f"\ncalls: {usage['calls']} ({usage['cached_calls']} from cache)  tokens: "
+             f"{usage['total_tokens']:,}  cost: ${usage['usd']:.4f}")
+
+
+def _metric_label(pf: PromptFile) -> str:
+    from ..promptfile import metric_spec_text
+
+    return metric_spec_text(pf.metric)
+
+
+def _evaluate(program: Any, ds: Any, metric: Any, concurrency: int) -> Any:
+    from ..train.trainer import evaluate
+
+    try:
+        return evaluate(program, ds, metric, concurrency=concurrency)
+    except RuntimeError as e:  # every example failed: the server or the model is wrong
+        raise CLIError(f"{e} -- check --model, --base-url and the server", EXIT_FAILURE) from None
+
+
+def _one_line(value: Any, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
