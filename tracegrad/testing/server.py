@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ..llm.base import content_to_text, estimate_tokens
+from ..llm.mock import InFlight
 
 __all__ = ["FakeOpenAIServer", "FAULTS"]
 
@@ -112,8 +113,7 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
         self._responses: list[dict[str, Any]] = []
-        self._in_flight = 0
-        self.max_in_flight = 0
+        self._in_flight = InFlight()
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -179,6 +179,11 @@ class FakeOpenAIServer:
             return list(self._responses)
 
     @property
+    def max_in_flight(self) -> int:
+        """The most chat requests handled at once (since the last :meth:`reset`)."""
+        return self._in_flight.peak
+
+    @property
     def request_count(self) -> int:
         with self._lock:
             return len(self._requests)
@@ -188,7 +193,7 @@ class FakeOpenAIServer:
             self._requests.clear()
             self._responses.clear()
             self._faults.clear()
-            self.max_in_flight = 0
+        self._in_flight.reset_peak()
 
     # -- scripting ---------------------------------------------------------
     def inject(
@@ -245,15 +250,6 @@ class FakeOpenAIServer:
         entry["_authorized"] = any(k.lower() == "authorization" for k in headers)
         with self._lock:
             self._requests.append(entry)
-
-    def _enter(self) -> None:
-        with self._lock:
-            self._in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self._in_flight)
-
-    def _exit(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
 
     def completion_body(
         self, body: dict[str, Any], content: str, finish_reason: str = "stop"
@@ -349,11 +345,8 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._send(400, _error("request body is not JSON", "invalid_request_error"))
                 return
             server._record(body, self.headers)
-            server._enter()
-            try:
+            with server._in_flight:
                 self._chat(body)
-            finally:
-                server._exit()
 
         def _chat(self, body: dict[str, Any]) -> None:
             if server.latency:
