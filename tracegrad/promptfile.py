@@ -158,9 +158,13 @@ class _FrontMatter:
         return PromptFileError(f"'{key}' {msg}", self.ps, line)
 
     def entry_node(self, key: str, i: int) -> Any:
-        """The YAML node of entry ``i`` of ``key``'s list or mapping (None if unknown)."""
-        entries = getattr(self.nodes.get(key), "value", None) or []
-        return entries[i] if i < len(entries) else None
+        """The YAML node of entry ``i`` of ``key``'s list (for a mapping: the (key node,
+        value node) pair), or None when the value is not a list or mapping in the file --
+        a lone name read as a one-entry list has no entry nodes, only the key's line."""
+        node = self.nodes.get(key)
+        if not isinstance(node, yaml.SequenceNode | yaml.MappingNode):
+            return None
+        return node.value[i] if i < len(node.value) else None
 
     def check_key_names(self) -> None:
         for key in self.data:
@@ -267,9 +271,8 @@ class _FrontMatter:
             raise self.err("constraints", f"must be a list of strings, got {_kind(cons)}")
         for i, c in enumerate(cons):
             if not isinstance(c, str) or not c.strip():
-                node = self.entry_node("constraints", i)
                 raise self.err("constraints", "entries must be non-empty strings, got "
-                               f"{_kind(c)}", node if isinstance(node, yaml.Node) else None)
+                               f"{_kind(c)}", self.entry_node("constraints", i))
         return [c.strip() for c in cons]
 
     def params(self) -> dict[str, Any]:
