@@ -38,16 +38,31 @@ _CLI_LOCK = threading.RLock()
 # -- the task ------------------------------------------------------------------------------
 
 
-def copy_counting(dst: Path, n_train: int = 8, n_val: int = 5) -> dict[str, Path]:
-    """The counting prompt and smaller train/val files in ``dst``; returns their paths."""
+DATASET_FORMATS = ("jsonl", "json-one-line")
+
+
+def copy_counting(dst: Path, n_train: int = 8, n_val: int = 5, *,
+                  dataset_format: str = "jsonl") -> dict[str, Path]:
+    """The counting prompt and smaller train/val files in ``dst``; returns their paths.
+
+    ``dataset_format`` "json-one-line" writes the rows as one JSON list on a single line
+    (``NAME.json``), the shape ``json.dump`` produces and users hand over as is.
+    """
+    if dataset_format not in DATASET_FORMATS:
+        raise ValueError(f"dataset_format must be one of {DATASET_FORMATS}")
     dst.mkdir(parents=True, exist_ok=True)
     prompt = dst / "object_counting.prompt"
     shutil.copyfile(PROMPTS / "object_counting.prompt", prompt)
     out = {"prompt": prompt}
     for kind, n in (("train", n_train), ("val", n_val)):
-        lines = (PROMPTS / f"object_counting.{kind}.jsonl").read_text(encoding="utf-8")
-        p = dst / f"object_counting.{kind}.jsonl"
-        p.write_text("".join(line + "\n" for line in lines.splitlines()[:n]), encoding="utf-8")
+        text = (PROMPTS / f"object_counting.{kind}.jsonl").read_text(encoding="utf-8")
+        lines = text.splitlines()[:n]
+        if dataset_format == "jsonl":
+            p = dst / f"object_counting.{kind}.jsonl"
+            p.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        else:
+            p = dst / f"object_counting.{kind}.json"
+            p.write_text(json.dumps([json.loads(line) for line in lines]), encoding="utf-8")
         out[kind] = p
     return out
 
