@@ -170,6 +170,23 @@ def test_a_cache_file_from_before_the_counters_gains_them(tmp_path):
     assert c.info()["skipped_large"] == 1 and c.enabled
 
 
+def test_a_reply_with_a_lone_surrogate_is_cached_and_read_back(tmp_path):
+    # a server's broken escape ("\\ud800") decodes to a str that UTF-8 cannot encode: the
+    # paid-for reply was lost to a UnicodeEncodeError from SQLite
+    with FakeOpenAIServer(["half an emoji \ud83d here"]) as s:
+        c = Cache(OpenAIEngine("m", base_url=s.url), tmp_path / "c.sqlite3")
+        first = c.complete(make_request("q"))
+        hit = c.complete(make_request("q"))
+    assert first.text == hit.text == "half an emoji \ud83d here"
+    assert hit.cached and s.request_count == 1
+    # the next step quotes it: the key must not fail either (sending it is the engine's
+    # business; the OpenAI client refuses, an engine such as MockLLM does not)
+    mock = Cache(MockLLM(), tmp_path / "c.sqlite3")
+    follow_up = make_request(f"Critique this answer: {first.text}")
+    mock.complete(follow_up)
+    assert mock.complete(follow_up).cached
+
+
 def test_structured_replies_round_trip(tmp_path):
     with FakeOpenAIServer(['{"answer": 4}', "not json", '{"answer": 5}']) as s:
         c = Cache(OpenAIEngine("m", base_url=s.url), tmp_path / "c.db")

@@ -96,6 +96,17 @@ def _utf8_size(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
+def _stored_json(obj: Any) -> str:
+    """JSON for a cache row: UTF-8 as is, except that a reply holding a lone surrogate
+    (which SQLite cannot store as UTF-8) is written with escapes, which read back the same."""
+    text = json.dumps(obj, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj)
+    return text
+
+
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
@@ -122,7 +133,9 @@ def request_key(request: Request, engine: dict[str, Any] | None = None) -> str:
         "response_format": fmt.model_json_schema() if fmt is not None else None,
         "sample_id": request.sample_id,
     }
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+    # surrogatepass: a lone surrogate (a model's broken escape, quoted in a later prompt)
+    # must not make the key fail; every valid string hashes exactly as before
+    return hashlib.sha256(canonical_json(payload).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _jsonable_parsed(parsed: Any) -> Any:
@@ -368,7 +381,7 @@ class Cache(EngineWrapper):
             self._count("skipped_large")
             return False
         key = self.key(request)
-        value = json.dumps(completion_to_json(c), ensure_ascii=False)
+        value = _stored_json(completion_to_json(c))
         self._run(
             lambda conn: conn.execute(
                 "INSERT OR REPLACE INTO replies (key, value, model, created) VALUES (?, ?, ?, ?)",
