@@ -134,6 +134,160 @@ def metric_spec_text(metric: str | Mapping[str, Any]) -> str:
     return str(metric)
 
 
+def _stripped(text: str | None) -> str | None:
+    return None if text is None else text.strip()
+
+
+@dataclass
+class _FrontMatter:
+    """The parsed front matter, read key by key.
+
+    Each reader returns one validated value or raises a :class:`PromptFileError` on the
+    line of the offending list entry when YAML knows it, else on the line of the key: a
+    user with a long front matter should not have to hunt for the mistake.
+    """
+
+    data: dict[str, Any]
+    nodes: dict[str, Any]  # key -> YAML value node, for the lines of list entries
+    ps: str
+    key_lines: dict[str, int]
+
+    def err(self, key: str, msg: str, node: Any = None) -> PromptFileError:
+        line = node.start_mark.line + _YAML_FIRST_LINE if node is not None \
+            else self.key_lines.get(key)
+        return PromptFileError(f"'{key}' {msg}", self.ps, line)
+
+    def entry_node(self, key: str, i: int) -> Any:
+        """The YAML node of entry ``i`` of ``key``'s list (for a mapping: the (key node,
+        value node) pair), or None when the value is not a list or mapping in the file --
+        a lone name read as a one-entry list has no entry nodes, only the key's line."""
+        node = self.nodes.get(key)
+        if not isinstance(node, yaml.SequenceNode | yaml.MappingNode):
+            return None
+        return node.value[i] if i < len(node.value) else None
+
+    def check_key_names(self) -> None:
+        for key in self.data:
+            if key not in KNOWN_KEYS:
+                raise PromptFileError(
+                    f"unknown key '{key}'{_nearest(key, KNOWN_KEYS)} "
+                    f"(known keys: {', '.join(KNOWN_KEYS)})",
+                    self.ps, self.key_lines.get(key),
+                )
+        for key in REQUIRED_KEYS:
+            if key not in self.data:
+                raise PromptFileError(
+                    f"missing key '{key}' in the front matter (which ends on this line): "
+                    f"{KNOWN_KEYS[key]}",
+                    self.ps, self.key_lines.get("---end") or 1,
+                )
+
+    def optional_text(self, key: str) -> str | None:
+        v = self.data.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, str) or not v.strip():
+            raise self.err(key, f"must be a non-empty string, got {_kind(v)}")
+        return v
+
+    def inputs(self) -> dict[str, str]:
+        """``input``: a list of names (or one name), or a mapping name -> description."""
+        raw = self.data["input"]
+        if isinstance(raw, str):
+            raw = [raw]
+        if isinstance(raw, list):
+            inputs = self._input_names(raw)
+        elif isinstance(raw, dict):
+            inputs = self._input_descriptions(raw)
+        else:
+            raise self.err("input", "must be a list of field names or a mapping name -> "
+                           f"description, got {_kind(raw)}")
+        if not inputs:
+            raise self.err("input", "must name at least one field")
+        return inputs
+
+    def _input_names(self, names: list[Any]) -> dict[str, str]:
+        inputs: dict[str, str] = {}
+        for i, name in enumerate(names):
+            if not isinstance(name, str) or not _is_identifier(name):
+                raise self.err("input", f"entries must be field names (identifiers), got "
+                               f"{name!r}", self.entry_node("input", i))
+            if name in inputs:
+                raise self.err("input", f"lists the field '{name}' twice",
+                               self.entry_node("input", i))
+            inputs[name] = ""
+        return inputs
+
+    def _input_descriptions(self, raw: dict[Any, Any]) -> dict[str, str]:
+        inputs: dict[str, str] = {}
+        for i, (name, desc) in enumerate(raw.items()):
+            pair = self.entry_node("input", i)
+            node = pair[0] if pair is not None else None  # the name's node
+            if not isinstance(name, str) or not _is_identifier(name):
+                raise self.err("input", f"keys must be field names (identifiers), got {name!r}",
+                               node)
+            if desc is not None and not isinstance(desc, str | int | float):
+                raise self.err("input", f"description of '{name}' must be text, got "
+                               f"{_kind(desc)}", node)
+            inputs[name] = "" if desc is None else str(desc)
+        return inputs
+
+    def output(self, inputs: Mapping[str, str]) -> str:
+        out = self.data["output"]
+        if not isinstance(out, str) or not _is_identifier(out):
+            raise self.err("output", "must be the name of the dataset field with the expected "
+                           f"value, got {out!r}")
+        if out in inputs:
+            raise self.err("output", f"'{out}' is also an input: the prompt would be shown the "
+                           "answer")
+        return out
+
+    def metric(self) -> str | dict[str, str]:
+        metric = self.data.get("metric", DEFAULT_METRIC)
+        if isinstance(metric, dict):
+            if set(metric) != {"judge"} or not isinstance(metric["judge"], str) \
+                    or not metric["judge"].strip():
+                raise self.err("metric", "as a mapping must be {judge: RUBRIC}, a rubric text "
+                               "for the LLM judge")
+            return metric
+        if not isinstance(metric, str) or not metric.strip():
+            raise self.err("metric", "must be a metric name or {judge: RUBRIC}, got "
+                           f"{_kind(metric)}")
+        metric = metric.strip()
+        if metric.startswith("regex:"):
+            try:
+                re.compile(metric[len("regex:"):])
+            except re.error as e:
+                raise self.err("metric", f"has an invalid regular expression: {e}") from None
+        return metric
+
+    def constraints(self) -> list[str]:
+        cons = self.data.get("constraints", [])
+        if cons is None:
+            cons = []
+        if isinstance(cons, str):
+            cons = [cons]
+        if not isinstance(cons, list):
+            raise self.err("constraints", f"must be a list of strings, got {_kind(cons)}")
+        for i, c in enumerate(cons):
+            if not isinstance(c, str) or not c.strip():
+                raise self.err("constraints", "entries must be non-empty strings, got "
+                               f"{_kind(c)}", self.entry_node("constraints", i))
+        return [c.strip() for c in cons]
+
+    def params(self) -> dict[str, Any]:
+        params = self.data.get("params", {})
+        if params is None:
+            params = {}
+        if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+            raise self.err("params", f"must be a mapping of sampling parameters, got "
+                           f"{_kind(params)}")
+        for forbidden in ("messages", "model", "stream"):
+            if forbidden in params:
+                raise self.err("params", f"may not set '{forbidden}'")
+        return dict(params)
+
+
 # -- the prompt file ----------------------------------------------------------------------
 
 
@@ -192,125 +346,17 @@ class PromptFile:
         return self.key_lines.get(key)
 
     def _read_keys(self, data: dict[str, Any], nodes: dict[str, Any], ps: str) -> None:
-        for key in data:
-            if key not in KNOWN_KEYS:
-                raise PromptFileError(
-                    f"unknown key '{key}'{_nearest(key, KNOWN_KEYS)} "
-                    f"(known keys: {', '.join(KNOWN_KEYS)})",
-                    ps, self._line(key),
-                )
-        for key in REQUIRED_KEYS:
-            if key not in data:
-                raise PromptFileError(
-                    f"missing key '{key}' in the front matter (which ends on this line): "
-                    f"{KNOWN_KEYS[key]}",
-                    ps, self._line("---end") or 1,
-                )
-
-        def err(key: str, msg: str, node: Any = None) -> PromptFileError:
-            line = node.start_mark.line + _YAML_FIRST_LINE if node is not None else self._line(key)
-            return PromptFileError(f"'{key}' {msg}", ps, line)
-
-        def opt_str(key: str) -> str | None:
-            v = data.get(key)
-            if v is None:
-                return None
-            if not isinstance(v, str) or not v.strip():
-                raise err(key, f"must be a non-empty string, got {_kind(v)}")
-            return v
-
-        self.model = opt_str("model")
-        if self.model is not None:
-            self.model = self.model.strip()
-        self.optimizer_model = opt_str("optimizer_model")
-        if self.optimizer_model is not None:
-            self.optimizer_model = self.optimizer_model.strip()
-        self.system = opt_str("system")
-        self.description = opt_str("description") or ""
-
-        # input: list of names, or mapping name -> description
-        raw_inputs = data["input"]
-        inputs: dict[str, str] = {}
-        if isinstance(raw_inputs, str):
-            raw_inputs = [raw_inputs]
-        if isinstance(raw_inputs, list):
-            item_nodes = getattr(nodes.get("input"), "value", None) or []
-            for i, name in enumerate(raw_inputs):
-                node = item_nodes[i] if i < len(item_nodes) else None
-                if not isinstance(name, str) or not _is_identifier(name):
-                    raise err("input", f"entries must be field names (identifiers), got {name!r}",
-                              node)
-                if name in inputs:
-                    raise err("input", f"lists the field '{name}' twice", node)
-                inputs[name] = ""
-        elif isinstance(raw_inputs, dict):
-            pairs = getattr(nodes.get("input"), "value", None) or []
-            for i, (name, desc) in enumerate(raw_inputs.items()):
-                node = pairs[i][0] if i < len(pairs) else None
-                if not isinstance(name, str) or not _is_identifier(name):
-                    raise err("input", f"keys must be field names (identifiers), got {name!r}",
-                              node)
-                if desc is not None and not isinstance(desc, str | int | float):
-                    raise err("input", f"description of '{name}' must be text, got {_kind(desc)}",
-                              node)
-                inputs[name] = "" if desc is None else str(desc)
-        else:
-            raise err("input", "must be a list of field names or a mapping name -> description, "
-                      f"got {_kind(raw_inputs)}")
-        if not inputs:
-            raise err("input", "must name at least one field")
-        self.inputs = inputs
-
-        out = data["output"]
-        if not isinstance(out, str) or not _is_identifier(out):
-            raise err("output", f"must be the name of the dataset field with the expected value, "
-                      f"got {out!r}")
-        if out in inputs:
-            raise err("output", f"'{out}' is also an input: the prompt would be shown the answer")
-        self.output = out
-
-        metric = data.get("metric", DEFAULT_METRIC)
-        if isinstance(metric, dict):
-            if set(metric) != {"judge"} or not isinstance(metric["judge"], str) \
-                    or not metric["judge"].strip():
-                raise err("metric", "as a mapping must be {judge: RUBRIC}, a rubric text for "
-                          "the LLM judge")
-        elif not isinstance(metric, str) or not metric.strip():
-            raise err("metric", f"must be a metric name or {{judge: RUBRIC}}, got {_kind(metric)}")
-        else:
-            metric = metric.strip()
-            if metric.startswith("regex:"):
-                try:
-                    re.compile(metric[len("regex:"):])
-                except re.error as e:
-                    raise err("metric", f"has an invalid regular expression: {e}") from None
-        self.metric = metric
-
-        cons = data.get("constraints", [])
-        if cons is None:
-            cons = []
-        if isinstance(cons, str):
-            cons = [cons]
-        if not isinstance(cons, list):
-            raise err("constraints", f"must be a list of strings, got {_kind(cons)}")
-        item_nodes = getattr(nodes.get("constraints"), "value", None) or []
-        for i, c in enumerate(cons):
-            if not isinstance(c, str) or not c.strip():
-                node = item_nodes[i] if isinstance(item_nodes, list) and i < len(item_nodes) \
-                    else None
-                raise err("constraints", f"entries must be non-empty strings, got {_kind(c)}",
-                          node)
-        self.constraints = [c.strip() for c in cons]
-
-        params = data.get("params", {})
-        if params is None:
-            params = {}
-        if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
-            raise err("params", f"must be a mapping of sampling parameters, got {_kind(params)}")
-        for forbidden in ("messages", "model", "stream"):
-            if forbidden in params:
-                raise err("params", f"may not set '{forbidden}'")
-        self.params = dict(params)
+        fm = _FrontMatter(data, nodes, ps, self.key_lines)
+        fm.check_key_names()
+        self.model = _stripped(fm.optional_text("model"))
+        self.optimizer_model = _stripped(fm.optional_text("optimizer_model"))
+        self.system = fm.optional_text("system")
+        self.description = fm.optional_text("description") or ""
+        self.inputs = fm.inputs()
+        self.output = fm.output(self.inputs)
+        self.metric = fm.metric()
+        self.constraints = fm.constraints()
+        self.params = fm.params()
 
     # -- template checks -------------------------------------------------------------
     def _check_template(self, body: str, ps: str) -> None:

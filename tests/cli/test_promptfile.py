@@ -138,6 +138,10 @@ def test_missing_required_key(tmp_path: Path) -> None:
         ("input: [q]\noutput: a\nmetric: 'regex:('", 4, "invalid regular expression"),
         ("input: [q, q]\noutput: a", 2, "twice"),
         ("input: [q]\noutput: q", 3, "is also an input"),
+        # one name instead of a list: the error points at the key (it once crashed with
+        # AttributeError, reading a character of the name as its YAML node)
+        ("input: not a name\noutput: a", 2, "'input' entries must be field names"),
+        ("output: a\ninput: 'q-1'", 3, "'input' entries must be field names"),
     ],
 )
 def test_wrong_types(tmp_path: Path, yaml_text: str, line: int, words: str) -> None:

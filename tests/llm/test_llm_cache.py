@@ -12,8 +12,8 @@ import pytest
 from pydantic import BaseModel
 
 from tracegrad.llm import LLM, Cache, Meter, OpenAIEngine, find_engine
-from tracegrad.llm.base import make_request
-from tracegrad.llm.cache import CacheWarning, request_key
+from tracegrad.llm.base import ConfigurationError, make_request
+from tracegrad.llm.cache import DEFAULT_MAX_REPLY_BYTES, CacheWarning, request_key
 from tracegrad.testing import FakeOpenAIServer, MockLLM
 
 
@@ -94,6 +94,97 @@ def test_failed_replies_are_not_cached(server, cached, fault):
     assert not cached.complete(make_request("q")).cached
     assert server.request_count == 2
     assert cached.info()["entries"] == 1  # the good second reply
+
+
+def test_a_reply_over_the_cap_is_returned_but_not_stored(tmp_path):
+    big, at_cap = "x" * 101, "y" * 100
+    c = Cache(MockLLM([big, big, at_cap]), tmp_path / "c.sqlite3", max_reply_bytes=100)
+    assert c.complete(make_request("big")).text == big  # the caller gets all of it
+    again = c.complete(make_request("big"))
+    assert again.text == big and not again.cached  # ...but it was not stored
+    assert c.complete(make_request("fits")).text == at_cap
+    assert c.complete(make_request("fits")).cached  # the cap itself is allowed
+    info = c.info()
+    assert (info["entries"], info["skipped_large"], info["max_reply_bytes"]) == (1, 2, 100)
+
+
+def test_the_cap_counts_utf8_bytes_not_characters(tmp_path):
+    c = Cache(MockLLM(["\u00e9" * 51]), tmp_path / "c.sqlite3", max_reply_bytes=100)
+    c.complete(make_request("q"))  # 51 characters, 102 bytes
+    assert c.info()["entries"] == 0 and c.info()["skipped_large"] == 1
+
+
+def test_async_calls_obey_the_cap(tmp_path):
+    c = Cache(MockLLM(default="z" * 50), tmp_path / "c.sqlite3", max_reply_bytes=10)
+
+    async def twice() -> list[bool]:
+        return [(await c.acomplete(make_request("q"))).cached for _ in range(2)]
+
+    assert asyncio.run(twice()) == [False, False]
+    assert c.info()["skipped_large"] == 2
+
+
+def test_a_1mb_reply_from_the_server_is_returned_whole_but_not_cached(server, tmp_path):
+    c = Cache(OpenAIEngine("m", base_url=server.url), tmp_path / "c.sqlite3",
+              max_reply_bytes=100_000)
+    server.inject("huge")
+    assert len(c.complete(make_request("q")).text) == 1_000_000
+    assert not c.complete(make_request("q")).cached  # asked the server again
+    assert c.complete(make_request("q")).cached  # its normal reply was stored
+    assert server.request_count == 2
+    assert c.path.stat().st_size < 200_000
+
+
+def test_cap_from_the_environment_and_its_default(monkeypatch, tmp_path):
+    assert Cache(MockLLM()).max_reply_bytes == DEFAULT_MAX_REPLY_BYTES == 1024 * 1024
+    monkeypatch.setenv("TRACEGRAD_CACHE_MAX_REPLY_BYTES", " 2048 ")
+    assert Cache(MockLLM()).max_reply_bytes == 2048
+    assert Cache(MockLLM(), max_reply_bytes=10).max_reply_bytes == 10  # the argument wins
+    for bad in ("lots", "0", "-5", "1.5"):
+        monkeypatch.setenv("TRACEGRAD_CACHE_MAX_REPLY_BYTES", bad)
+        with pytest.raises(ConfigurationError, match="TRACEGRAD_CACHE_MAX_REPLY_BYTES"):
+            Cache(MockLLM())
+    with pytest.raises(ValueError, match="positive"):
+        Cache(MockLLM(), max_reply_bytes=0)
+
+
+def test_skipped_count_is_kept_in_the_file_until_clear(tmp_path):
+    path = tmp_path / "c.sqlite3"
+    first = Cache(MockLLM(default="w" * 20), path, max_reply_bytes=10)
+    first.complete(make_request("q"))
+    first.close()
+    later = Cache(MockLLM(), path)  # what `tracegrad cache info` opens
+    assert later.info()["skipped_large"] == 1
+    later.clear()
+    assert later.info()["skipped_large"] == 0
+
+
+def test_a_cache_file_from_before_the_counters_gains_them(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE replies (key TEXT PRIMARY KEY, value TEXT NOT NULL, model TEXT,"
+                " created REAL)")
+    con.close()
+    c = Cache(MockLLM(default="v" * 20), path, max_reply_bytes=10)
+    c.complete(make_request("q"))
+    assert c.info()["skipped_large"] == 1 and c.enabled
+
+
+def test_a_reply_with_a_lone_surrogate_is_cached_and_read_back(tmp_path):
+    # a server's broken escape ("\\ud800") decodes to a str that UTF-8 cannot encode: the
+    # paid-for reply was lost to a UnicodeEncodeError from SQLite
+    with FakeOpenAIServer(["half an emoji \ud83d here"]) as s:
+        c = Cache(OpenAIEngine("m", base_url=s.url), tmp_path / "c.sqlite3")
+        first = c.complete(make_request("q"))
+        hit = c.complete(make_request("q"))
+    assert first.text == hit.text == "half an emoji \ud83d here"
+    assert hit.cached and s.request_count == 1
+    # the next step quotes it: the key must not fail either (sending it is the engine's
+    # business; the OpenAI client refuses, an engine such as MockLLM does not)
+    mock = Cache(MockLLM(), tmp_path / "c.sqlite3")
+    follow_up = make_request(f"Critique this answer: {first.text}")
+    mock.complete(follow_up)
+    assert mock.complete(follow_up).cached
 
 
 def test_structured_replies_round_trip(tmp_path):

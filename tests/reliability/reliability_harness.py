@@ -38,16 +38,31 @@ _CLI_LOCK = threading.RLock()
 # -- the task ------------------------------------------------------------------------------
 
 
-def copy_counting(dst: Path, n_train: int = 8, n_val: int = 5) -> dict[str, Path]:
-    """The counting prompt and smaller train/val files in ``dst``; returns their paths."""
+DATASET_FORMATS = ("jsonl", "json-one-line")
+
+
+def copy_counting(dst: Path, n_train: int = 8, n_val: int = 5, *,
+                  dataset_format: str = "jsonl") -> dict[str, Path]:
+    """The counting prompt and smaller train/val files in ``dst``; returns their paths.
+
+    ``dataset_format`` "json-one-line" writes the rows as one JSON list on a single line
+    (``NAME.json``), the shape ``json.dump`` produces and users hand over as is.
+    """
+    if dataset_format not in DATASET_FORMATS:
+        raise ValueError(f"dataset_format must be one of {DATASET_FORMATS}")
     dst.mkdir(parents=True, exist_ok=True)
     prompt = dst / "object_counting.prompt"
     shutil.copyfile(PROMPTS / "object_counting.prompt", prompt)
     out = {"prompt": prompt}
     for kind, n in (("train", n_train), ("val", n_val)):
-        lines = (PROMPTS / f"object_counting.{kind}.jsonl").read_text(encoding="utf-8")
-        p = dst / f"object_counting.{kind}.jsonl"
-        p.write_text("".join(line + "\n" for line in lines.splitlines()[:n]), encoding="utf-8")
+        text = (PROMPTS / f"object_counting.{kind}.jsonl").read_text(encoding="utf-8")
+        lines = text.splitlines()[:n]
+        if dataset_format == "jsonl":
+            p = dst / f"object_counting.{kind}.jsonl"
+            p.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        else:
+            p = dst / f"object_counting.{kind}.json"
+            p.write_text(json.dumps([json.loads(line) for line in lines]), encoding="utf-8")
         out[kind] = p
     return out
 
@@ -79,6 +94,8 @@ class Scenario:
     cycles through several). ``transform(purpose, body)`` may replace a reply's content.
     ``outage_after``: after that many served requests the server fails every request
     (503) until it is "repaired"; the run must stop cleanly and resume afterwards.
+    ``dataset_format``: how the train/val files are written (see :func:`copy_counting`).
+    ``cache_cap``: the run's ``TRACEGRAD_CACHE_MAX_REPLY_BYTES``; no stored reply may exceed it.
     """
 
     name: str
@@ -92,6 +109,13 @@ class Scenario:
     outage_after: int | None = None
     optimizers: tuple[str, ...] = ("tgd",)
     timeout: float | None = None  # the client's timeout, if not the run's
+    dataset_format: str = "jsonl"
+    cache_cap: int | None = None
+
+    def env(self) -> dict[str, str]:
+        """Variables the run sees on top of :func:`cli_env`'s."""
+        return {} if self.cache_cap is None else {
+            "TRACEGRAD_CACHE_MAX_REPLY_BYTES": str(self.cache_cap)}
 
 
 def _no_tags(purpose: str, body: dict[str, Any]) -> str | None:
@@ -143,6 +167,10 @@ SCENARIOS: list[Scenario] = [
              optimizers=("tgd", "trace")),
     Scenario("outage-then-resume", "every request fails (503) from the 12th on",
              outage_after=12),
+    Scenario("json-list-one-line", "train and val are one JSON list on a single line",
+             dataset_format="json-one-line"),
+    Scenario("huge-over-cache-cap", "1 MB replies while the cache stores at most 100 kB",
+             fault="huge", times=1, every=4, cache_cap=100_000),
 ]
 
 
@@ -253,6 +281,21 @@ def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
            "TRACEGRAD_DEBUG": ""}
     env.update(extra)
     return env
+
+
+@contextlib.contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in os.environ for the block (the API runs read the cache cap from there)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run_cli(args: list[Any], env: dict[str, str], *, timeout: float = 1.0,
@@ -446,15 +489,16 @@ def check_prompt_file(path: Path, original: bytes, *, allow_litter: bool = False
     return problems
 
 
-def check_cache(cache_dir: Path) -> list[str]:
-    """Every SQLite cache file under ``cache_dir`` opens and passes integrity_check."""
+def check_cache(cache_dir: Path, *, max_reply_bytes: int | None = None) -> list[str]:
+    """Every SQLite cache file under ``cache_dir`` opens and passes integrity_check; with
+    ``max_reply_bytes``, no stored reply text is longer than that."""
     problems = []
     for db in sorted(cache_dir.rglob("*.sqlite3")) if cache_dir.exists() else []:
         try:
             con = sqlite3.connect(db, timeout=10)
             try:
                 ok = con.execute("PRAGMA integrity_check").fetchone()[0]
-                con.execute("SELECT count(*) FROM replies").fetchone()
+                values = [v for (v,) in con.execute("SELECT value FROM replies")]
             finally:
                 con.close()
         except sqlite3.Error as e:
@@ -462,7 +506,20 @@ def check_cache(cache_dir: Path) -> list[str]:
             continue
         if ok != "ok":
             problems.append(f"{db.name}: integrity_check says {ok}")
+        if max_reply_bytes is not None:
+            over = [n for n in map(_stored_reply_bytes, values) if n > max_reply_bytes]
+            if over:
+                problems.append(f"{db.name}: {len(over)} stored replies are over the cap of "
+                                f"{max_reply_bytes} bytes (the largest {max(over)})")
     return problems
+
+
+def _stored_reply_bytes(value: str) -> int:
+    try:
+        text = json.loads(value).get("text") or ""
+    except (ValueError, AttributeError):
+        return 0  # unreadable rows are the cache's business (read as misses), not the cap's
+    return len(str(text).encode("utf-8", "surrogatepass"))
 
 
 def cache_entries(cache_dir: Path) -> int:
@@ -511,10 +568,10 @@ class MatrixRow:
 def run_scenario_cli(sc: Scenario, optimizer: str, tmp: Path, *, steps: int = 3,
                      timeout: float = 1.0) -> MatrixRow:
     """One scenario through ``tracegrad optimize`` (in-process), then checks."""
-    task = copy_counting(tmp / "task")
+    task = copy_counting(tmp / "task", dataset_format=sc.dataset_format)
     original = task["prompt"].read_bytes()
     run_dir = tmp / "run"
-    env = cli_env(tmp)
+    env = cli_env(tmp, **sc.env())
     row = MatrixRow(sc.name, "cli", optimizer, "unclean")
     t0 = time.perf_counter()
     timeout = sc.timeout or timeout
@@ -566,7 +623,7 @@ def run_scenario_cli(sc: Scenario, optimizer: str, tmp: Path, *, steps: int = 3,
             row.message = f"exit {r.code}: {error_line(r.stderr)}"
         row.requests = server.request_count
         row.injected = world.injected
-    row.damage += check_cache(tmp / "cache")
+    row.damage += check_cache(tmp / "cache", max_reply_bytes=sc.cache_cap)
     row.seconds = time.perf_counter() - t0
     return row
 
@@ -578,7 +635,7 @@ def run_scenario_api(sc: Scenario, optimizer: str, tmp: Path, *, steps: int = 3,
     from tracegrad.promptfile import PromptFile
     from tracegrad.train import optimize
 
-    task = copy_counting(tmp / "task")
+    task = copy_counting(tmp / "task", dataset_format=sc.dataset_format)
     original = task["prompt"].read_bytes()
     run_dir = tmp / "run"
     row = MatrixRow(sc.name, "api", optimizer, "unclean")
@@ -595,7 +652,7 @@ def run_scenario_api(sc: Scenario, optimizer: str, tmp: Path, *, steps: int = 3,
                         optimizer_engine=engine, run_dir=run_dir,
                         resume=run_dir if resume else None, concurrency=4, progress=False)
 
-    with world_server(sc) as (server, world):
+    with world_server(sc) as (server, world), environ(sc.env()):
         sc_hang = sc.hang_seconds
         if sc.fault == "hang":
             sc.hang_seconds = 2 * timeout
@@ -625,7 +682,7 @@ def run_scenario_api(sc: Scenario, optimizer: str, tmp: Path, *, steps: int = 3,
         row.requests = server.request_count
         row.injected = world.injected
     row.damage += check_prompt_file(task["prompt"], original)
-    row.damage += check_cache(tmp / "cache")
+    row.damage += check_cache(tmp / "cache", max_reply_bytes=sc.cache_cap)
     for f in run_dir.rglob("*") if run_dir.exists() else []:
         if f.is_file() and SECRET in f.read_text(encoding="utf-8", errors="replace"):
             row.damage.append(f"the API key is in {f.name}")
@@ -647,7 +704,7 @@ def quick_plan() -> Plan:
     optimizer, four transport faults also through the Python API; fewer 1 MB replies."""
     plan: Plan = []
     for sc in SCENARIOS:
-        if sc.name == "huge-1mb-replies":
+        if sc.fault == "huge":
             sc = replace(sc, every=15)
         plan.append((sc, sc.optimizers[0], "cli"))
         if sc.transform is not None:

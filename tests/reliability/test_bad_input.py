@@ -26,7 +26,15 @@ from tracegrad.testing import MockLLM
 from tracegrad.train import DatasetError, load_dataset, optimize
 from tracegrad.train import metrics as M
 
-from .reliability_harness import cli_env, copy_counting, has_traceback, run_cli
+from .reliability_harness import (
+    MODEL,
+    cli_env,
+    copy_counting,
+    has_traceback,
+    optimize_args,
+    run_cli,
+    world_server,
+)
 
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -126,6 +134,23 @@ def test_hostile_dataset_rows_are_refused_with_file_and_line(tmp_path: Path, suf
         load_dataset(path)
     assert info.value.line == line and words in str(info.value), str(info.value)
     assert str(info.value).startswith(f"{path}:{line}:")
+
+
+def test_a_json_list_on_one_line_is_optimized_and_evaluated(tmp_path: Path) -> None:
+    # issue 12 s5: every element starts on line 1, so ids derived from line numbers
+    # collided and the CLI refused a valid file with "duplicate id 'NAME.json:1'"
+    task = copy_counting(tmp_path / "task", dataset_format="json-one-line")
+    assert "\n" not in task["train"].read_text() and task["val"].suffix == ".json"
+    env = cli_env(tmp_path)
+    with world_server() as (server, _):
+        run = run_cli(optimize_args(task, server.url, tmp_path / "run", "--json", steps=1), env)
+        scored = run_cli(["eval", task["prompt"], "--data", task["val"], "--model", MODEL,
+                          "--base-url", server.url, "--json"], env)
+    assert run.code == 0 and run.exception is None, run
+    assert json.loads(run.stdout)["stopped_reason"] in ("steps", "perfect")
+    assert scored.code == 0 and scored.exception is None, scored
+    ids = [r["id"] for r in json.loads(scored.stdout)["results"]]
+    assert ids == [f"object_counting.val.json:1#{i}" for i in range(1, 6)]
 
 
 def test_invalid_utf8_names_the_line(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from .reliability_harness import (
+    MODEL,
     SCENARIOS,
     SECRET,
     check_prompt_file,
@@ -41,7 +42,7 @@ def test_fault_matrix_every_run_completes_or_stops_cleanly(tmp_path: Path,
     with capsys.disabled():
         print("\n" + table)
     s = summarize(rows)
-    assert s["scenarios"] == len(SCENARIOS) == 14, table
+    assert s["scenarios"] == len(SCENARIOS) == 16, table
     assert s["files_damaged"] == 0, table
     assert s["unclean"] == 0 and s["tracebacks"] == 0, table
     assert s["completed"] + s["stopped_cleanly"] == s["runs"], table
@@ -147,3 +148,23 @@ def test_a_good_run_replaces_the_prompt_and_keeps_the_original_as_bak(tmp_path: 
     assert task["prompt"].read_bytes() != original
     assert check_prompt_file(task["prompt"], original) == []
     assert (run_dir / "best.prompt").read_text() == task["prompt"].read_text()
+
+
+def test_replies_over_the_cache_cap_are_used_but_not_cached(tmp_path: Path) -> None:
+    """issue 12 s6: a 1 MB reply was written to the shared cache file like any other."""
+    task = copy_counting(tmp_path / "task")
+    env = cli_env(tmp_path, TRACEGRAD_CACHE_MAX_REPLY_BYTES="100000")
+    with world_server() as (server, _):
+        evaluate = ["eval", task["prompt"], "--data", task["val"], "--model", MODEL,
+                    "--base-url", server.url, "--json"]
+        server.inject("huge", times=2)
+        first = run_cli(evaluate, env)
+        info = run_cli(["cache", "info", "--json"], env)
+        again = run_cli(evaluate, env)
+        sent = server.request_count
+    assert first.code == 0 and again.code == 0, (first, again)
+    assert len(json.loads(first.stdout)["results"]) == 5
+    data = json.loads(info.stdout)
+    assert (data["max_reply_bytes"], data["skipped_large"], data["entries"]) == (100_000, 2, 3)
+    assert sent == 5 + 2  # only the two replies that were not stored are asked again
+    assert (tmp_path / "cache" / "cache.sqlite3").stat().st_size < 500_000

@@ -96,6 +96,24 @@ def test_json_list_keeps_element_lines(tmp_path):
     assert ei.value.line == 2
 
 
+def test_json_list_on_one_line_gets_an_id_per_element(tmp_path):
+    # every element starts on line 1: ids from line numbers alone collided ("duplicate id")
+    rows = [{"word": "apple", "answer": "a"}, {"word": "pear", "answer": "p"},
+            {"word": "fig", "answer": "f"}]
+    ds = load_dataset(write(tmp_path / "one.json", json.dumps(rows)))
+    assert [e.id for e in ds] == ["one.json:1#1", "one.json:1#2", "one.json:1#3"]
+    assert [e.inputs["word"] for e in ds] == ["apple", "pear", "fig"]
+    assert {e.source for e in ds} == {f"{tmp_path / 'one.json'}:1"}  # still the file line
+    assert ds.by_id("one.json:1#2").expected == "p"
+
+
+def test_json_list_ids_keep_line_numbers_unless_a_line_is_shared(tmp_path):
+    text = '[{"q": "a", "answer": 1},\n {"q": "b", "answer": 2}, {"q": "c", "answer": 3},\n' \
+           ' {"q": "d", "answer": 4, "id": "mine"}]'
+    ds = load_dataset(write(tmp_path / "mix.json", text))
+    assert [e.id for e in ds] == ["mix.json:1", "mix.json:2#1", "mix.json:2#2", "mine"]
+
+
 def test_in_memory_rows_and_examples():
     ds = load_dataset([{"question": "q", "answer": "a"}, {"question": "r", "answer": "b"}])
     assert isinstance(ds, Dataset) and ds[1].id == "row:2" and ds[1].source == "<memory>:2"

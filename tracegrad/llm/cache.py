@@ -7,7 +7,10 @@ decides a reply -- engine identity, model, messages, sampling parameters, output
 and ``sample_id`` -- and nothing that does not (purpose, bookkeeping).
 
 Replies that are cut off (finish_reason "length"), empty, or fail the requested schema are
-not stored: they are failures, and the next run deserves a fresh attempt.
+not stored: they are failures, and the next run deserves a fresh attempt. Replies longer
+than ``max_reply_bytes`` are returned but not stored either (counted as ``skipped_large``):
+one runaway reply would otherwise grow the shared file by megabytes and be read back whole
+on every later hit.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .base import Completion, Engine, EngineWrapper, Request, Usage
+from .base import Completion, ConfigurationError, Engine, EngineWrapper, Request, Usage
 from .structured import parse_as
 
 __all__ = [
+    "DEFAULT_MAX_REPLY_BYTES",
     "Cache",
     "CacheWarning",
     "default_cache_path",
@@ -41,6 +45,10 @@ __all__ = [
 
 KEY_VERSION = 1
 _LOCK_RETRIES = 40
+
+DEFAULT_MAX_REPLY_BYTES = 1024 * 1024
+"""Largest reply text stored, in UTF-8 bytes (``TRACEGRAD_CACHE_MAX_REPLY_BYTES``)."""
+MAX_REPLY_ENV = "TRACEGRAD_CACHE_MAX_REPLY_BYTES"
 
 
 class CacheWarning(UserWarning):
@@ -58,6 +66,45 @@ def default_cache_path() -> Path:
 
 def cache_disabled_by_env() -> bool:
     return os.environ.get("TRACEGRAD_NO_CACHE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def max_reply_bytes_from_env() -> int:
+    """The cap from ``$TRACEGRAD_CACHE_MAX_REPLY_BYTES``, else the default.
+
+    A value that is not a positive whole number stops with a ConfigurationError rather than
+    silently caching everything (or nothing).
+    """
+    raw = os.environ.get(MAX_REPLY_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_REPLY_BYTES
+    try:
+        return _positive_cap(int(raw))
+    except ValueError:
+        raise ConfigurationError(
+            f"{MAX_REPLY_ENV}={raw!r} is not a positive whole number of bytes"
+        ) from None
+
+
+def _positive_cap(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"max_reply_bytes must be a positive number of bytes, got {n!r}")
+    return n
+
+
+def _utf8_size(text: str) -> int:
+    # surrogatepass: a lone surrogate from a broken JSON escape must not make measuring fail
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _stored_json(obj: Any) -> str:
+    """JSON for a cache row: UTF-8 as is, except that a reply holding a lone surrogate
+    (which SQLite cannot store as UTF-8) is written with escapes, which read back the same."""
+    text = json.dumps(obj, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj)
+    return text
 
 
 def canonical_json(obj: Any) -> str:
@@ -86,7 +133,9 @@ def request_key(request: Request, engine: dict[str, Any] | None = None) -> str:
         "response_format": fmt.model_json_schema() if fmt is not None else None,
         "sample_id": request.sample_id,
     }
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+    # surrogatepass: a lone surrogate (a model's broken escape, quoted in a later prompt)
+    # must not make the key fail; every valid string hashes exactly as before
+    return hashlib.sha256(canonical_json(payload).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _jsonable_parsed(parsed: Any) -> Any:
@@ -148,13 +197,16 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS replies ("
     " key TEXT PRIMARY KEY, value TEXT NOT NULL, model TEXT, created REAL)"
 )
+# totals kept in the file, so `tracegrad cache info` can tell what earlier runs skipped
+_COUNTERS = "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL)"
 
 
 class Cache(EngineWrapper):
     """A SQLite-backed reply cache. ``request.cache=False`` or ``enabled=False`` bypasses it.
 
     Hits return ``cached=True`` and the usage recorded when the reply was first paid for;
-    the meter counts them as cached calls, not as spend.
+    the meter counts them as cached calls, not as spend. ``max_reply_bytes`` (default
+    ``$TRACEGRAD_CACHE_MAX_REPLY_BYTES``, else 1 MiB) caps the reply text stored per entry.
     """
 
     def __init__(
@@ -163,10 +215,13 @@ class Cache(EngineWrapper):
         path: str | os.PathLike[str] | None = None,
         *,
         enabled: bool | None = None,
+        max_reply_bytes: int | None = None,
     ) -> None:
         super().__init__(inner)
         self.path = Path(path).expanduser() if path is not None else default_cache_path()
         self.enabled = (not cache_disabled_by_env()) if enabled is None else enabled
+        self.max_reply_bytes = (max_reply_bytes_from_env() if max_reply_bytes is None
+                                else _positive_cap(max_reply_bytes))
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
@@ -186,6 +241,7 @@ class Cache(EngineWrapper):
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(_SCHEMA)
+                conn.execute(_COUNTERS)
             finally:
                 conn.close()
             try:
@@ -209,6 +265,7 @@ class Cache(EngineWrapper):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(_SCHEMA)
+            conn.execute(_COUNTERS)  # files written before the counters existed get them
             conn.execute("SELECT count(*) FROM replies").fetchone()
         except BaseException:
             conn.close()
@@ -320,8 +377,11 @@ class Cache(EngineWrapper):
     def put(self, request: Request, c: Completion) -> bool:
         if not self._usable(request) or not self.storable(request, c):
             return False
+        if _utf8_size(c.text) > self.max_reply_bytes:
+            self._count("skipped_large")
+            return False
         key = self.key(request)
-        value = json.dumps(completion_to_json(c), ensure_ascii=False)
+        value = _stored_json(completion_to_json(c))
         self._run(
             lambda conn: conn.execute(
                 "INSERT OR REPLACE INTO replies (key, value, model, created) VALUES (?, ?, ?, ?)",
@@ -329,6 +389,22 @@ class Cache(EngineWrapper):
             )
         )
         return True
+
+    def _count(self, name: str) -> None:
+        self._run(
+            lambda c: c.execute(
+                "INSERT INTO counters (name, n) VALUES (?, 1)"
+                " ON CONFLICT(name) DO UPDATE SET n = n + 1",
+                (name,),
+            )
+        )
+
+    def _counter(self, name: str) -> int:
+        row = self._run(
+            lambda c: c.execute("SELECT n FROM counters WHERE name = ?", (name,)).fetchone(),
+            force=True,
+        )
+        return int(row[0]) if row else 0
 
     # -- engine ----------------------------------------------------------------
     def complete(self, request: Request) -> Completion:
@@ -358,6 +434,12 @@ class Cache(EngineWrapper):
 
     # -- maintenance -----------------------------------------------------------
     def info(self) -> dict[str, Any]:
+        """What is in the file and how it is used.
+
+        ``hits``/``misses`` count this engine's calls; ``skipped_large`` counts every reply
+        any run sharing the file did not store for being over its cap (since the last
+        :meth:`clear`); ``max_reply_bytes`` is this engine's cap.
+        """
         row = self._run(lambda c: c.execute("SELECT count(*) FROM replies").fetchone(), force=True)
         size = 0
         for suffix in ("", "-wal", "-shm"):
@@ -372,14 +454,17 @@ class Cache(EngineWrapper):
             "enabled": self.enabled,
             "hits": self.hits,
             "misses": self.misses,
+            "max_reply_bytes": self.max_reply_bytes,
+            "skipped_large": self._counter("skipped_large"),
         }
 
     def clear(self) -> int:
-        """Delete every entry; returns how many there were."""
+        """Delete every entry (and the counters); returns how many entries there were."""
 
         def wipe(c: sqlite3.Connection) -> int:
             n = c.execute("SELECT count(*) FROM replies").fetchone()[0]
             c.execute("DELETE FROM replies")
+            c.execute("DELETE FROM counters")
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return int(n)
 

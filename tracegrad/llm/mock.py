@@ -28,6 +28,33 @@ from .structured import parse_as
 Reply = str | Completion | Exception | Callable[[Request], Any]
 
 
+class InFlight:
+    """A thread-safe count of calls in progress and its peak, used as ``with counter:``.
+
+    Tests assert concurrency (``1 < peak <= limit``) instead of trusting a limiter; the
+    mock engine and the fake HTTP server both count the same way through this one class.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    def __enter__(self) -> InFlight:
+        with self._lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.now -= 1
+
+    def reset_peak(self) -> None:
+        with self._lock:
+            self.peak = 0
+
+
 def request_text(request: Request) -> str:
     """All message text of a request, joined: what pattern rules match against."""
     return "\n".join(content_to_text(m.get("content")) for m in request.messages)
@@ -70,13 +97,21 @@ class MockLLM(BaseEngine):
             self._queue = list(replies)
         self.requests: list[Request] = []
         self._lock = threading.Lock()
-        self.in_flight = 0
-        self.max_in_flight = 0
+        self._counter = InFlight()
 
     # -- inspection -------------------------------------------------------
     @property
     def calls(self) -> int:
         return len(self.requests)
+
+    @property
+    def in_flight(self) -> int:
+        return self._counter.now
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most calls that were in progress at once (since the last :meth:`reset`)."""
+        return self._counter.peak
 
     def calls_for(self, purpose: str) -> int:
         return sum(1 for r in self.requests if r.purpose == purpose)
@@ -87,7 +122,7 @@ class MockLLM(BaseEngine):
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
-            self.max_in_flight = 0
+        self._counter.reset_peak()
 
     # -- engine -------------------------------------------------------------
     def _pick(self, request: Request) -> Reply:
@@ -130,40 +165,25 @@ class MockLLM(BaseEngine):
             finish_reason="stop",
         )
 
-    def _enter(self) -> None:
-        with self._lock:
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-
-    def _exit(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
-
     def complete(self, request: Request) -> Completion:
-        self._enter()
-        t0 = time.perf_counter()
-        try:
+        with self._counter:
+            t0 = time.perf_counter()
             reply = self._pick(request)
             if self.latency:
                 time.sleep(self.latency)
             c = self._finish(request, reply)
             c.latency_s = time.perf_counter() - t0
             return c
-        finally:
-            self._exit()
 
     async def acomplete(self, request: Request) -> Completion:
-        self._enter()
-        t0 = time.perf_counter()
-        try:
+        with self._counter:
+            t0 = time.perf_counter()
             reply = self._pick(request)
             if self.latency:
                 await asyncio.sleep(self.latency)
             c = self._finish(request, reply)
             c.latency_s = time.perf_counter() - t0
             return c
-        finally:
-            self._exit()
 
 
 ScriptedLLM = MockLLM

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ..llm.base import content_to_text, estimate_tokens
+from ..llm.mock import InFlight
 
 __all__ = ["FakeOpenAIServer", "FAULTS"]
 
@@ -112,8 +113,7 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
         self._responses: list[dict[str, Any]] = []
-        self._in_flight = 0
-        self.max_in_flight = 0
+        self._in_flight = InFlight()
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -179,6 +179,11 @@ class FakeOpenAIServer:
             return list(self._responses)
 
     @property
+    def max_in_flight(self) -> int:
+        """The most chat requests handled at once (since the last :meth:`reset`)."""
+        return self._in_flight.peak
+
+    @property
     def request_count(self) -> int:
         with self._lock:
             return len(self._requests)
@@ -188,7 +193,7 @@ class FakeOpenAIServer:
             self._requests.clear()
             self._responses.clear()
             self._faults.clear()
-            self.max_in_flight = 0
+        self._in_flight.reset_peak()
 
     # -- scripting ---------------------------------------------------------
     def inject(
@@ -246,15 +251,6 @@ class FakeOpenAIServer:
         with self._lock:
             self._requests.append(entry)
 
-    def _enter(self) -> None:
-        with self._lock:
-            self._in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self._in_flight)
-
-    def _exit(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
-
     def completion_body(
         self, body: dict[str, Any], content: str, finish_reason: str = "stop"
     ) -> dict[str, Any]:
@@ -289,129 +285,144 @@ def _error(message: str, type_: str, param: str | None = None) -> dict[str, Any]
     return {"error": {"message": message, "type": type_, "param": param, "code": None}}
 
 
-def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # else headers and body wait on delayed ACKs (~40 ms)
-        timeout = 30  # idle keep-alive connections end eventually
+def _route(path: str) -> str:
+    return path.split("?")[0].rstrip("/")
 
-        def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+
+def _models_list(model: str) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"id": model, "object": "model", "created": 0, "owned_by": "tracegrad"}],
+    }
+
+
+def _blown_up(content: str, size: int = 1_000_000) -> str:
+    """The reply of the "huge" fault: ``content`` repeated to exactly ``size`` characters."""
+    return ((content + " ") * (size // (len(content) + 1) + 1))[:size]
+
+
+_BLANK_REPLIES = {"empty": "", "whitespace": "  \n\t "}
+_SCHEMA_REFUSAL = "response_format of type 'json_schema' is not supported by this server"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One connection to a FakeOpenAIServer: route, apply the queued fault, reply.
+
+    Faults come in two layers, checked in this order: transport faults replace the reply
+    altogether (:meth:`_transport_fault`); the others shape an otherwise normal reply.
+    """
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else headers and body wait on delayed ACKs (~40 ms)
+    timeout = 30  # idle keep-alive connections end eventually
+    fake: FakeOpenAIServer  # set per server by _make_handler
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+        pass
+
+    def _send(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
             pass
 
-        def _send(
-            self, status: int, payload: Any, headers: Mapping[str, str] | None = None
-        ) -> None:
-            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
-            self.wfile.flush()
+    def do_GET(self) -> None:
+        if _route(self.path) == "/v1/models":
+            self._send(200, _models_list(self.fake.model))
+        else:
+            self._send(404, _error(f"no route GET {self.path}", "invalid_request_error"))
 
-        def _drop(self) -> None:
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    def do_POST(self) -> None:
+        # read the body before anything else: an unread body would be parsed as the next
+        # request on this keep-alive connection
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if _route(self.path) != "/v1/chat/completions":
+            self._send(404, _error(f"no route POST {self.path}", "invalid_request_error"))
+            return
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            self._send(400, _error("request body is not JSON", "invalid_request_error"))
+            return
+        self.fake._record(body, self.headers)
+        with self.fake._in_flight:
+            self._chat(body)
 
-        def do_GET(self) -> None:
-            if self.path.split("?")[0].rstrip("/") == "/v1/models":
-                self._send(
-                    200,
-                    {
-                        "object": "list",
-                        "data": [
-                            {
-                                "id": server.model,
-                                "object": "model",
-                                "created": 0,
-                                "owned_by": "tracegrad",
-                            }
-                        ],
-                    },
-                )
-            else:
-                self._send(404, _error(f"no route GET {self.path}", "invalid_request_error"))
+    def _chat(self, body: dict[str, Any]) -> None:
+        if self.fake.latency:
+            self.fake._stopping.wait(self.fake.latency)
+        fault = self.fake._next_fault()
+        if fault is not None and self._transport_fault(fault):
+            return
+        kind = fault.kind if fault is not None else None
+        if self._refused_schema(body, kind):
+            return
+        if kind in _BLANK_REPLIES:
+            self._send(200, self.fake.completion_body(body, _BLANK_REPLIES[kind]))
+            return
+        self._answer(body, kind)
 
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            if self.path.split("?")[0].rstrip("/") != "/v1/chat/completions":
-                self._send(404, _error(f"no route POST {self.path}", "invalid_request_error"))
-                return
-            try:
-                body = json.loads(raw or b"{}")
-            except json.JSONDecodeError:
-                self._send(400, _error("request body is not JSON", "invalid_request_error"))
-                return
-            server._record(body, self.headers)
-            server._enter()
-            try:
-                self._chat(body)
-            finally:
-                server._exit()
+    def _transport_fault(self, fault: _Fault) -> bool:
+        """Fail the request the way a network or an overloaded server does.
 
-        def _chat(self, body: dict[str, Any]) -> None:
-            if server.latency:
-                server._stopping.wait(server.latency)
-            fault = server._next_fault()
-            kind = fault.kind if fault else None
-            if kind == "429":
-                headers = {}
-                if fault is not None and fault.retry_after is not None:
-                    headers["Retry-After"] = f"{fault.retry_after:g}"
-                self._send(429, _error("Rate limit reached (fake)", "rate_limit_error"), headers)
-                return
-            if kind in ("500", "502", "503"):
-                self._send(int(kind), _error(f"fake server error {kind}", "server_error"))
-                return
-            if kind == "hang":
-                server._stopping.wait(fault.seconds if fault else 30.0)
-                self._drop()
-                return
-            if kind == "drop":
-                self._drop()
-                return
-            if kind == "malformed":
-                self._send(200, b'{"id": "chatcmpl-broken", "choices": [ {"message": ')
-                return
-            fmt = body.get("response_format") or {}
-            wants_schema = isinstance(fmt, dict) and fmt.get("type") == "json_schema"
-            if wants_schema and (kind == "400-json-schema" or not server.json_schema_supported):
-                self._send(
-                    400,
-                    _error(
-                        "response_format of type 'json_schema' is not supported by this server",
-                        "invalid_request_error",
-                        "response_format",
-                    ),
-                )
-                return
-            if kind == "empty":
-                self._send(200, server.completion_body(body, ""))
-                return
-            if kind == "whitespace":
-                self._send(200, server.completion_body(body, "  \n\t "))
-                return
-            content = server._reply_for(body)
-            if content is None:
-                self._send(
-                    500, _error("FakeOpenAIServer has no reply for this request", "server_error")
-                )
-                return
-            if kind == "length":
-                self._send(
-                    200,
-                    server.completion_body(body, content[: max(1, len(content) // 2)], "length"),
-                )
-                return
+        False when ``fault`` is not of that kind: it then shapes the reply instead.
+        """
+        kind = fault.kind
+        if kind == "429":
+            headers = {} if fault.retry_after is None else {
+                "Retry-After": f"{fault.retry_after:g}"}
+            self._send(429, _error("Rate limit reached (fake)", "rate_limit_error"), headers)
+        elif kind in ("500", "502", "503"):
+            self._send(int(kind), _error(f"fake server error {kind}", "server_error"))
+        elif kind == "hang":
+            self.fake._stopping.wait(fault.seconds)
+            self._drop()
+        elif kind == "drop":
+            self._drop()
+        elif kind == "malformed":
+            self._send(200, b'{"id": "chatcmpl-broken", "choices": [ {"message": ')
+        else:
+            return False
+        return True
+
+    def _refused_schema(self, body: dict[str, Any], kind: str | None) -> bool:
+        """Refuse a json_schema response_format, as servers without structured output do
+        (always when ``json_schema_supported`` is off, else on the "400-json-schema" fault)."""
+        fmt = body.get("response_format") or {}
+        wants_schema = isinstance(fmt, dict) and fmt.get("type") == "json_schema"
+        if not wants_schema or (kind != "400-json-schema" and self.fake.json_schema_supported):
+            return False
+        self._send(400, _error(_SCHEMA_REFUSAL, "invalid_request_error", "response_format"))
+        return True
+
+    def _answer(self, body: dict[str, Any], kind: str | None) -> None:
+        content = self.fake._reply_for(body)
+        if content is None:
+            self._send(500, _error("FakeOpenAIServer has no reply for this request",
+                                   "server_error"))
+        elif kind == "length":
+            cut = content[: max(1, len(content) // 2)]
+            self._send(200, self.fake.completion_body(body, cut, "length"))
+        else:
             if kind == "huge":
-                content = (content + " ") * (1_000_000 // (len(content) + 1) + 1)
-                content = content[:1_000_000]
-            self._send(200, server.completion_body(body, content))
+                content = _blown_up(content)
+            self._send(200, self.fake.completion_body(body, content))
 
-    return Handler
+
+def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
+    """A handler class bound to ``server``: http.server builds a handler per connection from
+    a class, so the FakeOpenAIServer it answers for has to live on the class."""
+    return type("Handler", (_Handler,), {"fake": server})

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,7 +307,7 @@ def _build(
     if out in inputs:
         raise DatasetError(name, None, f"the output field {out!r} is also an input field")
     examples: list[Example] = []
-    for lineno, row in rows:
+    for (lineno, row), label in zip(rows, _row_labels([n for n, _ in rows]), strict=True):
         if not isinstance(row, Mapping):
             raise DatasetError(name, lineno, f"a row must be an object, got {_kind(row)}")
         if out not in row or row[out] is None:
@@ -316,7 +317,7 @@ def _build(
             what = "input field" if explicit_inputs or len(missing) == 1 else "input fields"
             raise DatasetError(name, lineno, f"missing {what} {', '.join(map(repr, missing))}")
         rid = row.get("id")
-        ex_id = str(rid) if rid not in (None, "") else f"{id_prefix}:{lineno}"
+        ex_id = str(rid) if rid not in (None, "") else f"{id_prefix}:{label}"
         examples.append(
             Example(
                 inputs={k: row[k] for k in inputs},
@@ -327,6 +328,20 @@ def _build(
         )
     _check_unique(examples, name)
     return Dataset(examples, None, "", inputs, out)
+
+
+def _row_labels(lines: list[int]) -> list[str]:
+    """What a derived id says after the file name: the row's line, plus ``#K`` (its place
+    on that line, from 1) when rows share a line -- a JSON list written on one line would
+    otherwise give every example the same id. Ids of one-row-per-line files stay as they
+    were, so run directories and reports that name them keep matching."""
+    per_line = Counter(lines)
+    seen: Counter[int] = Counter()
+    labels = []
+    for n in lines:
+        seen[n] += 1
+        labels.append(f"{n}#{seen[n]}" if per_line[n] > 1 else str(n))
+    return labels
 
 
 def _check_unique(examples: list[Example], name: str) -> None:
