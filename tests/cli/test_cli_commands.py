@@ -147,6 +147,17 @@ def test_cache_info_and_clear(counting: dict[str, Path], world_server: FakeOpenA
     assert json.loads(cli("cache", "info", "--json").stdout)["entries"] == 0
 
 
+def test_cache_info_states_the_reply_cap_before_and_after_the_file_exists(
+        counting: dict[str, Path], world_server: FakeOpenAIServer, monkeypatch) -> None:
+    monkeypatch.setenv("TRACEGRAD_CACHE_MAX_REPLY_BYTES", "2048")
+    before = json.loads(cli("cache", "info", "--json").stdout)
+    assert before["exists"] is False and before["max_reply_bytes"] == 2048
+    assert before["skipped_large"] == 0
+    cli("eval", counting["prompt"], "--data", counting["val"], "--base-url", world_server.url)
+    text = cli("cache", "info").stdout
+    assert "largest reply kept: 2 KiB" in text and "used but not stored: 0" in text
+
+
 # -- demo -------------------------------------------------------------------------------------
 
 

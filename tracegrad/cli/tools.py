@@ -144,7 +144,8 @@ def cache_info(path: CachePathOpt = None, json_output: JsonOpt = False) -> None:
     with _errors():
         cache, p = _cache(path)
         if not Path(p).exists():
-            info = {"path": str(p), "entries": 0, "size_bytes": 0, "exists": False}
+            info = {"path": str(p), "entries": 0, "size_bytes": 0, "exists": False,
+                    "max_reply_bytes": cache.max_reply_bytes, "skipped_large": 0}
         else:
             info = {**cache.info(), "exists": True}
             cache.close()
@@ -155,6 +156,9 @@ def cache_info(path: CachePathOpt = None, json_output: JsonOpt = False) -> None:
             return
         _out(f"cache: {info['path']}{'' if info['exists'] else ' (not created yet)'}")
         _out(f"entries: {info['entries']}  size: {info['size_bytes'] / 1024:.1f} KiB")
+        _out(f"largest reply kept: {info['max_reply_bytes'] / 1024:.0f} KiB "
+             f"($TRACEGRAD_CACHE_MAX_REPLY_BYTES); larger replies used but not stored: "
+             f"{info['skipped_large']}")
 
 
 @cache_app.command("clear")
