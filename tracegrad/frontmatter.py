@@ -1,0 +1,341 @@
+"""A prompt file's YAML front matter: parsed with the line of every key, and checked.
+
+Every problem is a :class:`PromptFileError` naming the file and the line, so a typo in
+the front matter reads like a compiler error, not like a YAML library's traceback. The
+parser refuses what a prompt file never needs and an attacker would use: duplicate
+keys, alias bombs, deep nesting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+KNOWN_KEYS: dict[str, str] = {
+    "model": "the model that runs the prompt, e.g. openai:gpt-4o-mini",
+    "optimizer_model": "the model that writes feedback and rewrites the prompt (default: model)",
+    "input": "the input fields: a list of names, or a mapping name -> description",
+    "output": "the dataset field that holds the expected output",
+    "metric": "how an output is scored: exact_match, contains, numeric, json_field_match, "
+    "token_f1, regex:PATTERN, or {judge: RUBRIC}",
+    "constraints": "rules every rewritten prompt must follow (list of strings)",
+    "system": "a fixed system message sent before the prompt",
+    "params": "sampling parameters passed to the model (temperature, max_tokens, ...)",
+    "description": "what the prompt is for (shown to the optimizer)",
+}
+
+
+REQUIRED_KEYS = ("input", "output")
+
+
+_YAML_FIRST_LINE = 2  # the file starts with '---', so YAML line 0 is file line 2
+
+
+DEFAULT_METRIC = "exact_match"
+
+
+class PromptFileError(ValueError):
+    """A prompt file (or the dataset used with it) that cannot be used, with file and line."""
+
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None,
+                 line: int | None = None) -> None:
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.line = line
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = self.path or "<prompt>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class _Split:
+    prefix: str  # everything up to and including the closing '---' line, byte for byte
+    yaml_text: str
+    yaml_line: int  # file line (1-based) of the first YAML line
+    body: str
+    body_line: int  # file line (1-based) of the first body line
+
+
+def _split(text: str, path: str) -> _Split:
+    lines = text.splitlines(keepends=True)
+    first = lines[0].lstrip("\ufeff").rstrip("\r\n").rstrip() if lines else ""
+    if first != "---":
+        raise PromptFileError(
+            "missing front matter: a prompt file must start with a line '---', then YAML "
+            "(model, input, output, metric...), then a closing '---', then the template",
+            path, 1,
+        )
+    for i in range(1, len(lines)):
+        if lines[i].rstrip("\r\n").rstrip() == "---":
+            prefix = "".join(lines[: i + 1])
+            return _Split(
+                prefix=prefix,
+                yaml_text="".join(lines[1:i]),
+                yaml_line=_YAML_FIRST_LINE,
+                body="".join(lines[i + 1 :]),
+                body_line=i + 2,
+            )
+    raise PromptFileError(
+        "the front matter opened with '---' on line 1 is never closed: add a line '---' "
+        "between the YAML and the template",
+        path, 1,
+    )
+
+
+def _nearest(name: str, options: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.5)
+    return f" -- did you mean '{match[0]}'?" if match else ""
+
+
+def metric_spec_text(metric: str | Mapping[str, Any]) -> str:
+    if isinstance(metric, Mapping):
+        return "judge: " + str(metric.get("judge", ""))
+    return str(metric)
+
+
+def _stripped(text: str | None) -> str | None:
+    return None if text is None else text.strip()
+
+
+@dataclass
+class _FrontMatter:
+    """The parsed front matter, read key by key.
+
+    Each reader returns one validated value or raises a :class:`PromptFileError` on the
+    line of the offending list entry when YAML knows it, else on the line of the key: a
+    user with a long front matter should not have to hunt for the mistake.
+    """
+
+    data: dict[str, Any]
+    nodes: dict[str, Any]  # key -> YAML value node, for the lines of list entries
+    ps: str
+    key_lines: dict[str, int]
+
+    def err(self, key: str, msg: str, node: Any = None) -> PromptFileError:
+        line = node.start_mark.line + _YAML_FIRST_LINE if node is not None \
+            else self.key_lines.get(key)
+        return PromptFileError(f"'{key}' {msg}", self.ps, line)
+
+    def entry_node(self, key: str, i: int) -> Any:
+        """The YAML node of entry ``i`` of ``key``'s list (for a mapping: the (key node,
+        value node) pair), or None when the value is not a list or mapping in the file --
+        a lone name read as a one-entry list has no entry nodes, only the key's line."""
+        node = self.nodes.get(key)
+        if not isinstance(node, yaml.SequenceNode | yaml.MappingNode):
+            return None
+        return node.value[i] if i < len(node.value) else None
+
+    def check_key_names(self) -> None:
+        for key in self.data:
+            if key not in KNOWN_KEYS:
+                raise PromptFileError(
+                    f"unknown key '{key}'{_nearest(key, KNOWN_KEYS)} "
+                    f"(known keys: {', '.join(KNOWN_KEYS)})",
+                    self.ps, self.key_lines.get(key),
+                )
+        for key in REQUIRED_KEYS:
+            if key not in self.data:
+                raise PromptFileError(
+                    f"missing key '{key}' in the front matter (which ends on this line): "
+                    f"{KNOWN_KEYS[key]}",
+                    self.ps, self.key_lines.get("---end") or 1,
+                )
+
+    def optional_text(self, key: str) -> str | None:
+        v = self.data.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, str) or not v.strip():
+            raise self.err(key, f"must be a non-empty string, got {_kind(v)}")
+        return v
+
+    def inputs(self) -> dict[str, str]:
+        """``input``: a list of names (or one name), or a mapping name -> description."""
+        raw = self.data["input"]
+        if isinstance(raw, str):
+            raw = [raw]
+        if isinstance(raw, list):
+            inputs = self._input_names(raw)
+        elif isinstance(raw, dict):
+            inputs = self._input_descriptions(raw)
+        else:
+            raise self.err("input", "must be a list of field names or a mapping name -> "
+                           f"description, got {_kind(raw)}")
+        if not inputs:
+            raise self.err("input", "must name at least one field")
+        return inputs
+
+    def _input_names(self, names: list[Any]) -> dict[str, str]:
+        inputs: dict[str, str] = {}
+        for i, name in enumerate(names):
+            if not isinstance(name, str) or not _is_identifier(name):
+                raise self.err("input", f"entries must be field names (identifiers), got "
+                               f"{name!r}", self.entry_node("input", i))
+            if name in inputs:
+                raise self.err("input", f"lists the field '{name}' twice",
+                               self.entry_node("input", i))
+            inputs[name] = ""
+        return inputs
+
+    def _input_descriptions(self, raw: dict[Any, Any]) -> dict[str, str]:
+        inputs: dict[str, str] = {}
+        for i, (name, desc) in enumerate(raw.items()):
+            pair = self.entry_node("input", i)
+            node = pair[0] if pair is not None else None  # the name's node
+            if not isinstance(name, str) or not _is_identifier(name):
+                raise self.err("input", f"keys must be field names (identifiers), got {name!r}",
+                               node)
+            if desc is not None and not isinstance(desc, str | int | float):
+                raise self.err("input", f"description of '{name}' must be text, got "
+                               f"{_kind(desc)}", node)
+            inputs[name] = "" if desc is None else str(desc)
+        return inputs
+
+    def output(self, inputs: Mapping[str, str]) -> str:
+        out = self.data["output"]
+        if not isinstance(out, str) or not _is_identifier(out):
+            raise self.err("output", "must be the name of the dataset field with the expected "
+                           f"value, got {out!r}")
+        if out in inputs:
+            raise self.err("output", f"'{out}' is also an input: the prompt would be shown the "
+                           "answer")
+        return out
+
+    def metric(self) -> str | dict[str, str]:
+        metric = self.data.get("metric", DEFAULT_METRIC)
+        if isinstance(metric, dict):
+            if set(metric) != {"judge"} or not isinstance(metric["judge"], str) \
+                    or not metric["judge"].strip():
+                raise self.err("metric", "as a mapping must be {judge: RUBRIC}, a rubric text "
+                               "for the LLM judge")
+            return metric
+        if not isinstance(metric, str) or not metric.strip():
+            raise self.err("metric", "must be a metric name or {judge: RUBRIC}, got "
+                           f"{_kind(metric)}")
+        metric = metric.strip()
+        if metric.startswith("regex:"):
+            try:
+                re.compile(metric[len("regex:"):])
+            except re.error as e:
+                raise self.err("metric", f"has an invalid regular expression: {e}") from None
+        return metric
+
+    def constraints(self) -> list[str]:
+        cons = self.data.get("constraints", [])
+        if cons is None:
+            cons = []
+        if isinstance(cons, str):
+            cons = [cons]
+        if not isinstance(cons, list):
+            raise self.err("constraints", f"must be a list of strings, got {_kind(cons)}")
+        for i, c in enumerate(cons):
+            if not isinstance(c, str) or not c.strip():
+                raise self.err("constraints", "entries must be non-empty strings, got "
+                               f"{_kind(c)}", self.entry_node("constraints", i))
+        return [c.strip() for c in cons]
+
+    def params(self) -> dict[str, Any]:
+        params = self.data.get("params", {})
+        if params is None:
+            params = {}
+        if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+            raise self.err("params", f"must be a mapping of sampling parameters, got "
+                           f"{_kind(params)}")
+        for forbidden in ("messages", "model", "stream"):
+            if forbidden in params:
+                raise self.err("params", f"may not set '{forbidden}'")
+        return dict(params)
+
+
+def _is_identifier(name: str) -> bool:
+    return name.isidentifier()
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(v), type(v).__name__)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    pass
+
+
+_MAX_YAML_NODES = 100_000
+
+
+def _expanded_size(root: Any, limit: int = _MAX_YAML_NODES) -> int:
+    """How many YAML nodes the front matter holds with aliases expanded (stops past limit)."""
+    count, stack = 0, [root]
+    while stack and count <= limit:
+        n = stack.pop()
+        count += 1
+        if isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+        elif isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                stack.extend((k, v))
+    return count
+
+
+def _load_yaml(split: _Split, ps: str) -> tuple[dict[str, Any], dict[str, int], dict[str, Any]]:
+    """Parse the front matter; return data, the file line of each key, and value nodes."""
+    offset = split.yaml_line  # YAML line 0 is file line ``offset``
+    if not split.yaml_text.strip():
+        raise PromptFileError(
+            "the front matter is empty: it needs at least 'input' and 'output'", ps, 1
+        )
+    try:
+        node = yaml.compose(split.yaml_text, Loader=_UniqueKeyLoader)
+        if node is not None and _expanded_size(node) > _MAX_YAML_NODES:
+            # "billion laughs": a few lines of aliases that expand to gigabytes once the
+            # params are serialised into every request
+            raise PromptFileError(
+                f"the front matter is too large once its aliases (*name) are expanded (over "
+                f"{_MAX_YAML_NODES} values); a prompt file needs no aliases", ps, offset)
+        data = yaml.load(split.yaml_text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader
+    except RecursionError:
+        raise PromptFileError("the front matter is nested too deeply", ps, offset) from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + offset if mark is not None else 1
+        problem = e.problem or "invalid YAML"
+        if e.context:
+            problem = f"{e.context}: {problem}"
+            cm = e.context_mark
+            if cm is not None and mark is not None and cm.line != mark.line:
+                problem += f" (the construct started on line {cm.line + offset})"
+        raise PromptFileError(f"invalid YAML in the front matter: {problem}", ps, line) from None
+    except yaml.YAMLError as e:
+        raise PromptFileError(f"invalid YAML in the front matter: {e}", ps, offset) from None
+    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+        raise PromptFileError(
+            "the front matter must be a YAML mapping (key: value lines)", ps, offset
+        )
+    key_lines: dict[str, int] = {}
+    nodes: dict[str, Any] = {}
+    for knode, vnode in node.value:
+        key = knode.value
+        if key in key_lines:
+            raise PromptFileError(
+                f"the key '{key}' appears twice (first on line {key_lines[key]})",
+                ps, knode.start_mark.line + offset,
+            )
+        key_lines[str(key)] = knode.start_mark.line + offset
+        nodes[str(key)] = vnode
+    key_lines["---end"] = split.body_line - 1
+    for k in list(data):
+        if not isinstance(k, str):
+            raise PromptFileError(f"front matter keys must be names, got {k!r}", ps, offset)
+    return data, key_lines, nodes
