@@ -8,20 +8,48 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import math
 import os
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from ..promptfile import PromptFile, PromptFileError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+class _OneLineErrors(TyperGroup):
+    """Bad options and arguments as one line ``error: ...`` and exit 2, like every other
+    input error; typer would draw a box of five lines around them."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as e:  # click's UsageError, BadParameter, ...
+            if type(e).__name__ == "NoArgsIsHelpError":  # `tracegrad optimize` alone: help
+                from typer import rich_utils
+
+                rich_utils.rich_format_error(e)  # type: ignore[arg-type]
+                sys.exit(EXIT_USAGE)
+            message = e.format_message() if hasattr(e, "format_message") else str(e)
+            _err().print(f"[bold red]error:[/bold red] {_escape(_redact(message))}")
+            sys.exit(getattr(e, "exit_code", EXIT_USAGE))
+        except typer.Abort:
+            _err().print("[bold red]error:[/bold red] interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(rv if isinstance(rv, int) else EXIT_OK)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="tracegrad",
     help="Optimize LLM prompts and pipelines with textual gradients.\n\n"
     "Start with `tracegrad demo` (offline, simulated), then `tracegrad estimate` and "
@@ -138,9 +166,30 @@ OptimizerModelOpt = Annotated[
     typer.Option("--optimizer-model", help="Model that writes feedback and rewrites the prompt "
                  "(default: `optimizer_model` in the file, else the model)."),
 ]
+def _finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+def _http_url(value: str | None) -> str | None:
+    """A server address the OpenAI client can use; caught here, not after 5 retries."""
+    if value is None:
+        return None
+    u = urllib.parse.urlsplit(value.strip())
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise typer.BadParameter(f"{value!r} is not an http:// or https:// URL "
+                                 "(e.g. http://localhost:8000/v1)")
+    try:
+        u.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} has an invalid port") from None
+    return value.strip()
+
+
 BaseUrlOpt = Annotated[
     str | None,
-    typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 "
+    typer.Option("--base-url", callback=_http_url, help="OpenAI-compatible server, e.g. http://localhost:8000/v1 "
                  "(default: $OPENAI_BASE_URL or api.openai.com). The key comes from "
                  "$OPENAI_API_KEY.", envvar=None),
 ]
@@ -152,7 +201,7 @@ NoCacheOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 TimeoutOpt = Annotated[
-    float, typer.Option("--timeout", min=0.1, help="Seconds to wait for one LLM reply before "
+    float, typer.Option("--timeout", min=0.1, callback=_finite, help="Seconds to wait for one LLM reply before "
                         "retrying it.")
 ]
 RetriesOpt = Annotated[

@@ -32,6 +32,7 @@ from ._shared import (
     _engine,
     _errors,
     _escape,
+    _finite,
     _load_data,
     _load_prompt,
     _log,
@@ -61,7 +62,7 @@ def optimize(
     model: ModelOpt = None,
     optimizer_model: OptimizerModelOpt = None,
     base_url: BaseUrlOpt = None,
-    budget_usd: Annotated[float | None, typer.Option("--budget-usd", min=0.0, help="Stop before "
+    budget_usd: Annotated[float | None, typer.Option("--budget-usd", min=0.0, callback=_finite, help="Stop before "
                                                      "spending more than this many dollars "
                                                      "(all models together).")] = None,
     concurrency: ConcurrencyOpt = 8,
