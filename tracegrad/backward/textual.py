@@ -19,12 +19,13 @@ All calls of one generation run concurrently, bounded by ``max_concurrency``.
 
 from __future__ import annotations
 
+import functools
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from .. import prompts
+from ..core.concurrency import ContextPool
 from ..core.context import get_backward_llm
 from ..core.feedback import is_positive  # the one definition of "asks for no change"
 from ..core.shorten import shorten
@@ -69,7 +70,9 @@ class TextualPropagator:
         result = BackwardResult()
         gens = generations(root)
         result.nodes = sum(len(g) for g in gens)
-        with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="tg-backward") as pool:
+        # each call runs in a copy of the caller's context: a budget or call log scoped
+        # with ``with`` around backward() applies inside the workers too
+        with ContextPool(limit, "tg-backward") as pool:
             for gen in gens:
                 llm_nodes = []
                 for node in gen:
@@ -87,7 +90,7 @@ class TextualPropagator:
                 if not llm_nodes:
                     continue
                 jobs = self._jobs(llm_nodes)
-                outcomes = list(pool.map(lambda job: self._ask(engine, job), jobs))
+                outcomes = pool.map(functools.partial(self._ask, engine), jobs)
                 for assignments, calls, events in outcomes:
                     result.calls += calls
                     result.events.extend(events)

@@ -16,16 +16,16 @@ them the same way:
 
 from __future__ import annotations
 
-import contextvars
+import functools
 import json
 import re
 import string
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import prompts
+from ..core.concurrency import run_concurrently
 from ..core.context import get_backward_llm
 from ..core.feedback import FeedbackItem, collect_feedback, is_positive, render_feedback
 from ..core.shorten import render, shorten
@@ -345,18 +345,10 @@ class Optimizer:
     def _run_parallel(self, fn: Callable[..., Any], engine: Any, jobs: list[Any]) -> list[Any]:
         """``fn(engine, job)`` for every job, concurrently, each in a copy of the caller's
         context (so context-scoped settings such as ``tg.backward_llm(...)`` or a budget
-        still apply inside the worker threads)."""
-        if len(jobs) <= 1:
-            return [fn(engine, j) for j in jobs]
-        with ThreadPoolExecutor(max_workers=min(self._pool_size(engine), len(jobs)),
-                                thread_name_prefix="tg-optim") as pool:
-            futures = [pool.submit(contextvars.copy_context().run, fn, engine, j) for j in jobs]
-            # wait for all before raising, so no call is still running when step() returns
-            errors = [f.exception() for f in futures]
-            for e in errors:
-                if e is not None:
-                    raise e
-            return [f.result() for f in futures]
+        still apply inside the worker threads). Raises only once no call is running, so
+        nothing is still calling the engine when ``step()`` returns."""
+        return run_concurrently(functools.partial(fn, engine), jobs,
+                                max_workers=self._pool_size(engine), thread_name_prefix="tg-optim")
 
 
 def _key(values: dict[str, Any]) -> str:
