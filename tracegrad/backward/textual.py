@@ -28,6 +28,7 @@ from .. import prompts
 from ..core.concurrency import ContextPool
 from ..core.context import get_backward_llm
 from ..core.feedback import is_positive  # the one definition of "asks for no change"
+from ..core.keys import match_keys
 from ..core.shorten import shorten
 from ..core.variable import Feedback, Parameter, Variable, generations
 from ..llm.base import Request, StructuredOutputError
@@ -207,7 +208,7 @@ class TextualPropagator:
         def validate(data: Any) -> dict[str, str]:
             if not isinstance(data, dict):
                 raise ValueError("expected a JSON object mapping input keys to feedback strings")
-            found = _match_keys(data, keys)
+            found = _feedback_by_key(data, keys)
             missing = [k for k in keys if k not in found]
             if missing:
                 raise ValueError(f"missing or empty feedback for: {', '.join(missing)}")
@@ -236,23 +237,10 @@ class TextualPropagator:
         return assignments, calls, events
 
 
-def _match_keys(data: dict[str, Any], keys: list[str]) -> dict[str, str]:
-    """Map reply keys to expected keys, forgiving case, backticks and obvious prefixes."""
-
-    def norm(s: str) -> str:
-        return s.strip().strip("`'\"").lower()
-
-    out: dict[str, str] = {}
-    normalized = {
-        norm(k): v for k, v in data.items() if norm(k) and v is not None and str(v).strip()
-    }
-    for k in keys:
-        v = normalized.get(norm(k))
-        if v is None:
-            for rk, rv in normalized.items():
-                if rk.endswith(norm(k)) or norm(k).endswith(rk):
-                    v = rv
-                    break
-        if v is not None:
-            out[k] = v if isinstance(v, str) else str(v)
-    return out
+def _feedback_by_key(data: dict[str, Any], keys: list[str]) -> dict[str, str]:
+    """The reply's non-empty feedback strings by the keys we asked for (the keys matched
+    the way every reply in tracegrad is read: :func:`tracegrad.core.keys.match_keys`)."""
+    given = {k: v for k, v in data.items() if v is not None and str(v).strip()}
+    matched, _ = match_keys(given, keys)
+    return {name: v if isinstance(v, str) else str(v)
+            for k, name in matched.items() for v in [given[k]]}

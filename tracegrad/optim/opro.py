@@ -16,12 +16,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import prompts
+from ..core.keys import match_keys
 from ..core.shorten import shorten
 from ..core.variable import Parameter
 from ..llm.base import Request
 from .base import Optimizer, StepResult, repair_request, same_value, value_text
 from .constraints import KIND_HINTS, Constraint
-from .trace import match_keys
 
 _BLOCK = re.compile(r"<value\s+name\s*=\s*(?:\"([^\"]*)\"|'([^']*)')\s*>(.*?)</value>", re.S)
 _FORMAT = 'one <value name="NAME">...</value> block for each parameter listed in the problem'

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from .. import prompts
 from ..backward import TracePropagator
+from ..core.keys import match_keys
 from ..core.shorten import shorten
 from ..core.variable import Parameter, Variable, topo_order
 from ..llm.base import Request, StructuredOutputError
@@ -68,67 +69,6 @@ def _reply_from_json(data: Any) -> TraceReply:
     except ValidationError as e:
         raise ValueError('"values" must be an object mapping parameter names to new values: '
                          + "; ".join(str(err.get("msg")) for err in e.errors()[:3])) from None
-
-
-# -- key matching ----------------------------------------------------------------------
-
-
-def _norm(s: str) -> str:
-    return str(s).strip().strip("`'\"").strip().lower()
-
-
-def _forms(name: str) -> set[str]:
-    """The ways a model plausibly writes a parameter name: full, last part, no suffix."""
-    n = _norm(name)
-    out = {n}
-    base = n.split("#", 1)[0]
-    out.add(base)
-    for cut in (".__code__", "__code__"):
-        if base.endswith(cut) and len(base) > len(cut):
-            out.add(base[: -len(cut)].rstrip("."))
-    for sep in (".", ":", "/"):
-        for form in list(out):
-            if sep in form:
-                out.add(form.rsplit(sep, 1)[1])
-    out.discard("")
-    out.discard("__code__")
-    return out
-
-
-def match_keys(keys: Iterable[str], names: Iterable[str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """Map reply keys to parameter names.
-
-    Forgiving about case, quotes, a missing module prefix or ``#n`` suffix; strict about
-    anything else. Returns ``(matched key -> name, [(key, why it was not used)])``.
-    """
-    names = list(names)
-    keys = list(keys)
-    matched: dict[str, str] = {}
-    taken: dict[str, str] = {}
-    rejected: list[tuple[str, str]] = []
-    by_norm = {_norm(n): n for n in names}
-    rest = []
-    for k in keys:  # exact and case-insensitive matches first: they win over aliases
-        if k in names or _norm(k) in by_norm:
-            name = k if k in names else by_norm[_norm(k)]
-            if name in taken:
-                rejected.append((k, f"duplicate of key {taken[name]!r} for parameter {name!r}"))
-                continue
-            matched[k], taken[name] = name, k
-        else:
-            rest.append(k)
-    forms = {n: _forms(n) for n in names}
-    for k in rest:
-        cands = [n for n in names if _forms(k) & forms[n]]
-        if len(cands) == 1 and cands[0] not in taken:
-            matched[k], taken[cands[0]] = cands[0], k
-        elif len(cands) == 1:
-            rejected.append((k, f"duplicate of key {taken[cands[0]]!r} for parameter {cands[0]!r}"))
-        elif cands:
-            rejected.append((k, f"ambiguous: could be any of {', '.join(cands)}"))
-        else:
-            rejected.append((k, f"no parameter of that name (known: {', '.join(names)})"))
-    return matched, rejected
 
 
 # -- the listing -------------------------------------------------------------------------
