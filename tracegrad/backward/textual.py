@@ -27,7 +27,7 @@ from typing import Any
 from .. import prompts
 from ..core.concurrency import ContextPool
 from ..core.context import get_backward_llm
-from ..core.feedback import is_positive  # the one definition of "asks for no change"
+from ..core.feedback import is_positive, says_no_change  # THE "asks for no change"
 from ..core.keys import match_keys
 from ..core.shorten import shorten
 from ..core.variable import Feedback, Parameter, Variable, generations
@@ -231,7 +231,7 @@ class TextualPropagator:
                 # so the signal is not lost, and say so.
                 text = "\n".join(g.text for n in t.nodes for g in n.grads)
                 context["fallback"] = True
-            if text.strip().lower().rstrip(".") in {"no change needed", "none", "n/a"}:
+            if says_no_change(text):  # "no change needed" for this input: nothing to pass on
                 continue
             assignments.append((t.var, Feedback(text, source=job[0].name, context=context)))
         return assignments, calls, events
