@@ -22,6 +22,7 @@ from ..core.variable import Parameter
 from ..llm.base import Request
 from .base import Optimizer, StepResult, repair_request, same_value, value_text
 from .constraints import KIND_HINTS, Constraint
+from .history import score_text
 
 _BLOCK = re.compile(r"<value\s+name\s*=\s*(?:\"([^\"]*)\"|'([^']*)')\s*>(.*?)</value>", re.S)
 _FORMAT = 'one <value name="NAME">...</value> block for each parameter listed in the problem'
@@ -149,9 +150,7 @@ class OPRO(Optimizer):
         current = self.values()
         rows = []
         for e in board:
-            head = f"### score {e['score']:.4g}"
-            if e.get("n", 1) > 1:
-                head += f" (mean of {e['n']} evaluations)"
+            head = f"### {score_text(e)}"
             if all(same_value(e["values"].get(n), current[n]) for n in names):
                 head += " (the current values)"
             rows.append(head + "\n" + self._values_block(e["values"], names)

@@ -41,6 +41,7 @@ from .base import (
     value_text,
 )
 from .constraints import KIND_HINTS, Constraint
+from .history import render_history
 
 TAG = "new_value"
 _FORMAT = f"the complete new value between <{TAG}> and </{TAG}>"
@@ -218,37 +219,15 @@ class TGD(Optimizer):
             "## Constraints (the new value must satisfy every one)\n"
             + "\n".join(f"- {c}" for c in self.constraint_lines(p)),
         ]
-        hist = self._history_block(name, p)
+        hist = render_history(self.history, {name: p}, size=self.history_size,
+                              value_limit=self.history_value_limit, single=True)
         if hist:
-            parts.append("## Earlier values and their scores (oldest first; higher is better)\n"
-                         + hist)
+            parts.append(hist)
         ex = self._examples_block()
         if ex:
             parts.append(f"## Examples of the task\n{ex}")
         parts.append(f"## Your reply\nWrite {_FORMAT}. {_KIND_REMINDER.get(kind, '')}".rstrip())
         return "\n\n".join(parts)
-
-    def _history_block(self, name: str, p: Parameter) -> str:
-        entries = [e for e in self.history if name in e.get("values", {})][-self.history_size:] \
-            if self.history_size else []
-        blocks = []
-        for e in entries:
-            head = f"### After step {e['step']}: score {e['score']:.4g}"
-            if e.get("n", 1) > 1:
-                head += f" (mean of {e['n']} evaluations)"
-            v = e["values"][name]
-            if same_value(v, p.value):
-                body = "value: the current value (shown above)"
-            else:
-                body = f"<value>\n{shorten(value_text(v), self.history_value_limit)}\n</value>"
-            lines = [head, body]
-            led = (e.get("led_to") or {}).get(name)
-            if led:
-                lines.append(f"written in response to: {shorten(led, 400)}")
-            if e.get("feedback"):
-                lines.append(f"evaluation: {shorten(e['feedback'], 400)}")
-            blocks.append("\n".join(lines))
-        return "\n\n".join(blocks)
 
     def _examples_block(self) -> str:
         if not self.examples:

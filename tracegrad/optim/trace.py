@@ -38,6 +38,7 @@ from .base import (
     value_text,
 )
 from .constraints import KIND_HINTS, Constraint
+from .history import render_history
 
 _FORMAT = ('one JSON object {"reasoning": "...", "values": {"<parameter name>": <corrected value>}} '
            "holding corrected values for the rejected parameters only")
@@ -352,36 +353,14 @@ class TraceOptimizer(Optimizer):
             "## Parameters you may change\n" + "\n\n".join(params),
             f"## Feedback on the result\n{feedback}",
         ]
-        hist = self._history_block(offered)
+        hist = render_history(self.history, offered, size=self.history_size,
+                              value_limit=self.history_value_limit)
         if hist:
-            parts.append("## Earlier values and their scores (oldest first; higher is better)\n"
-                         + hist)
+            parts.append(hist)
         parts.append('## Your reply\nOne JSON object: {"reasoning": "...", "values": {...}} with '
                      "the parameters you change, by their exact names: "
                      + ", ".join(offered) + ".")
         return "\n\n".join(parts)
-
-    def _history_block(self, offered: dict[str, Parameter]) -> str:
-        if not self.history_size:
-            return ""
-        blocks = []
-        for e in self.history[-self.history_size:]:
-            head = f"### After step {e['step']}: score {e['score']:.4g}"
-            if e.get("n", 1) > 1:
-                head += f" (mean of {e['n']} evaluations)"
-            lines = [head]
-            for n, p in offered.items():
-                if n not in e["values"]:
-                    continue
-                v = e["values"][n]
-                if same_value(v, p.value):
-                    lines.append(f"{n}: the current value")
-                else:
-                    lines.append(f"{n}:\n<value>\n{shorten(value_text(v), self.history_value_limit)}\n</value>")
-            if e.get("feedback"):
-                lines.append(f"evaluation: {shorten(e['feedback'], 400)}")
-            blocks.append("\n".join(lines))
-        return "\n\n".join(blocks)
 
 
 __all__ = ["TraceOptimizer", "TraceReply", "match_keys"]
