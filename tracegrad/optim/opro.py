@@ -20,8 +20,9 @@ from ..core.keys import match_keys
 from ..core.shorten import shorten
 from ..core.variable import Parameter
 from ..llm.base import Request
+from ..prompts.kinds import describe_kind
 from .base import Optimizer, StepResult, repair_request, same_value, value_text
-from .constraints import KIND_HINTS, Constraint
+from .constraints import Constraint
 from .history import score_text
 
 _BLOCK = re.compile(r"<value\s+name\s*=\s*(?:\"([^\"]*)\"|'([^']*)')\s*>(.*?)</value>", re.S)
@@ -143,7 +144,7 @@ class OPRO(Optimizer):
         for n, p in names.items():
             cons = "\n".join(f"- {c}" for c in self.constraint_lines(p))
             params.append(f"### {n}\nrole: {p.role or 'not described'}\n"
-                          f"kind: {p.value_kind} ({KIND_HINTS.get(p.value_kind, p.value_kind)})\n"
+                          f"kind: {describe_kind(p.value_kind)}\n"
                           f"constraints:\n{cons}")
         parts.append("## Parameters\n" + "\n\n".join(params))
         board = sorted(self.history, key=lambda e: e["score"])

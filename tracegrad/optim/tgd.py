@@ -27,6 +27,7 @@ from .. import prompts
 from ..core.shorten import shorten
 from ..core.variable import Parameter
 from ..llm.base import Request
+from ..prompts.kinds import describe_kind, reply_reminder
 from .base import (
     FeedbackItem,
     Optimizer,
@@ -40,19 +41,11 @@ from .base import (
     summarise_feedback,
     value_text,
 )
-from .constraints import KIND_HINTS, Constraint
+from .constraints import Constraint
 from .history import render_history
 
 TAG = "new_value"
 _FORMAT = f"the complete new value between <{TAG}> and </{TAG}>"
-
-_KIND_REMINDER = {
-    "number": "Only the number goes between the tags.",
-    "json": "Only valid JSON goes between the tags.",
-    "code": "The whole Python source (imports and the complete function) goes between the "
-            "tags; no markdown fences are needed.",
-    "template": "The whole template goes between the tags, with every field kept.",
-}
 
 
 @dataclass
@@ -213,7 +206,7 @@ class TGD(Optimizer):
         parts = [
             "## The variable\n"
             f"name: {name}\nrole: {p.role or 'not described'}\n"
-            f"kind: {kind} ({KIND_HINTS.get(kind, kind)})",
+            f"kind: {describe_kind(kind)}",
             f"## Current value\n<current_value>\n{value_text(p.value)}\n</current_value>",
             f"## Feedback on the current value\n{feedback_block}",
             "## Constraints (the new value must satisfy every one)\n"
@@ -226,7 +219,7 @@ class TGD(Optimizer):
         ex = self._examples_block()
         if ex:
             parts.append(f"## Examples of the task\n{ex}")
-        parts.append(f"## Your reply\nWrite {_FORMAT}. {_KIND_REMINDER.get(kind, '')}".rstrip())
+        parts.append(f"## Your reply\nWrite {_FORMAT}. {reply_reminder(kind)}".rstrip())
         return "\n\n".join(parts)
 
     def _examples_block(self) -> str:

@@ -27,6 +27,7 @@ from ..core.shorten import shorten
 from ..core.variable import Parameter, Variable, topo_order
 from ..llm.base import Request, StructuredOutputError
 from ..llm.structured import complete_json, extract_json
+from ..prompts.kinds import describe_kind
 from .base import (
     Optimizer,
     StepResult,
@@ -37,7 +38,7 @@ from .base import (
     summarise_feedback,
     value_text,
 )
-from .constraints import KIND_HINTS, Constraint
+from .constraints import Constraint
 from .history import render_history
 
 _FORMAT = ('one JSON object {"reasoning": "...", "values": {"<parameter name>": <corrected value>}} '
@@ -345,7 +346,7 @@ class TraceOptimizer(Optimizer):
             cons = "\n".join(f"- {c}" for c in self.constraint_lines(p))
             params.append(
                 f"### {n}\nrole: {p.role or 'not described'}\n"
-                f"kind: {p.value_kind} ({KIND_HINTS.get(p.value_kind, p.value_kind)})\n"
+                f"kind: {describe_kind(p.value_kind)}\n"
                 f"constraints:\n{cons}\nvalue:\n<value>\n{value_text(p.value)}\n</value>"
             )
         parts = [
