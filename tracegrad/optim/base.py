@@ -22,7 +22,7 @@ import re
 import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from .. import prompts
 from ..core.concurrency import run_concurrently
@@ -170,8 +170,26 @@ def same_value(a: Any, b: Any) -> bool:
 # -- the optimizer ---------------------------------------------------------------------
 
 
+class OptimizerOptions(TypedDict, total=False):
+    """The options every optimizer takes (subclasses pass them on as ``**common``).
+
+    ``constraints``: sentences (or checks) every new value must satisfy, on top of each
+    parameter's own; ``history``: how many scored entries a request shows (default per
+    optimizer); ``max_concurrency``: calls in flight at once (default: the engine's
+    limit, else 8).
+    """
+
+    constraints: Iterable[cons.Constraint]
+    history: int | None
+    max_concurrency: int | None
+
+
 class Optimizer:
-    """Base class. Subclasses implement ``step()`` with the helpers below."""
+    """Base class. Subclasses implement ``step()`` with the helpers below.
+
+    The constructor options all optimizers share are taken here, once; a subclass
+    declares only its own and passes ``**common`` on (see :class:`OptimizerOptions`).
+    """
 
     needs_backward: bool = True
     default_history: int = 3
@@ -356,6 +374,6 @@ def _key(values: dict[str, Any]) -> str:
 
 
 __all__ = [
-    "FeedbackItem", "Optimizer", "StepResult", "collect_feedback", "extract_tag", "is_positive",
+    "FeedbackItem", "Optimizer", "OptimizerOptions", "StepResult", "collect_feedback", "extract_tag", "is_positive",
     "render_feedback", "repair_request", "same_value", "summarise_feedback", "value_text",
 ]

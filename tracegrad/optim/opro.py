@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Unpack
 
 from .. import prompts
 from ..core.keys import match_keys
@@ -21,8 +21,7 @@ from ..core.shorten import shorten
 from ..core.variable import Parameter
 from ..llm.base import Request
 from ..prompts.kinds import describe_kind
-from .base import Optimizer, StepResult, repair_request, same_value, value_text
-from .constraints import Constraint
+from .base import Optimizer, OptimizerOptions, StepResult, repair_request, same_value, value_text
 from .history import score_text
 
 _BLOCK = re.compile(r"<value\s+name\s*=\s*(?:\"([^\"]*)\"|'([^']*)')\s*>(.*?)</value>", re.S)
@@ -50,15 +49,12 @@ class OPRO(Optimizer):
         parameters: Iterable[Parameter] | Any,
         engine: Any = None,
         *,
-        constraints: Iterable[Constraint] = (),
-        history: int | None = None,
-        max_concurrency: int | None = None,
         task: str = "",
         value_limit: int = 2000,
         prompt: str = "opro_update",
+        **common: Unpack[OptimizerOptions],
     ) -> None:
-        super().__init__(parameters, engine, constraints=constraints, history=history,
-                         max_concurrency=max_concurrency)
+        super().__init__(parameters, engine, **common)
         self.task = task
         self.value_limit = value_limit
         self.prompt = prompt

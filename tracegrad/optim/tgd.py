@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 from .. import prompts
 from ..core.shorten import shorten
@@ -31,6 +31,7 @@ from ..prompts.kinds import describe_kind, reply_reminder
 from .base import (
     FeedbackItem,
     Optimizer,
+    OptimizerOptions,
     StepResult,
     collect_feedback,
     extract_tag,
@@ -41,7 +42,6 @@ from .base import (
     summarise_feedback,
     value_text,
 )
-from .constraints import Constraint
 from .history import render_history
 
 TAG = "new_value"
@@ -70,9 +70,6 @@ class TGD(Optimizer):
         parameters: Iterable[Parameter] | Any,
         engine: Any = None,
         *,
-        constraints: Iterable[Constraint] = (),
-        history: int | None = None,
-        max_concurrency: int | None = None,
         gate: bool = False,
         feedback_budget: int = 6000,
         summary_input_chars: int = 24000,
@@ -83,9 +80,9 @@ class TGD(Optimizer):
         prompt: str = "tgd_update",
         summary_prompt: str = "feedback_summary",
         batch_feedback: bool = False,
+        **common: Unpack[OptimizerOptions],
     ) -> None:
-        super().__init__(parameters, engine, constraints=constraints, history=history,
-                         max_concurrency=max_concurrency)
+        super().__init__(parameters, engine, **common)
         self.gate = gate
         self.batch_feedback = batch_feedback
         self.feedback_budget = feedback_budget

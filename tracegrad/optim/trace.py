@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Unpack
 
 from pydantic import BaseModel, ValidationError
 
@@ -30,6 +30,7 @@ from ..llm.structured import complete_json, extract_json
 from ..prompts.kinds import describe_kind
 from .base import (
     Optimizer,
+    OptimizerOptions,
     StepResult,
     collect_feedback,
     render_feedback,
@@ -38,7 +39,6 @@ from .base import (
     summarise_feedback,
     value_text,
 )
-from .constraints import Constraint
 from .history import render_history
 
 _FORMAT = ('one JSON object {"reasoning": "...", "values": {"<parameter name>": <corrected value>}} '
@@ -189,9 +189,6 @@ class TraceOptimizer(Optimizer):
         parameters: Iterable[Parameter] | Any,
         engine: Any = None,
         *,
-        constraints: Iterable[Constraint] = (),
-        history: int | None = None,
-        max_concurrency: int | None = None,
         max_listing_chars: int = 12000,
         value_limit: int = 300,
         feedback_budget: int = 6000,
@@ -199,9 +196,9 @@ class TraceOptimizer(Optimizer):
         history_value_limit: int = 800,
         prompt: str = "trace_update",
         summary_prompt: str = "feedback_summary",
+        **common: Unpack[OptimizerOptions],
     ) -> None:
-        super().__init__(parameters, engine, constraints=constraints, history=history,
-                         max_concurrency=max_concurrency)
+        super().__init__(parameters, engine, **common)
         self.max_listing_chars = max_listing_chars
         self.value_limit = value_limit
         self.feedback_budget = feedback_budget
