@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import prompts
 from ..core.concurrency import ContextPool
@@ -34,6 +35,27 @@ from ..core.variable import Feedback, Parameter, Variable, generations
 from ..llm.base import Request, StructuredOutputError
 from ..llm.structured import complete_json
 from .result import BackwardResult
+
+_NODE_OVERHEAD = 200  # headers and tags around one node in a batched request
+
+T = TypeVar("T")
+
+
+def _chunks(items: Iterable[T], sizes: list[int], budget: int) -> list[list[T]]:
+    """``items`` in order, cut into runs whose sizes add up to at most ``budget`` (an item
+    bigger than the budget gets a chunk of its own)."""
+    out: list[list[T]] = []
+    chunk: list[T] = []
+    size = 0
+    for item, est in zip(items, sizes, strict=True):
+        if chunk and size + est > budget:
+            out.append(chunk)
+            chunk, size = [], 0
+        chunk.append(item)
+        size += est
+    if chunk:
+        out.append(chunk)
+    return out
 
 
 @dataclass
@@ -113,19 +135,23 @@ class TextualPropagator:
         for key, members in groups.items():
             if not key:
                 jobs.extend([m] for m in members)
-                continue
-            chunk: list[Variable] = []
-            size = 0
-            for m in members:
-                est = self._node_size(m)
-                if chunk and size + est > self.chunk_chars:
-                    jobs.append(chunk)
-                    chunk, size = [], 0
-                chunk.append(m)
-                size += est
-            if chunk:
-                jobs.append(chunk)
+            else:
+                jobs.extend(_chunks(members, [self._node_size(m) for m in members],
+                                    self.chunk_chars))
         return jobs
+
+    def calls_for(self, nodes: int, node_chars: int = 0, *, worst: bool = False) -> int:
+        """The calls backward makes for ``nodes`` LLM calls of one generation that share a
+        parameter and whose feedback asks for a change (the others cost nothing).
+
+        ``node_chars`` is what one of them adds to a batched request (its output, feedback
+        and inputs other than parameters, each capped at ``value_limit``/``feedback_limit``);
+        it decides the number of chunks with ``batch_feedback``. ``worst=True`` counts the
+        one repair every request may need. Uses the same chunking as :meth:`run`.
+        """
+        asks = nodes if not self.batch_feedback or nodes <= 1 else \
+            len(_chunks(range(nodes), [node_chars + _NODE_OVERHEAD] * nodes, self.chunk_chars))
+        return 2 * asks if worst else asks
 
     def _node_size(self, n: Variable) -> int:
         op = n.op
@@ -134,7 +160,7 @@ class TextualPropagator:
         for v in op.inputs.values():
             if not isinstance(v, Parameter):
                 size += min(len(v.text), self.value_limit)
-        return size + 200
+        return size + _NODE_OVERHEAD
 
     # -- one backward call ------------------------------------------------------
     def _targets(self, job: list[Variable]) -> list[_Target]:

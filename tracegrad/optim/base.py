@@ -264,6 +264,57 @@ class Optimizer:
         (it is part of the cache key), e.g. for several proposals from the same state."""
         raise NotImplementedError
 
+    def calls_per_step(
+        self,
+        n_params: int,
+        n_failures: int,
+        batch: int,
+        *,
+        llm_calls: int = 1,
+        feedback_chars: int = 0,
+        example_chars: int = 0,
+        worst: bool = False,
+    ) -> dict[str, int]:
+        """The LLM calls one training step makes with this optimizer: backward + ``step()``.
+
+        Declared here, next to the code that makes the calls, so a cost estimate cannot
+        drift from it (``tests/optim/test_registry.py`` checks every declaration against
+        the calls a mock engine receives). The keys are always ``backward`` (feedback
+        requests), ``summary`` (condensing feedback that is over budget), ``optimizer``
+        (update requests) and ``repair`` (a second try after an unusable reply: 0 when
+        replies are well-formed, the most possible with ``worst=True``).
+
+        ``n_params``: trainable parameters that receive feedback. ``n_failures``: the
+        batch's failed examples; the other ``batch - n_failures`` cost no backward call
+        (their "correct, keep it" feedback passes through), and a step without failures
+        makes no call at all (the trainer skips it). ``llm_calls``: LLM calls per example
+        with a trainable input (1 for a prompt file). ``feedback_chars``: the feedback of
+        one failed example as the optimizer receives it (TGD: the backward reply about a
+        parameter; trace: the metric's explanation); over the optimizer's
+        ``feedback_budget`` in total, it is condensed by a summary call first.
+        ``example_chars``: what one failed call adds to a batched backward request.
+        """
+        if not 0 <= n_failures <= batch:
+            raise ValueError(f"n_failures must be between 0 and batch ({batch}), got {n_failures}")
+        calls = dict.fromkeys(("backward", "summary", "optimizer", "repair"), 0)
+        if n_failures == 0 or n_params <= 0:
+            return calls
+        prop = self.propagator() if self.needs_backward else None
+        if prop is not None:
+            calls["backward"] = llm_calls * prop.calls_for(n_failures, example_chars)
+            if worst:
+                calls["repair"] += llm_calls * prop.calls_for(n_failures, example_chars,
+                                                              worst=True) - calls["backward"]
+        own = self._step_calls(n_params, n_failures, feedback_chars, worst)
+        for key, n in own.items():
+            calls[key] += n
+        return calls
+
+    def _step_calls(self, n_params: int, n_failures: int, feedback_chars: int,
+                    worst: bool) -> dict[str, int]:
+        """``step()``'s own calls (``summary``, ``optimizer``, ``repair``); see calls_per_step."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare its calls per step")
+
     def record_score(self, score: float, feedback: str = "") -> None:
         """Remember the score of the current values (a second score for the same values
         is averaged in: more evaluations, a better estimate)."""

@@ -59,6 +59,11 @@ class OPRO(Optimizer):
         self.value_limit = value_limit
         self.prompt = prompt
 
+    def _step_calls(self, n_params: int, n_failures: int, feedback_chars: int,
+                    worst: bool) -> dict[str, int]:
+        # no backward and no feedback: one proposal, at worst one repair of it
+        return {"summary": 0, "optimizer": 1, "repair": 1 if worst else 0}
+
     def _trim_history(self) -> None:
         """Keep the best entries: the scoreboard is about what worked, not what is recent."""
         if len(self.history) > self.history_size:

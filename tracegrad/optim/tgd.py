@@ -102,6 +102,13 @@ class TGD(Optimizer):
         return TextualPropagator(self._engine, max_concurrency=self.max_concurrency,
                                  batch_feedback=self.batch_feedback)
 
+    def _step_calls(self, n_params: int, n_failures: int, feedback_chars: int,
+                    worst: bool) -> dict[str, int]:
+        # per parameter: a summary first when its feedback (one backward reply per failed
+        # example) is over budget, one update, and at worst one repair of it (_update_one)
+        summary = n_params if n_failures * feedback_chars > self.feedback_budget else 0
+        return {"summary": summary, "optimizer": n_params, "repair": n_params if worst else 0}
+
     # -- step ------------------------------------------------------------------------
     def step(self, sample_id: str | None = None) -> StepResult:
         self._sample = sample_id

@@ -27,6 +27,7 @@ from ..core.shorten import shorten
 from ..core.variable import Parameter, Variable, topo_order
 from ..llm.base import Request, StructuredOutputError
 from ..llm.structured import complete_json, extract_json
+from ..ops.loss import AGGREGATE_ITEM_LIMIT
 from ..prompts.kinds import describe_kind
 from .base import (
     Optimizer,
@@ -209,6 +210,15 @@ class TraceOptimizer(Optimizer):
 
     def propagator(self) -> Any:
         return TracePropagator()
+
+    def _step_calls(self, n_params: int, n_failures: int, feedback_chars: int,
+                    worst: bool) -> dict[str, int]:
+        # one update for all parameters, after one summary when the feedback is over
+        # budget (it is the aggregate's text: each example cut to AGGREGATE_ITEM_LIMIT);
+        # at worst a JSON repair and then a constraint repair
+        shown = n_failures * (min(feedback_chars, AGGREGATE_ITEM_LIMIT) + len("[0] \n"))
+        summary = 1 if shown > self.feedback_budget else 0
+        return {"summary": summary, "optimizer": 1, "repair": 2 if worst else 0}
 
     def step(self, sample_id: str | None = None) -> StepResult:
         self._sample = sample_id
