@@ -25,11 +25,12 @@ from ..backward import TracePropagator
 from ..core.keys import match_keys
 from ..core.shorten import shorten
 from ..core.variable import Parameter, Variable, topo_order
-from ..llm.base import Request, StructuredOutputError
+from ..llm.base import Completion, Request, StructuredOutputError
 from ..llm.structured import complete_json, extract_json
 from ..ops.loss import AGGREGATE_ITEM_LIMIT
 from ..prompts.kinds import describe_kind
 from .base import (
+    FeedbackItem,
     Optimizer,
     OptimizerOptions,
     StepResult,
@@ -228,9 +229,42 @@ class TraceOptimizer(Optimizer):
             self._apply(result, {}, {})
             return result
         engine = self.engine
+        feedback, reason = self._feedback(engine, result, offered)
+        trace_text = self._trace_text(result, offered)
+        request = Request(
+            messages=[
+                {"role": "system", "content": prompts.load(self.prompt)},
+                {"role": "user", "content": self._render(offered, trace_text, feedback)},
+            ],
+            purpose="optimizer",
+            sample_id=self._sample,
+        )
+        answer = self._ask(engine, result, offered, request)
+        if answer is None:
+            self._apply(result, {}, {})
+            return result
+        reply, completion = answer
+        proposals, problems = self._collect(result, reply.values, offered)
+        if problems:
+            proposals.update(self._repair(engine, result, offered, request, completion.text,
+                                          problems))
+        for n in offered:
+            if n in proposals and same_value(proposals[n], offered[n].value):
+                self._event(result, n, "no_change", "the optimizer returned the current value")
+        why = f"feedback: {shorten(reason, 1000)}"
+        if reply.reasoning:
+            why += f"\nreasoning: {shorten(reply.reasoning, 400)}"
+        self._apply(result, proposals, dict.fromkeys(proposals, why))
+        return result
 
-        # feedback: one list for all parameters, each item saying whom it concerns
-        # (the same loss feedback sits on every parameter: count it once, not per parameter)
+    def _events(self, result: StepResult, names: Iterable[str], event: str, detail: str) -> None:
+        for n in names:
+            self._event(result, n, event, detail)
+
+    # -- the parts of a step ---------------------------------------------------------
+    def _feedback_items(self, offered: dict[str, Parameter]) -> list[FeedbackItem]:
+        """One list for all parameters, each item saying whom it concerns (the same loss
+        feedback sits on every parameter: count it once, not once per parameter)."""
         items = collect_feedback(g for p in offered.values() for g in p.grads)
         owners: dict[str, list[str]] = {}
         counts: dict[str, int] = {}
@@ -244,25 +278,30 @@ class TraceOptimizer(Optimizer):
             it.count = counts.get(key, 1)
             who = owners.get(key, [])
             it.context = {"concerns": ", ".join(who)} if len(who) < len(offered) else {}
-        feedback = render_feedback(items, context_limit=self.value_limit)
-        reason = "\n".join(it.text for it in items)
-        if len(feedback) > self.feedback_budget:
-            summary, calls, events = summarise_feedback(
-                engine, items, about="the result of the program traced below",
-                limit=self.feedback_budget, input_limit=self.summary_input_chars,
-                prompt=self.summary_prompt, sample_id=self._sample,
-            )
-            result.calls += calls
-            for ev in events:
-                for n in offered:
-                    self._event(result, n, ev["event"], ev["detail"])
-            for n in offered:
-                self._event(result, n, "feedback_summarised",
-                            f"{len(items)} items ({len(feedback)} chars) condensed to {len(summary)} chars")
-            feedback = f"(Condensed from {len(items)} feedback items.)\n{summary}"
-            reason = summary
+        return items
 
-        # the trace
+    def _feedback(self, engine: Any, result: StepResult,
+                  offered: dict[str, Parameter]) -> tuple[str, str]:
+        """The feedback section, condensed by one call when over budget, and the text
+        that is recorded as the reason for the new values."""
+        items = self._feedback_items(offered)
+        feedback = render_feedback(items, context_limit=self.value_limit)
+        if len(feedback) <= self.feedback_budget:
+            return feedback, "\n".join(it.text for it in items)
+        summary, calls, events = summarise_feedback(
+            engine, items, about="the result of the program traced below",
+            limit=self.feedback_budget, input_limit=self.summary_input_chars,
+            prompt=self.summary_prompt, sample_id=self._sample,
+        )
+        result.calls += calls
+        for ev in events:
+            self._events(result, offered, ev["event"], ev["detail"])
+        self._events(result, offered, "feedback_summarised",
+                     f"{len(items)} items ({len(feedback)} chars) condensed to {len(summary)} chars")
+        return f"(Condensed from {len(items)} feedback items.)\n{summary}", summary
+
+    def _trace_text(self, result: StepResult, offered: dict[str, Parameter]) -> str:
+        """The merged subgraphs of the offered parameters as a bounded listing."""
         nodes: dict[int, Variable] = {}
         for p in offered.values():
             for g in p.grads:
@@ -271,63 +310,48 @@ class TraceOptimizer(Optimizer):
         listing = _Listing(nodes, {p.id: n for n, p in offered.items()}, self.value_limit)
         trace_text, cut = listing.render(self.max_listing_chars)
         if cut:
-            for n in offered:
-                self._event(result, n, "trace_cut", f"{cut} steps cut from the listing")
+            self._events(result, offered, "trace_cut", f"{cut} steps cut from the listing")
+        return trace_text
 
-        request = Request(
-            messages=[
-                {"role": "system", "content": prompts.load(self.prompt)},
-                {"role": "user", "content": self._render(offered, trace_text, feedback)},
-            ],
-            purpose="optimizer",
-            sample_id=self._sample,
-        )
+    def _ask(self, engine: Any, result: StepResult, offered: dict[str, Parameter],
+             request: Request) -> tuple[TraceReply, Completion] | None:
+        """The reply as agreed JSON (repaired once if needed), or None when unusable."""
         try:
             reply, completion, calls = complete_json(engine, request, _reply_from_json)
         except StructuredOutputError as e:
             result.calls += 2
-            for n in offered:
-                self._event(result, n, "invalid_reply",
-                            f"{str(e)[:300]} (kept the previous value)")
-            self._apply(result, {}, {})
-            return result
+            self._events(result, offered, "invalid_reply",
+                         f"{str(e)[:300]} (kept the previous value)")
+            return None
         result.calls += calls
         if calls > 1:
-            for n in offered:
-                self._event(result, n, "repair", "the first reply was not the agreed JSON")
+            self._events(result, offered, "repair", "the first reply was not the agreed JSON")
+        return reply, completion
 
-        proposals, problems = self._collect(result, reply.values, offered)
-        if problems:
-            for n, why in problems.items():
-                self._event(result, n, "repair", f"constraint_violation: {why}")
-            listing_problems = "\n".join(f"- {n}: {why}" for n, why in problems.items())
-            fixed_req = repair_request(
-                request, completion.text,
-                f"these values break their constraints and were not applied:\n{listing_problems}",
-                _FORMAT,
-            )
-            text = engine.complete(fixed_req).text or ""
-            result.calls += 1
-            try:
-                second = _reply_from_json(extract_json(text))
-                retry, still = self._collect(result, second.values,
-                                             {n: offered[n] for n in problems})
-            except ValueError as e:
-                retry, still = {}, {n: f"the repair reply was unusable: {e}" for n in problems}
-            proposals.update(retry)
-            for n in problems:
-                if n not in retry:
-                    why = still.get(n) or "the repair reply gave no value for it"
-                    self._event(result, n, "constraint_violation",
-                                f"{why} (after one repair; kept the previous value)")
-        for n in offered:
-            if n in proposals and same_value(proposals[n], offered[n].value):
-                self._event(result, n, "no_change", "the optimizer returned the current value")
-        why = f"feedback: {shorten(reason, 1000)}"
-        if reply.reasoning:
-            why += f"\nreasoning: {shorten(reply.reasoning, 400)}"
-        self._apply(result, proposals, dict.fromkeys(proposals, why))
-        return result
+    def _repair(self, engine: Any, result: StepResult, offered: dict[str, Parameter],
+                request: Request, reply_text: str, problems: dict[str, str]) -> dict[str, Any]:
+        """One more call for the values that broke their constraints; what it fixed."""
+        for n, why in problems.items():
+            self._event(result, n, "repair", f"constraint_violation: {why}")
+        listing_problems = "\n".join(f"- {n}: {why}" for n, why in problems.items())
+        fixed_req = repair_request(
+            request, reply_text,
+            f"these values break their constraints and were not applied:\n{listing_problems}",
+            _FORMAT,
+        )
+        text = engine.complete(fixed_req).text or ""
+        result.calls += 1
+        try:
+            second = _reply_from_json(extract_json(text))
+            retry, still = self._collect(result, second.values, {n: offered[n] for n in problems})
+        except ValueError as e:
+            retry, still = {}, {n: f"the repair reply was unusable: {e}" for n in problems}
+        for n in problems:
+            if n not in retry:
+                why = still.get(n) or "the repair reply gave no value for it"
+                self._event(result, n, "constraint_violation",
+                            f"{why} (after one repair; kept the previous value)")
+        return retry
 
     def _collect(self, result: StepResult, values: dict[str, Any],
                  offered: dict[str, Parameter]) -> tuple[dict[str, Any], dict[str, str]]:
