@@ -212,11 +212,11 @@ class Optimizer:
             parameters = parameters.parameters()
         self.params: list[Parameter] = []
         self.names: dict[str, Parameter] = {}
-        self._name_of: dict[int, str] = {}
+        seen: set[int] = set()
         for p in parameters:
             if not isinstance(p, Parameter):
                 raise TypeError(f"optimizers take Parameters, got {type(p).__name__}: {p!r}")
-            if id(p) in self._name_of:
+            if id(p) in seen:
                 continue
             name = p.name
             n = 2
@@ -231,7 +231,7 @@ class Optimizer:
                                     f"cannot be validated: {e}") from None
             self.params.append(p)
             self.names[name] = p
-            self._name_of[id(p)] = name
+            seen.add(id(p))
         if not self.params:
             raise ValueError("the optimizer got no parameters")
         self._engine = engine
@@ -248,9 +248,6 @@ class Optimizer:
     def engine(self) -> Any:
         """The engine given at construction, else the current backward engine."""
         return self._engine or get_backward_llm()
-
-    def name_of(self, param: Parameter) -> str:
-        return self._name_of[id(param)]
 
     def propagator(self) -> Any:
         return None
