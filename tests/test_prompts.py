@@ -41,3 +41,32 @@ def test_an_override_reaches_the_backward_request(tmp_path):
     finally:
         tg.prompts.override("textual_backward", None)
     assert engine.requests[0].messages[0]["content"] == "CUSTOM BACKWARD INSTRUCTIONS"
+
+
+def test_the_kind_rules_are_stated_once_and_filled_into_every_update_prompt(tmp_path):
+    from tracegrad.prompts.kinds import KIND_RULES, kind_rules
+
+    rules = kind_rules()
+    assert all(r.keep in rules for r in KIND_RULES.values())
+    for name in ("tgd_update", "trace_update", "opro_update"):
+        text = tg.prompts.load(name)
+        assert rules in text and "$kind_rules" not in text, name
+    assert "$limit" in tg.prompts.load("feedback_summary")  # the caller's placeholders stay
+    custom = tmp_path / "mine.txt"
+    custom.write_text("Keep kinds: ${kind_rules}. Costs $5, $$ and $other.")
+    tg.prompts.override("tgd_update", custom)
+    try:
+        assert tg.prompts.load("tgd_update") == f"Keep kinds: {rules}. Costs $5, $$ and $other."
+    finally:
+        tg.prompts.override("tgd_update", None)
+
+
+def test_the_kind_wording_beside_a_parameter_and_in_the_reply_comes_from_the_same_table():
+    from tracegrad.optim.constraints import KIND_HINTS
+    from tracegrad.prompts.kinds import describe_kind, reply_reminder
+
+    assert KIND_HINTS["number"] == "a single number"
+    assert describe_kind("number") == "number (a single number)"
+    assert describe_kind("custom") == "custom (custom)"
+    assert reply_reminder("json") == "Only valid JSON goes between the tags."
+    assert reply_reminder("text") == reply_reminder("custom") == ""

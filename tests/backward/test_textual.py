@@ -159,3 +159,28 @@ def test_correct_examples_pass_through_without_a_call():
     assert texts.count("feedback for system") == 2
     assert sum(t.startswith("Correct") for t in texts) == 2
     assert sum(bool(g.context.get("success")) for g in system.grads) == 2  # verdict survives
+
+
+def test_a_contextvar_set_by_the_caller_is_visible_inside_the_backward_workers():
+    import contextvars
+    import threading
+
+    setting: contextvars.ContextVar[str] = contextvars.ContextVar("bw_setting", default="unset")
+    seen: list[tuple[str, str]] = []
+
+    def reply(request):
+        seen.append((setting.get(), threading.current_thread().name))
+        return backward_reply(request)
+
+    engine = MockLLM({r"Inputs to give feedback on": reply}, latency=0.02)
+    system = tg.Parameter("Answer.", role="system prompt")
+    call = tg.LLMCall(MockLLM(default="7"), system=system)
+    losses = [tg.MetricLoss(lambda p, e: 0.0)(call(f"q{i}"), "3") for i in range(4)]
+    token = setting.set("set by the caller")
+    try:
+        tg.aggregate(losses).backward(propagator=tg.TextualPropagator(engine, max_concurrency=4))
+    finally:
+        setting.reset(token)
+    assert len(seen) == 4
+    assert all(name.startswith("tg-backward") for _, name in seen)  # really on the workers
+    assert [v for v, _ in seen] == ["set by the caller"] * 4

@@ -364,3 +364,28 @@ def test_sample_id_reaches_every_request_of_the_step():
     result = TGD([p], llm, feedback_budget=2000).step(sample_id="beam-1")
     assert result.calls == 3 and p.value == "Be brief."
     assert [r.sample_id for r in llm.requests] == ["beam-1"] * 3
+
+
+def test_a_contextvar_set_by_the_caller_is_visible_inside_the_update_workers():
+    import contextvars
+    import threading
+
+    setting: contextvars.ContextVar[str] = contextvars.ContextVar("opt_setting", default="unset")
+    seen: list[tuple[str, str]] = []
+
+    def reply(req: Request) -> str:
+        seen.append((setting.get(), threading.current_thread().name))
+        return renamer(req)
+
+    params = [tg.Parameter(f"value {i}", name=f"p{i}") for i in range(3)]
+    for p in params:
+        p.add_feedback(tg.Feedback("make it better", source="loss"))
+    opt = TGD(params, MockLLM(reply, latency=0.02))
+    token = setting.set("set by the caller")
+    try:
+        opt.step()
+    finally:
+        setting.reset(token)
+    assert len(seen) == 3
+    assert all(name.startswith("tg-optim") for _, name in seen)
+    assert [v for v, _ in seen] == ["set by the caller"] * 3

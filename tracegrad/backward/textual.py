@@ -19,19 +19,43 @@ All calls of one generation run concurrently, bounded by ``max_concurrency``.
 
 from __future__ import annotations
 
+import functools
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import prompts
+from ..core.concurrency import ContextPool
 from ..core.context import get_backward_llm
-from ..core.feedback import is_positive  # the one definition of "asks for no change"
+from ..core.feedback import is_positive, says_no_change  # THE "asks for no change"
+from ..core.keys import match_keys
 from ..core.shorten import shorten
 from ..core.variable import Feedback, Parameter, Variable, generations
 from ..llm.base import Request, StructuredOutputError
 from ..llm.structured import complete_json
 from .result import BackwardResult
+
+_NODE_OVERHEAD = 200  # headers and tags around one node in a batched request
+
+T = TypeVar("T")
+
+
+def _chunks(items: Iterable[T], sizes: list[int], budget: int) -> list[list[T]]:
+    """``items`` in order, cut into runs whose sizes add up to at most ``budget`` (an item
+    bigger than the budget gets a chunk of its own)."""
+    out: list[list[T]] = []
+    chunk: list[T] = []
+    size = 0
+    for item, est in zip(items, sizes, strict=True):
+        if chunk and size + est > budget:
+            out.append(chunk)
+            chunk, size = [], 0
+        chunk.append(item)
+        size += est
+    if chunk:
+        out.append(chunk)
+    return out
 
 
 @dataclass
@@ -69,7 +93,9 @@ class TextualPropagator:
         result = BackwardResult()
         gens = generations(root)
         result.nodes = sum(len(g) for g in gens)
-        with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="tg-backward") as pool:
+        # each call runs in a copy of the caller's context: a budget or call log scoped
+        # with ``with`` around backward() applies inside the workers too
+        with ContextPool(limit, "tg-backward") as pool:
             for gen in gens:
                 llm_nodes = []
                 for node in gen:
@@ -87,7 +113,7 @@ class TextualPropagator:
                 if not llm_nodes:
                     continue
                 jobs = self._jobs(llm_nodes)
-                outcomes = list(pool.map(lambda job: self._ask(engine, job), jobs))
+                outcomes = pool.map(functools.partial(self._ask, engine), jobs)
                 for assignments, calls, events in outcomes:
                     result.calls += calls
                     result.events.extend(events)
@@ -109,19 +135,23 @@ class TextualPropagator:
         for key, members in groups.items():
             if not key:
                 jobs.extend([m] for m in members)
-                continue
-            chunk: list[Variable] = []
-            size = 0
-            for m in members:
-                est = self._node_size(m)
-                if chunk and size + est > self.chunk_chars:
-                    jobs.append(chunk)
-                    chunk, size = [], 0
-                chunk.append(m)
-                size += est
-            if chunk:
-                jobs.append(chunk)
+            else:
+                jobs.extend(_chunks(members, [self._node_size(m) for m in members],
+                                    self.chunk_chars))
         return jobs
+
+    def calls_for(self, nodes: int, node_chars: int = 0, *, worst: bool = False) -> int:
+        """The calls backward makes for ``nodes`` LLM calls of one generation that share a
+        parameter and whose feedback asks for a change (the others cost nothing).
+
+        ``node_chars`` is what one of them adds to a batched request (its output, feedback
+        and inputs other than parameters, each capped at ``value_limit``/``feedback_limit``);
+        it decides the number of chunks with ``batch_feedback``. ``worst=True`` counts the
+        one repair every request may need. Uses the same chunking as :meth:`run`.
+        """
+        asks = nodes if not self.batch_feedback or nodes <= 1 else \
+            len(_chunks(range(nodes), [node_chars + _NODE_OVERHEAD] * nodes, self.chunk_chars))
+        return 2 * asks if worst else asks
 
     def _node_size(self, n: Variable) -> int:
         op = n.op
@@ -130,7 +160,7 @@ class TextualPropagator:
         for v in op.inputs.values():
             if not isinstance(v, Parameter):
                 size += min(len(v.text), self.value_limit)
-        return size + 200
+        return size + _NODE_OVERHEAD
 
     # -- one backward call ------------------------------------------------------
     def _targets(self, job: list[Variable]) -> list[_Target]:
@@ -204,7 +234,7 @@ class TextualPropagator:
         def validate(data: Any) -> dict[str, str]:
             if not isinstance(data, dict):
                 raise ValueError("expected a JSON object mapping input keys to feedback strings")
-            found = _match_keys(data, keys)
+            found = _feedback_by_key(data, keys)
             missing = [k for k in keys if k not in found]
             if missing:
                 raise ValueError(f"missing or empty feedback for: {', '.join(missing)}")
@@ -227,29 +257,16 @@ class TextualPropagator:
                 # so the signal is not lost, and say so.
                 text = "\n".join(g.text for n in t.nodes for g in n.grads)
                 context["fallback"] = True
-            if text.strip().lower().rstrip(".") in {"no change needed", "none", "n/a"}:
+            if says_no_change(text):  # "no change needed" for this input: nothing to pass on
                 continue
             assignments.append((t.var, Feedback(text, source=job[0].name, context=context)))
         return assignments, calls, events
 
 
-def _match_keys(data: dict[str, Any], keys: list[str]) -> dict[str, str]:
-    """Map reply keys to expected keys, forgiving case, backticks and obvious prefixes."""
-
-    def norm(s: str) -> str:
-        return s.strip().strip("`'\"").lower()
-
-    out: dict[str, str] = {}
-    normalized = {
-        norm(k): v for k, v in data.items() if norm(k) and v is not None and str(v).strip()
-    }
-    for k in keys:
-        v = normalized.get(norm(k))
-        if v is None:
-            for rk, rv in normalized.items():
-                if rk.endswith(norm(k)) or norm(k).endswith(rk):
-                    v = rv
-                    break
-        if v is not None:
-            out[k] = v if isinstance(v, str) else str(v)
-    return out
+def _feedback_by_key(data: dict[str, Any], keys: list[str]) -> dict[str, str]:
+    """The reply's non-empty feedback strings by the keys we asked for (the keys matched
+    the way every reply in tracegrad is read: :func:`tracegrad.core.keys.match_keys`)."""
+    given = {k: v for k, v in data.items() if v is not None and str(v).strip()}
+    matched, _ = match_keys(given, keys)
+    return {name: v if isinstance(v, str) else str(v)
+            for k, name in matched.items() for v in [given[k]]}

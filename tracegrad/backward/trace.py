@@ -15,6 +15,10 @@ from .result import BackwardResult
 
 
 class TracePropagator:
+    def calls_for(self, nodes: int, node_chars: int = 0, *, worst: bool = False) -> int:
+        """No LLM call, however many nodes (the same interface as TextualPropagator's)."""
+        return 0
+
     def run(self, root: Variable) -> BackwardResult:
         t0 = time.perf_counter()
         order = topo_order(root)

@@ -4,9 +4,9 @@ The path of feedback for a prompt: a metric (``MetricLoss``) writes text on the 
 ``Op.backward`` routes it to each op's inputs, the backward pass (``tracegrad.backward``)
 turns output feedback into input feedback, and an optimizer reads the parameter's
 ``grads``. This module owns the last mile: ``collect_feedback`` de-duplicates the grads,
-``is_positive`` is THE definition of "this feedback asks for no change", and
-``render_feedback`` formats items for an optimizer request. It imports only from
-``core`` so every layer above can share it.
+``is_positive`` (``says_no_change`` for bare text) is THE definition of "this feedback
+asks for no change", and ``render_feedback`` formats items for an optimizer request. It
+imports only from ``core`` so every layer above can share it.
 """
 
 from __future__ import annotations
@@ -73,7 +73,17 @@ def is_positive(fb: Feedback | FeedbackItem) -> bool:
     score = ctx.get("score")
     if isinstance(score, int | float) and not isinstance(score, bool) and score >= 1.0:
         return True
-    lines = [_INDEX.sub("", ln).strip() for ln in fb.text.splitlines()]
+    return says_no_change(fb.text)
+
+
+def says_no_change(text: str) -> bool:
+    """True when every line of ``text`` is a stock "nothing to change" phrase.
+
+    The one list of those phrases: backward uses it to drop an input's "no change
+    needed", optimizers (through :func:`is_positive`) to skip feedback that asks for
+    nothing.
+    """
+    lines = [_INDEX.sub("", ln).strip() for ln in text.splitlines()]
     lines = [ln for ln in lines if ln]
     return bool(lines) and all(_POSITIVE.fullmatch(ln) for ln in lines)
 
@@ -101,7 +111,10 @@ def render_feedback(items: list[FeedbackItem], *, context_limit: int = 400,
     return "\n".join(blocks)
 
 
-__all__ = ["Feedback", "FeedbackItem", "collect_feedback", "is_positive", "render_feedback"]
+__all__ = [
+    "Feedback", "FeedbackItem", "collect_feedback", "is_positive", "positive_feedback",
+    "render_feedback", "says_no_change",
+]
 
 
 def positive_feedback(inputs: Any, output: Any) -> str:

@@ -147,8 +147,14 @@ class AggregateOp(Op):
                     var.add_feedback(Feedback(g.text, source=out.name))
 
 
-def aggregate(losses: Sequence[Variable], role: str = "aggregated evaluation", limit: int = 600) -> Variable:
-    """Combine per-example losses into one objective whose backward routes per example."""
+AGGREGATE_ITEM_LIMIT = 600  # one example's evaluation in an aggregate's text
+
+
+def aggregate(losses: Sequence[Variable], role: str = "aggregated evaluation",
+              limit: int = AGGREGATE_ITEM_LIMIT) -> Variable:
+    """Combine per-example losses into one objective whose backward routes per example.
+
+    Its text (what a whole-trace optimizer reads) cuts each example to ``limit`` chars."""
     vars_ = [as_variable(v, "evaluation") for v in losses]
     if not vars_:
         raise ValueError("aggregate() needs at least one loss")

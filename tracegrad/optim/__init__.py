@@ -5,18 +5,22 @@
 * :class:`OPRO` -- new values from a scoreboard of earlier values and scores, no backward.
 
 All of them check every proposed value against automatic constraints
-(:mod:`tracegrad.optim.constraints`, :mod:`tracegrad.optim.code`) before applying it.
+(:mod:`tracegrad.optim.constraints`, :mod:`tracegrad.optim.code`) before applying it, and
+declare the LLM calls a training step makes (``calls_per_step``). Names such as "tgd" are
+resolved by :mod:`tracegrad.optim.registry`.
 """
 
-from .base import Optimizer, StepResult
+from .base import Optimizer, OptimizerOptions, StepResult
 from .code import ALLOWED_IMPORTS, validate_code
 from .constraints import check as check_value
 from .constraints import describe as describe_constraints
 from .opro import OPRO
+from .registry import build_optimizer, optimizer_names
 from .tgd import TGD
 from .trace import TraceOptimizer
 
 __all__ = [
-    "ALLOWED_IMPORTS", "OPRO", "TGD", "Optimizer", "StepResult", "TraceOptimizer",
-    "check_value", "describe_constraints", "validate_code",
+    "ALLOWED_IMPORTS", "OPRO", "TGD", "Optimizer", "OptimizerOptions", "StepResult",
+    "TraceOptimizer", "build_optimizer", "check_value", "describe_constraints",
+    "optimizer_names", "validate_code",
 ]

@@ -16,16 +16,16 @@ them the same way:
 
 from __future__ import annotations
 
-import contextvars
+import functools
 import json
 import re
 import string
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from .. import prompts
+from ..core.concurrency import run_concurrently
 from ..core.context import get_backward_llm
 from ..core.feedback import FeedbackItem, collect_feedback, is_positive, render_feedback
 from ..core.shorten import render, shorten
@@ -170,8 +170,26 @@ def same_value(a: Any, b: Any) -> bool:
 # -- the optimizer ---------------------------------------------------------------------
 
 
+class OptimizerOptions(TypedDict, total=False):
+    """The options every optimizer takes (subclasses pass them on as ``**common``).
+
+    ``constraints``: sentences (or checks) every new value must satisfy, on top of each
+    parameter's own; ``history``: how many scored entries a request shows (default per
+    optimizer); ``max_concurrency``: calls in flight at once (default: the engine's
+    limit, else 8).
+    """
+
+    constraints: Iterable[cons.Constraint]
+    history: int | None
+    max_concurrency: int | None
+
+
 class Optimizer:
-    """Base class. Subclasses implement ``step()`` with the helpers below."""
+    """Base class. Subclasses implement ``step()`` with the helpers below.
+
+    The constructor options all optimizers share are taken here, once; a subclass
+    declares only its own and passes ``**common`` on (see :class:`OptimizerOptions`).
+    """
 
     needs_backward: bool = True
     default_history: int = 3
@@ -194,11 +212,11 @@ class Optimizer:
             parameters = parameters.parameters()
         self.params: list[Parameter] = []
         self.names: dict[str, Parameter] = {}
-        self._name_of: dict[int, str] = {}
+        seen: set[int] = set()
         for p in parameters:
             if not isinstance(p, Parameter):
                 raise TypeError(f"optimizers take Parameters, got {type(p).__name__}: {p!r}")
-            if id(p) in self._name_of:
+            if id(p) in seen:
                 continue
             name = p.name
             n = 2
@@ -213,7 +231,7 @@ class Optimizer:
                                     f"cannot be validated: {e}") from None
             self.params.append(p)
             self.names[name] = p
-            self._name_of[id(p)] = name
+            seen.add(id(p))
         if not self.params:
             raise ValueError("the optimizer got no parameters")
         self._engine = engine
@@ -231,9 +249,6 @@ class Optimizer:
         """The engine given at construction, else the current backward engine."""
         return self._engine or get_backward_llm()
 
-    def name_of(self, param: Parameter) -> str:
-        return self._name_of[id(param)]
-
     def propagator(self) -> Any:
         return None
 
@@ -245,6 +260,57 @@ class Optimizer:
         """Propose and apply new values. A distinct ``sample_id`` asks for a fresh sample
         (it is part of the cache key), e.g. for several proposals from the same state."""
         raise NotImplementedError
+
+    def calls_per_step(
+        self,
+        n_params: int,
+        n_failures: int,
+        batch: int,
+        *,
+        llm_calls: int = 1,
+        feedback_chars: int = 0,
+        example_chars: int = 0,
+        worst: bool = False,
+    ) -> dict[str, int]:
+        """The LLM calls one training step makes with this optimizer: backward + ``step()``.
+
+        Declared here, next to the code that makes the calls, so a cost estimate cannot
+        drift from it (``tests/optim/test_registry.py`` checks every declaration against
+        the calls a mock engine receives). The keys are always ``backward`` (feedback
+        requests), ``summary`` (condensing feedback that is over budget), ``optimizer``
+        (update requests) and ``repair`` (a second try after an unusable reply: 0 when
+        replies are well-formed, the most possible with ``worst=True``).
+
+        ``n_params``: trainable parameters that receive feedback. ``n_failures``: the
+        batch's failed examples; the other ``batch - n_failures`` cost no backward call
+        (their "correct, keep it" feedback passes through), and a step without failures
+        makes no call at all (the trainer skips it). ``llm_calls``: LLM calls per example
+        with a trainable input (1 for a prompt file). ``feedback_chars``: the feedback of
+        one failed example as the optimizer receives it (TGD: the backward reply about a
+        parameter; trace: the metric's explanation); over the optimizer's
+        ``feedback_budget`` in total, it is condensed by a summary call first.
+        ``example_chars``: what one failed call adds to a batched backward request.
+        """
+        if not 0 <= n_failures <= batch:
+            raise ValueError(f"n_failures must be between 0 and batch ({batch}), got {n_failures}")
+        calls = dict.fromkeys(("backward", "summary", "optimizer", "repair"), 0)
+        if n_failures == 0 or n_params <= 0:
+            return calls
+        prop = self.propagator() if self.needs_backward else None
+        if prop is not None:
+            calls["backward"] = llm_calls * prop.calls_for(n_failures, example_chars)
+            if worst:
+                calls["repair"] += llm_calls * prop.calls_for(n_failures, example_chars,
+                                                              worst=True) - calls["backward"]
+        own = self._step_calls(n_params, n_failures, feedback_chars, worst)
+        for key, n in own.items():
+            calls[key] += n
+        return calls
+
+    def _step_calls(self, n_params: int, n_failures: int, feedback_chars: int,
+                    worst: bool) -> dict[str, int]:
+        """``step()``'s own calls (``summary``, ``optimizer``, ``repair``); see calls_per_step."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare its calls per step")
 
     def record_score(self, score: float, feedback: str = "") -> None:
         """Remember the score of the current values (a second score for the same values
@@ -345,18 +411,10 @@ class Optimizer:
     def _run_parallel(self, fn: Callable[..., Any], engine: Any, jobs: list[Any]) -> list[Any]:
         """``fn(engine, job)`` for every job, concurrently, each in a copy of the caller's
         context (so context-scoped settings such as ``tg.backward_llm(...)`` or a budget
-        still apply inside the worker threads)."""
-        if len(jobs) <= 1:
-            return [fn(engine, j) for j in jobs]
-        with ThreadPoolExecutor(max_workers=min(self._pool_size(engine), len(jobs)),
-                                thread_name_prefix="tg-optim") as pool:
-            futures = [pool.submit(contextvars.copy_context().run, fn, engine, j) for j in jobs]
-            # wait for all before raising, so no call is still running when step() returns
-            errors = [f.exception() for f in futures]
-            for e in errors:
-                if e is not None:
-                    raise e
-            return [f.result() for f in futures]
+        still apply inside the worker threads). Raises only once no call is running, so
+        nothing is still calling the engine when ``step()`` returns."""
+        return run_concurrently(functools.partial(fn, engine), jobs,
+                                max_workers=self._pool_size(engine), thread_name_prefix="tg-optim")
 
 
 def _key(values: dict[str, Any]) -> str:
@@ -364,6 +422,6 @@ def _key(values: dict[str, Any]) -> str:
 
 
 __all__ = [
-    "FeedbackItem", "Optimizer", "StepResult", "collect_feedback", "extract_tag", "is_positive",
+    "FeedbackItem", "Optimizer", "OptimizerOptions", "StepResult", "collect_feedback", "extract_tag", "is_positive",
     "render_feedback", "repair_request", "same_value", "summarise_feedback", "value_text",
 ]

@@ -25,19 +25,15 @@ from pydantic import TypeAdapter, ValidationError
 
 from .. import template as tpl
 from ..core.variable import Parameter
+from ..prompts.kinds import KIND_RULES
 from .code import ALLOWED_IMPORTS, defined_functions, strip_fences, validate_code
 
 Constraint = str | Callable[[Any], Any]
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
-KIND_HINTS = {
-    "text": "plain text",
-    "template": "a Jinja2 template; {{ name }} marks a field filled in at run time",
-    "number": "a single number",
-    "json": "a JSON value",
-    "code": "Python source code of a function",
-}
+# what each kind is, as shown beside a parameter (the wording lives in prompts/kinds.py)
+KIND_HINTS = {kind: rule.what for kind, rule in KIND_RULES.items()}
 
 
 @lru_cache(maxsize=64)

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Unpack
 
 from .. import prompts
+from ..core.keys import match_keys
 from ..core.shorten import shorten
 from ..core.variable import Parameter
 from ..llm.base import Request
-from .base import Optimizer, StepResult, repair_request, same_value, value_text
-from .constraints import KIND_HINTS, Constraint
-from .trace import match_keys
+from ..prompts.kinds import describe_kind
+from .base import Optimizer, OptimizerOptions, StepResult, repair_request, same_value, value_text
+from .history import score_text
 
 _BLOCK = re.compile(r"<value\s+name\s*=\s*(?:\"([^\"]*)\"|'([^']*)')\s*>(.*?)</value>", re.S)
 _FORMAT = 'one <value name="NAME">...</value> block for each parameter listed in the problem'
@@ -48,18 +49,20 @@ class OPRO(Optimizer):
         parameters: Iterable[Parameter] | Any,
         engine: Any = None,
         *,
-        constraints: Iterable[Constraint] = (),
-        history: int | None = None,
-        max_concurrency: int | None = None,
         task: str = "",
         value_limit: int = 2000,
         prompt: str = "opro_update",
+        **common: Unpack[OptimizerOptions],
     ) -> None:
-        super().__init__(parameters, engine, constraints=constraints, history=history,
-                         max_concurrency=max_concurrency)
+        super().__init__(parameters, engine, **common)
         self.task = task
         self.value_limit = value_limit
         self.prompt = prompt
+
+    def _step_calls(self, n_params: int, n_failures: int, feedback_chars: int,
+                    worst: bool) -> dict[str, int]:
+        # no backward and no feedback: one proposal, at worst one repair of it
+        return {"summary": 0, "optimizer": 1, "repair": 1 if worst else 0}
 
     def _trim_history(self) -> None:
         """Keep the best entries: the scoreboard is about what worked, not what is recent."""
@@ -142,16 +145,14 @@ class OPRO(Optimizer):
         for n, p in names.items():
             cons = "\n".join(f"- {c}" for c in self.constraint_lines(p))
             params.append(f"### {n}\nrole: {p.role or 'not described'}\n"
-                          f"kind: {p.value_kind} ({KIND_HINTS.get(p.value_kind, p.value_kind)})\n"
+                          f"kind: {describe_kind(p.value_kind)}\n"
                           f"constraints:\n{cons}")
         parts.append("## Parameters\n" + "\n\n".join(params))
         board = sorted(self.history, key=lambda e: e["score"])
         current = self.values()
         rows = []
         for e in board:
-            head = f"### score {e['score']:.4g}"
-            if e.get("n", 1) > 1:
-                head += f" (mean of {e['n']} evaluations)"
+            head = f"### {score_text(e)}"
             if all(same_value(e["values"].get(n), current[n]) for n in names):
                 head += " (the current values)"
             rows.append(head + "\n" + self._values_block(e["values"], names)

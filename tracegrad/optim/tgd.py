@@ -21,15 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 from .. import prompts
 from ..core.shorten import shorten
 from ..core.variable import Parameter
 from ..llm.base import Request
+from ..prompts.kinds import describe_kind, reply_reminder
 from .base import (
     FeedbackItem,
     Optimizer,
+    OptimizerOptions,
     StepResult,
     collect_feedback,
     extract_tag,
@@ -40,18 +42,10 @@ from .base import (
     summarise_feedback,
     value_text,
 )
-from .constraints import KIND_HINTS, Constraint
+from .history import render_history
 
 TAG = "new_value"
 _FORMAT = f"the complete new value between <{TAG}> and </{TAG}>"
-
-_KIND_REMINDER = {
-    "number": "Only the number goes between the tags.",
-    "json": "Only valid JSON goes between the tags.",
-    "code": "The whole Python source (imports and the complete function) goes between the "
-            "tags; no markdown fences are needed.",
-    "template": "The whole template goes between the tags, with every field kept.",
-}
 
 
 @dataclass
@@ -76,9 +70,6 @@ class TGD(Optimizer):
         parameters: Iterable[Parameter] | Any,
         engine: Any = None,
         *,
-        constraints: Iterable[Constraint] = (),
-        history: int | None = None,
-        max_concurrency: int | None = None,
         gate: bool = False,
         feedback_budget: int = 6000,
         summary_input_chars: int = 24000,
@@ -89,9 +80,9 @@ class TGD(Optimizer):
         prompt: str = "tgd_update",
         summary_prompt: str = "feedback_summary",
         batch_feedback: bool = False,
+        **common: Unpack[OptimizerOptions],
     ) -> None:
-        super().__init__(parameters, engine, constraints=constraints, history=history,
-                         max_concurrency=max_concurrency)
+        super().__init__(parameters, engine, **common)
         self.gate = gate
         self.batch_feedback = batch_feedback
         self.feedback_budget = feedback_budget
@@ -110,6 +101,13 @@ class TGD(Optimizer):
         # their feedback from one call per chunk, not one per example (see benchmarks/).
         return TextualPropagator(self._engine, max_concurrency=self.max_concurrency,
                                  batch_feedback=self.batch_feedback)
+
+    def _step_calls(self, n_params: int, n_failures: int, feedback_chars: int,
+                    worst: bool) -> dict[str, int]:
+        # per parameter: a summary first when its feedback (one backward reply per failed
+        # example) is over budget, one update, and at worst one repair of it (_update_one)
+        summary = n_params if n_failures * feedback_chars > self.feedback_budget else 0
+        return {"summary": summary, "optimizer": n_params, "repair": n_params if worst else 0}
 
     # -- step ------------------------------------------------------------------------
     def step(self, sample_id: str | None = None) -> StepResult:
@@ -212,43 +210,21 @@ class TGD(Optimizer):
         parts = [
             "## The variable\n"
             f"name: {name}\nrole: {p.role or 'not described'}\n"
-            f"kind: {kind} ({KIND_HINTS.get(kind, kind)})",
+            f"kind: {describe_kind(kind)}",
             f"## Current value\n<current_value>\n{value_text(p.value)}\n</current_value>",
             f"## Feedback on the current value\n{feedback_block}",
             "## Constraints (the new value must satisfy every one)\n"
             + "\n".join(f"- {c}" for c in self.constraint_lines(p)),
         ]
-        hist = self._history_block(name, p)
+        hist = render_history(self.history, {name: p}, size=self.history_size,
+                              value_limit=self.history_value_limit, single=True)
         if hist:
-            parts.append("## Earlier values and their scores (oldest first; higher is better)\n"
-                         + hist)
+            parts.append(hist)
         ex = self._examples_block()
         if ex:
             parts.append(f"## Examples of the task\n{ex}")
-        parts.append(f"## Your reply\nWrite {_FORMAT}. {_KIND_REMINDER.get(kind, '')}".rstrip())
+        parts.append(f"## Your reply\nWrite {_FORMAT}. {reply_reminder(kind)}".rstrip())
         return "\n\n".join(parts)
-
-    def _history_block(self, name: str, p: Parameter) -> str:
-        entries = [e for e in self.history if name in e.get("values", {})][-self.history_size:] \
-            if self.history_size else []
-        blocks = []
-        for e in entries:
-            head = f"### After step {e['step']}: score {e['score']:.4g}"
-            if e.get("n", 1) > 1:
-                head += f" (mean of {e['n']} evaluations)"
-            v = e["values"][name]
-            if same_value(v, p.value):
-                body = "value: the current value (shown above)"
-            else:
-                body = f"<value>\n{shorten(value_text(v), self.history_value_limit)}\n</value>"
-            lines = [head, body]
-            led = (e.get("led_to") or {}).get(name)
-            if led:
-                lines.append(f"written in response to: {shorten(led, 400)}")
-            if e.get("feedback"):
-                lines.append(f"evaluation: {shorten(e['feedback'], 400)}")
-            blocks.append("\n".join(lines))
-        return "\n\n".join(blocks)
 
     def _examples_block(self) -> str:
         if not self.examples:

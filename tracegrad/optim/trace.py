@@ -16,18 +16,23 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Unpack
 
 from pydantic import BaseModel, ValidationError
 
 from .. import prompts
 from ..backward import TracePropagator
+from ..core.keys import match_keys
 from ..core.shorten import shorten
 from ..core.variable import Parameter, Variable, topo_order
-from ..llm.base import Request, StructuredOutputError
+from ..llm.base import Completion, Request, StructuredOutputError
 from ..llm.structured import complete_json, extract_json
+from ..ops.loss import AGGREGATE_ITEM_LIMIT
+from ..prompts.kinds import describe_kind
 from .base import (
+    FeedbackItem,
     Optimizer,
+    OptimizerOptions,
     StepResult,
     collect_feedback,
     render_feedback,
@@ -36,7 +41,7 @@ from .base import (
     summarise_feedback,
     value_text,
 )
-from .constraints import KIND_HINTS, Constraint
+from .history import render_history
 
 _FORMAT = ('one JSON object {"reasoning": "...", "values": {"<parameter name>": <corrected value>}} '
            "holding corrected values for the rejected parameters only")
@@ -68,67 +73,6 @@ def _reply_from_json(data: Any) -> TraceReply:
     except ValidationError as e:
         raise ValueError('"values" must be an object mapping parameter names to new values: '
                          + "; ".join(str(err.get("msg")) for err in e.errors()[:3])) from None
-
-
-# -- key matching ----------------------------------------------------------------------
-
-
-def _norm(s: str) -> str:
-    return str(s).strip().strip("`'\"").strip().lower()
-
-
-def _forms(name: str) -> set[str]:
-    """The ways a model plausibly writes a parameter name: full, last part, no suffix."""
-    n = _norm(name)
-    out = {n}
-    base = n.split("#", 1)[0]
-    out.add(base)
-    for cut in (".__code__", "__code__"):
-        if base.endswith(cut) and len(base) > len(cut):
-            out.add(base[: -len(cut)].rstrip("."))
-    for sep in (".", ":", "/"):
-        for form in list(out):
-            if sep in form:
-                out.add(form.rsplit(sep, 1)[1])
-    out.discard("")
-    out.discard("__code__")
-    return out
-
-
-def match_keys(keys: Iterable[str], names: Iterable[str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """Map reply keys to parameter names.
-
-    Forgiving about case, quotes, a missing module prefix or ``#n`` suffix; strict about
-    anything else. Returns ``(matched key -> name, [(key, why it was not used)])``.
-    """
-    names = list(names)
-    keys = list(keys)
-    matched: dict[str, str] = {}
-    taken: dict[str, str] = {}
-    rejected: list[tuple[str, str]] = []
-    by_norm = {_norm(n): n for n in names}
-    rest = []
-    for k in keys:  # exact and case-insensitive matches first: they win over aliases
-        if k in names or _norm(k) in by_norm:
-            name = k if k in names else by_norm[_norm(k)]
-            if name in taken:
-                rejected.append((k, f"duplicate of key {taken[name]!r} for parameter {name!r}"))
-                continue
-            matched[k], taken[name] = name, k
-        else:
-            rest.append(k)
-    forms = {n: _forms(n) for n in names}
-    for k in rest:
-        cands = [n for n in names if _forms(k) & forms[n]]
-        if len(cands) == 1 and cands[0] not in taken:
-            matched[k], taken[cands[0]] = cands[0], k
-        elif len(cands) == 1:
-            rejected.append((k, f"duplicate of key {taken[cands[0]]!r} for parameter {cands[0]!r}"))
-        elif cands:
-            rejected.append((k, f"ambiguous: could be any of {', '.join(cands)}"))
-        else:
-            rejected.append((k, f"no parameter of that name (known: {', '.join(names)})"))
-    return matched, rejected
 
 
 # -- the listing -------------------------------------------------------------------------
@@ -247,9 +191,6 @@ class TraceOptimizer(Optimizer):
         parameters: Iterable[Parameter] | Any,
         engine: Any = None,
         *,
-        constraints: Iterable[Constraint] = (),
-        history: int | None = None,
-        max_concurrency: int | None = None,
         max_listing_chars: int = 12000,
         value_limit: int = 300,
         feedback_budget: int = 6000,
@@ -257,9 +198,9 @@ class TraceOptimizer(Optimizer):
         history_value_limit: int = 800,
         prompt: str = "trace_update",
         summary_prompt: str = "feedback_summary",
+        **common: Unpack[OptimizerOptions],
     ) -> None:
-        super().__init__(parameters, engine, constraints=constraints, history=history,
-                         max_concurrency=max_concurrency)
+        super().__init__(parameters, engine, **common)
         self.max_listing_chars = max_listing_chars
         self.value_limit = value_limit
         self.feedback_budget = feedback_budget
@@ -271,6 +212,15 @@ class TraceOptimizer(Optimizer):
     def propagator(self) -> Any:
         return TracePropagator()
 
+    def _step_calls(self, n_params: int, n_failures: int, feedback_chars: int,
+                    worst: bool) -> dict[str, int]:
+        # one update for all parameters, after one summary when the feedback is over
+        # budget (it is the aggregate's text: each example cut to AGGREGATE_ITEM_LIMIT);
+        # at worst a JSON repair and then a constraint repair
+        shown = n_failures * (min(feedback_chars, AGGREGATE_ITEM_LIMIT) + len("[0] \n"))
+        summary = 1 if shown > self.feedback_budget else 0
+        return {"summary": summary, "optimizer": 1, "repair": 2 if worst else 0}
+
     def step(self, sample_id: str | None = None) -> StepResult:
         self._sample = sample_id
         result = self._new_result()
@@ -279,9 +229,42 @@ class TraceOptimizer(Optimizer):
             self._apply(result, {}, {})
             return result
         engine = self.engine
+        feedback, reason = self._feedback(engine, result, offered)
+        trace_text = self._trace_text(result, offered)
+        request = Request(
+            messages=[
+                {"role": "system", "content": prompts.load(self.prompt)},
+                {"role": "user", "content": self._render(offered, trace_text, feedback)},
+            ],
+            purpose="optimizer",
+            sample_id=self._sample,
+        )
+        answer = self._ask(engine, result, offered, request)
+        if answer is None:
+            self._apply(result, {}, {})
+            return result
+        reply, completion = answer
+        proposals, problems = self._collect(result, reply.values, offered)
+        if problems:
+            proposals.update(self._repair(engine, result, offered, request, completion.text,
+                                          problems))
+        for n in offered:
+            if n in proposals and same_value(proposals[n], offered[n].value):
+                self._event(result, n, "no_change", "the optimizer returned the current value")
+        why = f"feedback: {shorten(reason, 1000)}"
+        if reply.reasoning:
+            why += f"\nreasoning: {shorten(reply.reasoning, 400)}"
+        self._apply(result, proposals, dict.fromkeys(proposals, why))
+        return result
 
-        # feedback: one list for all parameters, each item saying whom it concerns
-        # (the same loss feedback sits on every parameter: count it once, not per parameter)
+    def _events(self, result: StepResult, names: Iterable[str], event: str, detail: str) -> None:
+        for n in names:
+            self._event(result, n, event, detail)
+
+    # -- the parts of a step ---------------------------------------------------------
+    def _feedback_items(self, offered: dict[str, Parameter]) -> list[FeedbackItem]:
+        """One list for all parameters, each item saying whom it concerns (the same loss
+        feedback sits on every parameter: count it once, not once per parameter)."""
         items = collect_feedback(g for p in offered.values() for g in p.grads)
         owners: dict[str, list[str]] = {}
         counts: dict[str, int] = {}
@@ -295,25 +278,30 @@ class TraceOptimizer(Optimizer):
             it.count = counts.get(key, 1)
             who = owners.get(key, [])
             it.context = {"concerns": ", ".join(who)} if len(who) < len(offered) else {}
-        feedback = render_feedback(items, context_limit=self.value_limit)
-        reason = "\n".join(it.text for it in items)
-        if len(feedback) > self.feedback_budget:
-            summary, calls, events = summarise_feedback(
-                engine, items, about="the result of the program traced below",
-                limit=self.feedback_budget, input_limit=self.summary_input_chars,
-                prompt=self.summary_prompt, sample_id=self._sample,
-            )
-            result.calls += calls
-            for ev in events:
-                for n in offered:
-                    self._event(result, n, ev["event"], ev["detail"])
-            for n in offered:
-                self._event(result, n, "feedback_summarised",
-                            f"{len(items)} items ({len(feedback)} chars) condensed to {len(summary)} chars")
-            feedback = f"(Condensed from {len(items)} feedback items.)\n{summary}"
-            reason = summary
+        return items
 
-        # the trace
+    def _feedback(self, engine: Any, result: StepResult,
+                  offered: dict[str, Parameter]) -> tuple[str, str]:
+        """The feedback section, condensed by one call when over budget, and the text
+        that is recorded as the reason for the new values."""
+        items = self._feedback_items(offered)
+        feedback = render_feedback(items, context_limit=self.value_limit)
+        if len(feedback) <= self.feedback_budget:
+            return feedback, "\n".join(it.text for it in items)
+        summary, calls, events = summarise_feedback(
+            engine, items, about="the result of the program traced below",
+            limit=self.feedback_budget, input_limit=self.summary_input_chars,
+            prompt=self.summary_prompt, sample_id=self._sample,
+        )
+        result.calls += calls
+        for ev in events:
+            self._events(result, offered, ev["event"], ev["detail"])
+        self._events(result, offered, "feedback_summarised",
+                     f"{len(items)} items ({len(feedback)} chars) condensed to {len(summary)} chars")
+        return f"(Condensed from {len(items)} feedback items.)\n{summary}", summary
+
+    def _trace_text(self, result: StepResult, offered: dict[str, Parameter]) -> str:
+        """The merged subgraphs of the offered parameters as a bounded listing."""
         nodes: dict[int, Variable] = {}
         for p in offered.values():
             for g in p.grads:
@@ -322,63 +310,48 @@ class TraceOptimizer(Optimizer):
         listing = _Listing(nodes, {p.id: n for n, p in offered.items()}, self.value_limit)
         trace_text, cut = listing.render(self.max_listing_chars)
         if cut:
-            for n in offered:
-                self._event(result, n, "trace_cut", f"{cut} steps cut from the listing")
+            self._events(result, offered, "trace_cut", f"{cut} steps cut from the listing")
+        return trace_text
 
-        request = Request(
-            messages=[
-                {"role": "system", "content": prompts.load(self.prompt)},
-                {"role": "user", "content": self._render(offered, trace_text, feedback)},
-            ],
-            purpose="optimizer",
-            sample_id=self._sample,
-        )
+    def _ask(self, engine: Any, result: StepResult, offered: dict[str, Parameter],
+             request: Request) -> tuple[TraceReply, Completion] | None:
+        """The reply as agreed JSON (repaired once if needed), or None when unusable."""
         try:
             reply, completion, calls = complete_json(engine, request, _reply_from_json)
         except StructuredOutputError as e:
             result.calls += 2
-            for n in offered:
-                self._event(result, n, "invalid_reply",
-                            f"{str(e)[:300]} (kept the previous value)")
-            self._apply(result, {}, {})
-            return result
+            self._events(result, offered, "invalid_reply",
+                         f"{str(e)[:300]} (kept the previous value)")
+            return None
         result.calls += calls
         if calls > 1:
-            for n in offered:
-                self._event(result, n, "repair", "the first reply was not the agreed JSON")
+            self._events(result, offered, "repair", "the first reply was not the agreed JSON")
+        return reply, completion
 
-        proposals, problems = self._collect(result, reply.values, offered)
-        if problems:
-            for n, why in problems.items():
-                self._event(result, n, "repair", f"constraint_violation: {why}")
-            listing_problems = "\n".join(f"- {n}: {why}" for n, why in problems.items())
-            fixed_req = repair_request(
-                request, completion.text,
-                f"these values break their constraints and were not applied:\n{listing_problems}",
-                _FORMAT,
-            )
-            text = engine.complete(fixed_req).text or ""
-            result.calls += 1
-            try:
-                second = _reply_from_json(extract_json(text))
-                retry, still = self._collect(result, second.values,
-                                             {n: offered[n] for n in problems})
-            except ValueError as e:
-                retry, still = {}, {n: f"the repair reply was unusable: {e}" for n in problems}
-            proposals.update(retry)
-            for n in problems:
-                if n not in retry:
-                    why = still.get(n) or "the repair reply gave no value for it"
-                    self._event(result, n, "constraint_violation",
-                                f"{why} (after one repair; kept the previous value)")
-        for n in offered:
-            if n in proposals and same_value(proposals[n], offered[n].value):
-                self._event(result, n, "no_change", "the optimizer returned the current value")
-        why = f"feedback: {shorten(reason, 1000)}"
-        if reply.reasoning:
-            why += f"\nreasoning: {shorten(reply.reasoning, 400)}"
-        self._apply(result, proposals, dict.fromkeys(proposals, why))
-        return result
+    def _repair(self, engine: Any, result: StepResult, offered: dict[str, Parameter],
+                request: Request, reply_text: str, problems: dict[str, str]) -> dict[str, Any]:
+        """One more call for the values that broke their constraints; what it fixed."""
+        for n, why in problems.items():
+            self._event(result, n, "repair", f"constraint_violation: {why}")
+        listing_problems = "\n".join(f"- {n}: {why}" for n, why in problems.items())
+        fixed_req = repair_request(
+            request, reply_text,
+            f"these values break their constraints and were not applied:\n{listing_problems}",
+            _FORMAT,
+        )
+        text = engine.complete(fixed_req).text or ""
+        result.calls += 1
+        try:
+            second = _reply_from_json(extract_json(text))
+            retry, still = self._collect(result, second.values, {n: offered[n] for n in problems})
+        except ValueError as e:
+            retry, still = {}, {n: f"the repair reply was unusable: {e}" for n in problems}
+        for n in problems:
+            if n not in retry:
+                why = still.get(n) or "the repair reply gave no value for it"
+                self._event(result, n, "constraint_violation",
+                            f"{why} (after one repair; kept the previous value)")
+        return retry
 
     def _collect(self, result: StepResult, values: dict[str, Any],
                  offered: dict[str, Parameter]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -404,7 +377,7 @@ class TraceOptimizer(Optimizer):
             cons = "\n".join(f"- {c}" for c in self.constraint_lines(p))
             params.append(
                 f"### {n}\nrole: {p.role or 'not described'}\n"
-                f"kind: {p.value_kind} ({KIND_HINTS.get(p.value_kind, p.value_kind)})\n"
+                f"kind: {describe_kind(p.value_kind)}\n"
                 f"constraints:\n{cons}\nvalue:\n<value>\n{value_text(p.value)}\n</value>"
             )
         parts = [
@@ -412,36 +385,14 @@ class TraceOptimizer(Optimizer):
             "## Parameters you may change\n" + "\n\n".join(params),
             f"## Feedback on the result\n{feedback}",
         ]
-        hist = self._history_block(offered)
+        hist = render_history(self.history, offered, size=self.history_size,
+                              value_limit=self.history_value_limit)
         if hist:
-            parts.append("## Earlier values and their scores (oldest first; higher is better)\n"
-                         + hist)
+            parts.append(hist)
         parts.append('## Your reply\nOne JSON object: {"reasoning": "...", "values": {...}} with '
                      "the parameters you change, by their exact names: "
                      + ", ".join(offered) + ".")
         return "\n\n".join(parts)
-
-    def _history_block(self, offered: dict[str, Parameter]) -> str:
-        if not self.history_size:
-            return ""
-        blocks = []
-        for e in self.history[-self.history_size:]:
-            head = f"### After step {e['step']}: score {e['score']:.4g}"
-            if e.get("n", 1) > 1:
-                head += f" (mean of {e['n']} evaluations)"
-            lines = [head]
-            for n, p in offered.items():
-                if n not in e["values"]:
-                    continue
-                v = e["values"][n]
-                if same_value(v, p.value):
-                    lines.append(f"{n}: the current value")
-                else:
-                    lines.append(f"{n}:\n<value>\n{shorten(value_text(v), self.history_value_limit)}\n</value>")
-            if e.get("feedback"):
-                lines.append(f"evaluation: {shorten(e['feedback'], 400)}")
-            blocks.append("\n".join(lines))
-        return "\n\n".join(blocks)
 
 
 __all__ = ["TraceOptimizer", "TraceReply", "match_keys"]

@@ -1,7 +1,7 @@
 """Offline tools for testing LLM pipelines: scripted engines, a fake server, record/replay."""
 
-from .mock import MockLLM, ScriptedLLM
+from .mock import MockLLM
 from .replay import ReplayLLM
 from .server import FakeOpenAIServer
 
-__all__ = ["MockLLM", "ScriptedLLM", "FakeOpenAIServer", "ReplayLLM"]
+__all__ = ["MockLLM", "FakeOpenAIServer", "ReplayLLM"]

@@ -67,9 +67,6 @@ class Dataset(Sequence[Example]):
     input_fields: list[str] = field(default_factory=list)
     output_field: str = ""
 
-    def __post_init__(self) -> None:
-        self._by_id = {ex.id: ex for ex in self.examples}
-
     def __len__(self) -> int:
         return len(self.examples)
 
@@ -88,9 +85,6 @@ class Dataset(Sequence[Example]):
 
     def __iter__(self) -> Iterator[Example]:
         return iter(self.examples)
-
-    def by_id(self, example_id: str) -> Example:
-        return self._by_id[example_id]
 
     def describe(self) -> dict[str, Any]:
         """What a run's config.json records about this dataset."""

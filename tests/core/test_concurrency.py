@@ -1,0 +1,76 @@
+"""The one way tracegrad runs calls concurrently: in order, in the caller's context."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+
+import pytest
+
+from tracegrad.core.concurrency import ContextPool, run_concurrently
+
+_setting: contextvars.ContextVar[str] = contextvars.ContextVar("test_setting", default="unset")
+
+
+def test_results_come_back_in_order_and_run_on_the_named_threads():
+    def slow(i: int) -> tuple[int, str]:
+        time.sleep(0.02 * (5 - i))
+        return i, threading.current_thread().name
+
+    out = run_concurrently(slow, range(5), max_workers=5, thread_name_prefix="tg-probe")
+    assert [i for i, _ in out] == [0, 1, 2, 3, 4]
+    assert all(name.startswith("tg-probe") for _, name in out)
+
+
+def test_the_callers_context_reaches_every_worker_and_does_not_leak_back():
+    def read_and_set(_: int) -> str:
+        seen = _setting.get()
+        _setting.set("changed by a worker")
+        return seen
+
+    token = _setting.set("from the caller")
+    try:
+        assert run_concurrently(read_and_set, range(4), max_workers=4) == ["from the caller"] * 4
+        assert run_concurrently(read_and_set, [0], max_workers=4) == ["from the caller"]
+        with ContextPool(2, "tg-probe") as pool:
+            assert pool.map(read_and_set, range(3)) == ["from the caller"] * 3
+        assert _setting.get() == "from the caller"
+    finally:
+        _setting.reset(token)
+
+
+def test_an_error_cancels_what_has_not_started_and_waits_for_what_runs():
+    started: list[int] = []
+    finished: list[int] = []
+
+    def job(i: int) -> int:
+        started.append(i)
+        if i == 0:
+            raise ValueError("job 0 failed")
+        time.sleep(0.05)
+        finished.append(i)
+        return i
+
+    with pytest.raises(ValueError, match="job 0 failed"):
+        run_concurrently(job, range(20), max_workers=2)
+    assert len(started) < 20  # the pending jobs were cancelled
+    assert sorted(finished) == sorted(i for i in started if i != 0)  # none still running
+
+
+def test_the_first_failure_in_job_order_is_the_one_raised():
+    def job(i: int) -> int:
+        time.sleep(0.05 if i == 0 else 0.0)  # job 1 fails first, while job 0 still runs
+        raise RuntimeError(f"job {i}")
+
+    with pytest.raises(RuntimeError, match="job 0"):
+        run_concurrently(job, range(2), max_workers=2)
+
+
+def test_a_long_lived_pool_serves_several_batches_and_closes_idempotently():
+    pool = ContextPool(3, "tg-probe")
+    assert pool.map(lambda x: x * 2, [1, 2, 3]) == [2, 4, 6]
+    assert pool.map(lambda x: x + 1, []) == []
+    assert pool.submit(lambda a, b: a + b, 2, 3).result() == 5
+    pool.close()
+    pool.close()

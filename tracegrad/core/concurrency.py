@@ -1,0 +1,88 @@
+"""Running calls concurrently without losing the caller's context.
+
+tracegrad keeps per-pipeline state in contextvars: ``no_grad()``, ``tg.backward_llm(...)``,
+a budget or a call log scoped with ``with``. A plain thread pool runs its workers in an
+empty context, so a setting the caller made silently stops applying inside them. Every
+pool in tracegrad goes through this module instead, so each job runs in a copy of the
+context of the thread that submitted it, and all pools fail the same way: results come
+back in order; when a job raises, the jobs not started yet are cancelled, the running
+ones are waited for (nothing is still calling an LLM once the error surfaces), and the
+error of the first failed job, in job order, is raised.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from types import TracebackType
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class ContextPool:
+    """A thread pool whose jobs run in a copy of the submitting thread's context.
+
+    Long-lived on purpose: a training run keeps one pool for all its batches instead of
+    starting threads per batch. Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, max_workers: int, thread_name_prefix: str = "tg") -> None:
+        self.max_workers = max(1, int(max_workers))
+        self._pool = ThreadPoolExecutor(max_workers=self.max_workers,
+                                        thread_name_prefix=thread_name_prefix)
+
+    def submit(self, fn: Callable[..., R], /, *args: Any) -> Future[R]:
+        """``fn(*args)`` on a worker, in a copy of the caller's context (taken now)."""
+        return self._pool.submit(contextvars.copy_context().run, fn, *args)
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``[fn(item) for item in items]``, concurrently; see the module doc for errors."""
+        return gather([self.submit(fn, item) for item in items])
+
+    def close(self) -> None:
+        """Cancel what has not started, wait for what runs. Idempotent."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ContextPool:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def gather(futures: Sequence[Future[R]]) -> list[R]:
+    """The results of ``futures`` in order, or the first job's error once none still runs."""
+    try:
+        wait(futures, return_when=FIRST_EXCEPTION)
+    except BaseException:  # e.g. Ctrl-C while waiting: start nothing new, stop at once
+        for f in futures:
+            f.cancel()
+        raise
+    if any(f.done() and not f.cancelled() and f.exception() is not None for f in futures):
+        for f in futures:
+            f.cancel()
+        wait(futures)
+        errors = [f.exception() for f in futures if not f.cancelled()]
+        raise next(e for e in errors if e is not None)
+    return [f.result() for f in futures]
+
+
+def run_concurrently(fn: Callable[[T], R], items: Iterable[T], *, max_workers: int,
+                     thread_name_prefix: str = "tg") -> list[R]:
+    """``[fn(item) for item in items]`` on up to ``max_workers`` threads, in order.
+
+    Each call runs in a copy of the caller's context. A single item runs in the calling
+    thread (no pool to start), still in a copy, so it behaves the same as many.
+    """
+    items = list(items)
+    if len(items) <= 1:
+        return [contextvars.copy_context().run(fn, item) for item in items]
+    with ContextPool(min(max_workers, len(items)), thread_name_prefix) as pool:
+        return pool.map(fn, items)
+
+
+__all__ = ["ContextPool", "gather", "run_concurrently"]
