@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
+from ..optim.registry import optimizer_names
 from ..promptfile import PromptFile, PromptFileError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -225,7 +226,7 @@ PromptArg = Annotated[
                          show_default=False)
 ]
 
-OPTIMIZERS = ("tgd", "tgd-batched", "trace", "opro")
+OPTIMIZERS = tuple(optimizer_names(aliases=False))  # tgd, tgd-batched, trace, opro
 
 
 # -- loading --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +17,9 @@ from ..core.graph import graph as build_graph
 from ..core.variable import Variable
 from .pool import Candidate
 from .runs import BEST, CONFIG, STATE, RunDir, check_resumable, remove_stale_temps
+from .usage import describe_engine, engines_in
 
-__all__ = ["Checkpoint"]
+__all__ = ["Checkpoint", "run_config"]
 
 
 class Checkpoint:
@@ -96,3 +98,41 @@ class Checkpoint:
         else:
             self.last = copy.deepcopy(state)
         return config, state
+
+
+def run_config(t: Any) -> dict[str, Any]:
+    """What ``config.json`` records about a run (a :class:`~.trainer.Trainer`): enough to
+    know what ran and to refuse a resume with other parameters or data; never a key."""
+    from .. import __version__
+
+    o = t.opts
+    return {
+        "tracegrad_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "program": getattr(t.program, "__qualname__", None)
+        or type(t.program).__qualname__,
+        "optimizer": {
+            "name": t.optimizer_name,
+            "class": type(t.optimizer).__name__,
+            "needs_backward": bool(getattr(t.optimizer, "needs_backward", True)),
+            "engine": describe_engine(t.optimizer_engine),
+        },
+        "metric": t.metric_name,
+        "steps": t.steps,
+        **{k: getattr(o, k) for k in ("epochs", "batch_size", "seed", "gate", "patience",
+                                       "pool_size", "pareto", "beam", "positive_examples",
+                                       "concurrency")},
+        "budget": t.budget.to_dict() if t.budget is not None else None,
+        "engines": {"program": [describe_engine(e) for e in engines_in(t.program)],
+                    "engine": describe_engine(o.engine)},
+        "datasets": {
+            "train": t.train.describe(),
+            "val": t.val.describe() if t.val is not None else None,
+        },
+        "parameters": {
+            name: {"initial": p.value, "role": p.role, "kind": p.value_kind,
+                   "trainable": p.requires_grad, "constraints": list(p.constraints)}
+            for name, p in t.named.items()
+        },
+        "user": dict(o.config or {}),
+    }

@@ -9,11 +9,10 @@ sandbox -- stops the run instead: scored as 0 it would sway an accept/revert dec
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from ..core.concurrency import ContextPool
 from ..core.context import enable_grad, no_grad
 from ..core.shorten import shorten
 from ..core.variable import Variable
@@ -124,28 +123,16 @@ class Runner:
         self.program = program
         self.metric = metric
         self.metric_name = metric_name
-        self.pool = ThreadPoolExecutor(
-            max_workers=max(1, concurrency), thread_name_prefix="tg-train"
-        )
+        self.pool = ContextPool(max(1, concurrency), "tg-train")
 
     def run(self, examples: Sequence[Example], grad: bool) -> list[Outcome]:
-        futures: list[Future[Outcome]] = []
-        for ex in examples:
-            ctx = contextvars.copy_context()
-            futures.append(
-                self.pool.submit(
-                    ctx.run, run_example, self.program, self.metric, self.metric_name, ex, grad
-                )
-            )
-        try:
-            return [f.result() for f in futures]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+        return self.pool.map(
+            lambda ex: run_example(self.program, self.metric, self.metric_name, ex, grad),
+            examples,
+        )
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.close()
 
 
 def evaluate(

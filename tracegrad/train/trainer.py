@@ -31,9 +31,10 @@ from typing import Any
 from ..core.context import backward_llm, get_backward_llm
 from ..core.feedback import positive_feedback
 from ..core.shorten import shorten
-from ..core.variable import Parameter, Variable
+from ..core.variable import Variable
 from ..ops.loss import MetricLoss, aggregate
-from .checkpoint import Checkpoint
+from ..optim.registry import build_optimizer
+from .checkpoint import Checkpoint, run_config
 from .data import Example, load_dataset
 from .evaluate import (
     BudgetStop,
@@ -62,43 +63,11 @@ from .runs import (
     state_hash,
 )
 from .sampling import minibatch
-from .usage import Meters, as_budget, describe_engine, engines_in, over_budget
+from .usage import Meters, as_budget, engines_in, over_budget
 
 __all__ = ["EvalResult", "OptimizeResult", "Outcome", "Trainer", "evaluate", "optimize"]
 
-OPTIMIZER_NAMES = {
-    "tgd": "TGD",
-    "textgrad": "TGD",
-    "textual": "TGD",
-    "trace": "TraceOptimizer",
-    "optoprime": "TraceOptimizer",
-    "opro": "OPRO",
-    "tgd-batched": "TGD",
-}
-# names that choose options of their optimizer, as well as its class
-OPTIMIZER_OPTIONS: dict[str, dict[str, Any]] = {"tgd-batched": {"batch_feedback": True}}
-
 Proposal = tuple[Any, dict[str, Any], Candidate]  # (step result, proposed values, candidate)
-
-
-def build_optimizer(optimizer: Any, params: list[Parameter], engine: Any, concurrency: int) -> Any:
-    if not isinstance(optimizer, str | type):
-        return optimizer
-    options: dict[str, Any] = {}
-    if isinstance(optimizer, type):
-        cls = optimizer
-    else:
-        key = optimizer.strip().lower()
-        if key not in OPTIMIZER_NAMES:
-            raise ValueError(
-                f"unknown optimizer {optimizer!r}; use one of "
-                f"{', '.join(sorted(OPTIMIZER_NAMES))} or an Optimizer instance"
-            )
-        from .. import optim
-
-        cls = getattr(optim, OPTIMIZER_NAMES[key])
-        options = OPTIMIZER_OPTIONS.get(key, {})
-    return cls(params, engine=engine, max_concurrency=concurrency, **options)
 
 
 class Trainer:
@@ -122,8 +91,8 @@ class Trainer:
         self.named = named_parameters(program, o.parameters, o.optimizer)
         self.optimizer_engine = o.optimizer_engine or get_backward_llm(required=False) or o.engine
         trainable = [p for p in self.named.values() if p.requires_grad]
-        self.optimizer = build_optimizer(o.optimizer, trainable, self.optimizer_engine,
-                                         o.concurrency)
+        self.optimizer = build_optimizer(o.optimizer, trainable, engine=self.optimizer_engine,
+                                         max_concurrency=o.concurrency)
         self.optimizer_name = o.optimizer if isinstance(o.optimizer, str) else type(
             o.optimizer).__name__
         self.plan = plan_run(o.run_dir, o.resume)
@@ -156,39 +125,7 @@ class Trainer:
         return found
 
     def _config(self) -> dict[str, Any]:
-        from .. import __version__
-
-        o = self.opts
-        return {
-            "tracegrad_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "program": getattr(self.program, "__qualname__", None)
-            or type(self.program).__qualname__,
-            "optimizer": {
-                "name": self.optimizer_name,
-                "class": type(self.optimizer).__name__,
-                "needs_backward": bool(getattr(self.optimizer, "needs_backward", True)),
-                "engine": describe_engine(self.optimizer_engine),
-            },
-            "metric": self.metric_name,
-            "steps": self.steps,
-            **{k: getattr(o, k) for k in ("epochs", "batch_size", "seed", "gate", "patience",
-                                           "pool_size", "pareto", "beam", "positive_examples",
-                                           "concurrency")},
-            "budget": self.budget.to_dict() if self.budget is not None else None,
-            "engines": {"program": [describe_engine(e) for e in engines_in(self.program)],
-                        "engine": describe_engine(o.engine)},
-            "datasets": {
-                "train": self.train.describe(),
-                "val": self.val.describe() if self.val is not None else None,
-            },
-            "parameters": {
-                name: {"initial": p.value, "role": p.role, "kind": p.value_kind,
-                       "trainable": p.requires_grad, "constraints": list(p.constraints)}
-                for name, p in self.named.items()
-            },
-            "user": dict(o.config or {}),
-        }
+        return run_config(self)
 
     def _score_note(self, split: str, notes: list[Any]) -> str:
         return score_note(split, notes, self.opts.feedback_limit // 2)
