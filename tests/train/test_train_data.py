@@ -104,7 +104,7 @@ def test_json_list_on_one_line_gets_an_id_per_element(tmp_path):
     assert [e.id for e in ds] == ["one.json:1#1", "one.json:1#2", "one.json:1#3"]
     assert [e.inputs["word"] for e in ds] == ["apple", "pear", "fig"]
     assert {e.source for e in ds} == {f"{tmp_path / 'one.json'}:1"}  # still the file line
-    assert ds.by_id("one.json:1#2").expected == "p"
+    assert {ex.id: ex for ex in ds}["one.json:1#2"].expected == "p"
 
 
 def test_json_list_ids_keep_line_numbers_unless_a_line_is_shared(tmp_path):
