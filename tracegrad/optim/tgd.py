@@ -49,7 +49,7 @@ _FORMAT = f"the complete new value between <{TAG}> and </{TAG}>"
 
 
 @dataclass
-class _Outcome:
+class _Rewrite:
     value: Any = None
     accepted: bool = False
     calls: int = 0
@@ -138,9 +138,9 @@ class TGD(Optimizer):
         self._apply(result, proposals, reasons)
         return result
 
-    def _update_one(self, engine: Any, job: tuple[str, Parameter, list[FeedbackItem]]) -> _Outcome:
+    def _update_one(self, engine: Any, job: tuple[str, Parameter, list[FeedbackItem]]) -> _Rewrite:
         name, p, items = job
-        out = _Outcome()
+        out = _Rewrite()
         rendered = render_feedback(items, context_limit=self.context_limit)
         runs = sum(it.count for it in items)
         if len(rendered) > self.feedback_budget:

@@ -98,13 +98,16 @@ class Trainer:
         self.plan = plan_run(o.run_dir, o.resume)
 
     # -- setup ---------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
+    def values(self) -> dict[str, Any]:
+        """The parameters' current values by name (what a candidate's ``state`` holds)."""
         return {name: p.value for name, p in self.named.items()}
 
-    def load(self, state: Mapping[str, Any]) -> None:
-        for name, value in state.items():
+    def load_values(self, values: Mapping[str, Any]) -> None:
+        for name, value in values.items():
             if name in self.named:
                 self.named[name].value = value
+
+    state, load = values, load_values  # the 0.1 names, beside Optimizer.state_dict()
 
     def _engines(self) -> list[Any]:
         found: list[Any] = []
@@ -224,7 +227,7 @@ class Trainer:
         self.baseline_recorded = False
         self.no_improve = 0
         self.step_done = 0
-        self.pool = Pool(self.opts.pool_size, [candidate("c0", 0, None, self.state())])
+        self.pool = Pool(self.opts.pool_size, [candidate("c0", 0, None, self.values())])
         if self.plan.resume:
             self._restore()
         elif rd is not None:
@@ -244,7 +247,7 @@ class Trainer:
             self._prior_usage = state.get("usage") or {}
             self._elapsed_before = float(state.get("elapsed_s", 0.0))
             self.optimizer.load_state_dict(state["optimizer"])
-            self.load(self.pool.current()["state"])
+            self.load_values(self.pool.current()["state"])
             for e in self.pool.entries:  # a resumed run never re-pays for a known score
                 if self.val is not None and e["scores"]:
                     for i, sc in e["scores"].items():
@@ -255,7 +258,7 @@ class Trainer:
     def _baseline(self) -> None:
         assert self.val is not None
         self.progress.update(phase="baseline on val")
-        score, scores, notes = self.scores.score("val", list(self.val), self.state())
+        score, scores, notes = self.scores.score("val", list(self.val), self.values())
         c0 = self.pool.entries[0]
         c0["score"], c0["scores"] = score, scores
         self.baseline = {"score": score, "split": "val"}
@@ -290,7 +293,7 @@ class Trainer:
         t0, usage0 = time.perf_counter(), self.meters.snapshot()
         rng = random.Random(f"{self.opts.seed}:parent:{step}")
         parent = self.pool.parent(self.opts.pareto, rng)
-        self.load(parent["state"])
+        self.load_values(parent["state"])
         batch = minibatch(self.train, self.opts.batch_size, self.opts.seed, step)
         best_before = self.pool.best()["score"]
         rec = _new_record(step, parent, batch)
@@ -317,10 +320,10 @@ class Trainer:
         rec["proposed"] = {k: v for k, v in cand_state.items() if parent["state"].get(k) != v}
         rec["candidate"] = cand["id"]
         if not verdict.accepted:
-            self.load(parent["state"])
+            self.load_values(parent["state"])
             rec["reverted"] = True
             return close("reverted", verdict.reason)
-        self.load(cand_state)
+        self.load_values(cand_state)
         self.pool.current_id = cand["id"]
         self.pool.add(cand)
         rec["accepted"] = True
@@ -413,10 +416,10 @@ class Trainer:
             rec["events"].extend(list(getattr(res, "events", []) or []))
             if not getattr(res, "updated", None):
                 continue
-            cand_state = self.state()
+            cand_state = self.values()
             # Back to the parent without calling revert(): an optimizer may treat revert()
             # as "this proposal was rejected", which is only known after the gate.
-            self.load(parent["state"])
+            self.load_values(parent["state"])
             h = state_hash(cand_state)
             if h in seen:
                 self._revert(res, cand_state, parent["state"])
@@ -429,16 +432,16 @@ class Trainer:
 
     def _revert(self, res: Any, cand_state: dict[str, Any], parent_state: dict[str, Any]) -> None:
         """Undo a rejected proposal the optimizer's way, from the values it proposed."""
-        self.load(cand_state)
+        self.load_values(cand_state)
         revert = getattr(res, "revert", None)
         if callable(revert):
             revert()
-        self.load(parent_state)  # also undoes anything a partial revert missed
+        self.load_values(parent_state)  # also undoes anything a partial revert missed
 
     def _score_proposal(self, cand_state: dict[str, Any], cand: Candidate, parent_mb: float,
                         batch: list[Example], info: dict[str, Any]) -> tuple[Any, ...]:
         """(minibatch score, gate score or None, notes, split) of one proposal."""
-        self.load(cand_state)
+        self.load_values(cand_state)
         gate = self.opts.gate
         mb, mb_scores, mb_notes = None, {}, []
         if gate == "minibatch" or self.val is None:
@@ -464,7 +467,7 @@ class Trainer:
             evaluated.append((res, cand_state, cand,
                               *self._score_proposal(cand_state, cand, parent_mb, batch, info)))
             beam_log.append(info)
-        self.load(parent["state"])
+        self.load_values(parent["state"])
         if len(proposals) > 1:
             rec["beam"] = beam_log
         ranked = [e for e in evaluated if e[4] is not None]
@@ -477,7 +480,7 @@ class Trainer:
         where = "val" if self.val is not None else "minibatch"
         verdict = decide(self.opts.gate, where, base, score, parent_mb, mb)
         for r, cs, c, m, s, n, split in evaluated:
-            self.load(cs)
+            self.load_values(cs)
             won = c is cand and verdict.accepted
             why = verdict.reason if c is cand else "another proposal scored higher"
             sc = s if s is not None else (m if m is not None else 0.0)
@@ -485,7 +488,7 @@ class Trainer:
             self.optimizer.record_score(sc, shorten(note, self.opts.feedback_limit))
             if not won:
                 self._revert(r, cs, parent["state"])
-        self.load(parent["state"])
+        self.load_values(parent["state"])
         return (res, cand_state, cand), verdict
 
     def _close(self, rec: dict[str, Any], result: str, reason: str, t0: float,
@@ -496,7 +499,7 @@ class Trainer:
         )
         self.no_improve = 0 if improved else self.no_improve + 1
         rec["result"], rec["reason"] = result, reason
-        rec["values"] = self.state()
+        rec["values"] = self.values()
         rec["best_score"] = best["score"]
         rec["best"] = best["id"]
         rec["usage"] = Meters.delta(self.meters.snapshot(), usage0)
@@ -515,7 +518,7 @@ class Trainer:
             self.runner.close()
         self.meters.detach()
         best = self.pool.best()
-        self.load(best["state"])
+        self.load_values(best["state"])
         with contextlib.suppress(Exception):
             self.progress.close()
         if self.ckpt.rd is not None:
