@@ -186,4 +186,3 @@ class MockLLM(BaseEngine):
             return c
 
 
-ScriptedLLM = MockLLM
