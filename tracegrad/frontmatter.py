@@ -254,7 +254,58 @@ class _FrontMatter:
         for forbidden in ("messages", "model", "stream"):
             if forbidden in params:
                 raise self.err("params", f"may not set '{forbidden}'")
+        for name, value in params.items():
+            problem = _param_problem(name, value)
+            if problem:
+                node = self._param_node(name)
+                if node is None:  # no node: the line of the params key
+                    raise self.err("params", f"'{name}' {problem}")
+                raise self.err(f"params.{name}", problem, node)
         return dict(params)
+
+    def _param_node(self, name: str) -> Any:
+        node = self.nodes.get("params")
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == name:
+                    return v
+        return None
+
+
+# The sampling parameters a server would reject or misuse: caught at load, with the line,
+# instead of sent with every request. (kind, low, high); None: unbounded on that side.
+_PARAM_RANGES: dict[str, tuple[type, float | None, float | None]] = {
+    "temperature": (float, 0.0, 2.0),
+    "top_p": (float, 0.0, 1.0),
+    "presence_penalty": (float, -2.0, 2.0),
+    "frequency_penalty": (float, -2.0, 2.0),
+    "max_tokens": (int, 1, None),
+    "max_completion_tokens": (int, 1, None),
+    "n": (int, 1, 1),  # one reply per call: the cache, meter and metric assume it
+    "seed": (int, None, None),
+    "top_logprobs": (int, 0, 20),
+}
+
+
+def _param_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` cannot be sent as ``name``, or None."""
+    if name == "stop":
+        ok = isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(x, str) for x in value))
+        return None if ok else f"must be a string or a list of strings, got {_kind(value)}"
+    rule = _PARAM_RANGES.get(name)
+    if rule is None:
+        return None
+    kind, lo, hi = rule
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or (kind is int and not isinstance(value, int)):
+        what = "a whole number" if kind is int else "a number"
+        return f"must be {what}, got {_kind(value)} {value!r}"
+    if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):
+        span = f"{lo}" if lo == hi else f"between {lo} and {hi}" if lo is not None and hi is not None else (
+            f"at least {lo}" if lo is not None else f"at most {hi}")
+        return f"must be {span}, got {value!r}"
+    return None
 
 
 def _is_identifier(name: str) -> bool:

@@ -25,6 +25,12 @@ from ..promptfile import PromptFile, PromptFileError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+try:  # typer >= 0.29 vendors click; before, click's own base class
+    from typer import TyperException as _UsageProblem
+except ImportError:  # pragma: no cover - older typer
+    from click import ClickException as _UsageProblem  # type: ignore[assignment,no-redef]
+
+
 class _OneLineErrors(TyperGroup):
     """Bad options and arguments as one line ``error: ...`` and exit 2, like every other
     input error; typer would draw a box of five lines around them."""
@@ -34,7 +40,7 @@ class _OneLineErrors(TyperGroup):
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
-        except typer.TyperException as e:  # click's UsageError, BadParameter, ...
+        except _UsageProblem as e:  # click's UsageError, BadParameter, ...
             if type(e).__name__ == "NoArgsIsHelpError":  # `tracegrad optimize` alone: help
                 from typer import rich_utils
 

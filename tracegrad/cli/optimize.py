@@ -118,9 +118,6 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
     pf = _load_prompt(prompt_file)
     train = _load_data(pf, train_path, "--train")
     val = _load_data(pf, val_path, "--val")
-    if val is None:
-        _log("[yellow]note:[/yellow] no --val given: candidates are checked on the training "
-             "minibatch, so scores are noisier; pass --val for a held-out score.")
     m, om = _resolve_models(pf, model, optimizer_model)
     _check_out(out)
     run_dir, resume = _plan_run_dir(pf, run_dir, resume)
@@ -143,6 +140,9 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
         raise CLIError(str(e)) from None
 
     # 2. run
+    if val is None:
+        _log("[yellow]note:[/yellow] no --val given: candidates are checked on the training "
+             "minibatch, so scores are noisier; pass --val for a held-out score.")
     what = "resuming" if resume is not None else "optimizing"
     _log(f"{what} [bold]{_escape(str(prompt_file))}[/bold] with {optimizer}: {steps} steps x "
          f"{batch_size} examples, model {_escape(m)}, optimizer model {_escape(om)}")
