@@ -49,7 +49,7 @@ from .ops import (
     op,
 )
 from .ops import sum_losses as sum
-from .optim import OPRO, TGD, Optimizer, StepResult, TraceOptimizer
+from .optim import OPRO, TGD, Optimizer, Reflect, StepResult, TraceOptimizer
 from .sandbox import SandboxError, SandboxUnavailable, allow_weak_sandbox
 from .template import TemplateError
 from .train import (
@@ -79,7 +79,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'tracegrad' has no attribute {name!r}")
 
 __all__ = [
-    "BackwardResult", "Budget", "Dataset", "DatasetError", "EvalResult", "Example", "OptimizeResult", "Trainer", "evaluate", "load_dataset", "load_run", "metrics", "optimize", "write_report", "BudgetExceeded", "Completion", "ConfigurationError", "LLM", "RetryableError", "OPRO", "Optimizer", "StepResult", "TGD", "TraceOptimizer", "Engine", "ExecutionError", "Feedback", "FormattedLLMCall",
+    "BackwardResult", "Budget", "Dataset", "DatasetError", "EvalResult", "Example", "OptimizeResult", "Trainer", "evaluate", "load_dataset", "load_run", "metrics", "optimize", "write_report", "BudgetExceeded", "Completion", "ConfigurationError", "LLM", "RetryableError", "OPRO", "Optimizer", "Reflect", "StepResult", "TGD", "TraceOptimizer", "Engine", "ExecutionError", "Feedback", "FormattedLLMCall",
     "Graph", "Image", "LLMCall", "LLMError", "MetricLoss", "Module", "MultiFieldEvaluation",
     "Parameter", "Request", "SandboxError", "SandboxUnavailable", "allow_weak_sandbox", "StructuredOutputError", "TemplateError", "TextLoss",
     "TextualPropagator", "TracePropagator", "Usage", "Variable", "aggregate", "backward",

@@ -146,6 +146,8 @@ class ReflectionModel:
         user = _text(request, "user")
         if "## Inputs to give feedback on" in user:
             return self.feedback(user)
+        if "<version_a>" in user:
+            return self.merge(user)
         if "<current_value>" in user:
             return self.rewrite_tagged(user)
         if "## Parameters you may change" in user:
@@ -199,6 +201,22 @@ class ReflectionModel:
         if _rng(self.seed, "broken", user).random() < self.noise.broken:
             return f"Here is a better prompt:\n{new}"
         return f"I add what the feedback asks for.\n<new_value>\n{new}\n</new_value>"
+
+    def merge(self, user: str) -> str:
+        """Two versions of a value in one: A's lines, then B's instructions A lacks. Like
+        a rewrite it may drop a line or break the reply format; it invents nothing."""
+        a = re.search(r"<version_a>\n(.*?)\n</version_a>", user, re.S)
+        b = re.search(r"<version_b>\n(.*?)\n</version_b>", user, re.S)
+        lines = (a.group(1) if a else "").split("\n")
+        extra = [ln for ln in (b.group(1) if b else "").split("\n")
+                 if ln.strip() and ln not in lines and "{{" not in ln and "{%" not in ln]
+        rng = _rng(self.seed, "merge", user)
+        if extra and rng.random() < self.noise.drop:
+            del extra[rng.randrange(len(extra))]
+        merged = _insert(lines, extra)
+        if rng.random() < self.noise.broken:
+            return f"Merged:\n{merged}"
+        return f"Both versions combined.\n<new_value>\n{merged}\n</new_value>"
 
     def rewrite_trace(self, user: str) -> str:
         section = user.split("## Parameters you may change", 1)[-1]

@@ -34,7 +34,7 @@ from tracegrad.testing import MockLLM  # noqa: E402
 from tracegrad.train import evaluate, optimize  # noqa: E402
 from tracegrad.train.metrics import get_metric  # noqa: E402
 
-OPTIMIZERS = ["tgd", "tgd-batched", "trace", "opro"]
+OPTIMIZERS = ["tgd", "tgd-batched", "trace", "opro", "reflect"]
 
 
 def prompt_file(world: World) -> str:

@@ -31,9 +31,10 @@ from tracegrad.testing import MockLLM
 def test_every_name_builds_its_class_with_its_options():
     p = tg.Parameter("Answer.", name="p")
     expected = {"tgd": TGD, "textgrad": TGD, "textual": TGD, "tgd-batched": TGD,
-                "trace": TraceOptimizer, "optoprime": TraceOptimizer, "opro": OPRO}
+                "trace": TraceOptimizer, "optoprime": TraceOptimizer, "opro": OPRO,
+                "reflect": tg.Reflect}
     assert optimizer_names() == sorted(expected)
-    assert optimizer_names(aliases=False) == ["tgd", "tgd-batched", "trace", "opro"]
+    assert optimizer_names(aliases=False) == ["tgd", "tgd-batched", "trace", "opro", "reflect"]
     engine = MockLLM()
     for name, cls in expected.items():
         opt = build_optimizer(f" {name.upper()} ", [p], engine=engine, max_concurrency=3)

@@ -112,8 +112,8 @@ def render_feedback(items: list[FeedbackItem], *, context_limit: int = 400,
 
 
 __all__ = [
-    "Feedback", "FeedbackItem", "collect_feedback", "is_positive", "positive_feedback",
-    "render_feedback", "says_no_change",
+    "Evidence", "Feedback", "FeedbackItem", "collect_feedback", "is_positive",
+    "positive_feedback", "render_evidence", "render_feedback", "says_no_change",
 ]
 
 
@@ -127,3 +127,89 @@ def positive_feedback(inputs: Any, output: Any) -> str:
         f"This example was answered correctly (input {shorten(inputs, 300)}; "
         f"output {shorten(output, 300)!r}). Keep what makes it work."
     )
+
+
+# -- evidence: what the examples themselves showed ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One example of a step as the metric saw it: the raw material feedback is made from.
+
+    Backward critiques are a model's reading of this; an optimizer that also sees the
+    example itself (what went in, what was expected, what came out, why it scored so)
+    can check the critique against it instead of taking it on trust.
+    """
+
+    inputs: Any
+    expected: Any
+    output: Any
+    score: float
+    explanation: str = ""
+    id: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.score < 1.0
+
+
+def render_evidence(rows: Iterable[Evidence], *, budget: int = 4000, row_limit: int = 700,
+                    successes: int = 2, offset: int = 0) -> str:
+    """A bounded table of a step's examples: failures grouped by problem, then a few successes.
+
+    The cut is stratified, not "the first N": failures are grouped by their explanation
+    (the same problem seen several times is one group, shown with its count), groups are
+    taken largest first and round-robin, so the most frequent problems come first and a
+    rare one is not crowded out by one that repeats. A few correct examples follow, so a
+    rewrite can fix what fails without breaking what works. ``offset`` rotates which
+    problem comes first, so several proposals of one step can each lead with another.
+    """
+    rows = list(rows)
+    groups: dict[str, list[Evidence]] = {}
+    for r in rows:
+        if r.failed:
+            groups.setdefault(_problem_key(r), []).append(r)
+    order = sorted(groups.values(), key=len, reverse=True)
+    if order and offset:
+        k = offset % len(order)
+        order = order[k:] + order[:k]
+    picked: list[tuple[Evidence, int]] = []
+    for depth in range(max((len(g) for g in order), default=0)):
+        picked += [(g[depth], len(g)) for g in order if depth < len(g)]
+    good = [r for r in rows if not r.failed][:successes]
+    failed = sum(1 for r in rows if r.failed)
+    out = [f"{failed} of {len(rows)} examples failed."]
+    size = len(out[0])
+    for i, (r, n) in enumerate(picked, 1):
+        same = f" (the same problem in {n} examples)" if n > 1 else ""
+        block = shorten(_evidence_block(f"Failing example {i}{same}", r), row_limit)
+        if size + len(block) > budget:
+            out.append(f"({len(picked) - i + 1} more failing examples not shown)")
+            break
+        out.append(block)
+        size += len(block)
+    for r in good:
+        block = shorten(_evidence_block("Correct example (keep this working)", r), row_limit)
+        if size + len(block) <= budget:
+            out.append(block)
+            size += len(block)
+    return "\n\n".join(out)
+
+
+def _problem_key(r: Evidence) -> str:
+    """An explanation with this example's own values taken out: "expected 3, got three"
+    and "expected 7, got seven" are the same problem."""
+    text = " ".join(r.explanation.split())
+    for value, mark in ((r.output, "<got>"), (r.expected, "<expected>")):
+        v = shorten(value, 200) if not isinstance(value, str) else value.strip()
+        if v:
+            text = text.replace(v, mark)
+    return re.sub(r"\d+", "#", text)[:200]
+
+
+def _evidence_block(title: str, r: Evidence) -> str:
+    lines = [f"### {title}", f"input: {shorten(r.inputs, 400)}",
+             f"expected: {shorten(r.expected, 200)}", f"got: {shorten(r.output, 200)}"]
+    if r.explanation:
+        lines.append(f"why: {shorten(r.explanation, 300)}")
+    return "\n".join(lines)

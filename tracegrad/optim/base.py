@@ -27,7 +27,13 @@ from typing import Any, TypedDict
 from .. import prompts
 from ..core.concurrency import run_concurrently
 from ..core.context import get_backward_llm
-from ..core.feedback import FeedbackItem, collect_feedback, is_positive, render_feedback
+from ..core.feedback import (
+    Evidence,
+    FeedbackItem,
+    collect_feedback,
+    is_positive,
+    render_feedback,
+)
 from ..core.shorten import render, shorten
 from ..core.variable import Parameter
 from ..llm.base import Request
@@ -239,6 +245,7 @@ class Optimizer:
         self.history_size = self.default_history if history is None else max(0, int(history))
         self.max_concurrency = max_concurrency
         self.history: list[dict[str, Any]] = []
+        self.evidence: list[Evidence] = []
         self.steps = 0
         self._led_to: dict[str, str] = {}
         self._sample: str | None = None
@@ -251,6 +258,14 @@ class Optimizer:
 
     def propagator(self) -> Any:
         return None
+
+    def observe(self, evidence: Iterable[Evidence]) -> None:
+        """The examples of the step about to be taken, as the metric scored them.
+
+        The trainer calls this before :meth:`step`; an optimizer that shows them in its
+        request (TGD, reflect) grounds a rewrite in what happened, not only in critiques.
+        """
+        self.evidence = list(evidence)
 
     def zero_grad(self) -> None:
         for p in self.params:

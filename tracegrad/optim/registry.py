@@ -14,6 +14,8 @@ from typing import Any
 from ..core.variable import Parameter
 from .base import Optimizer
 from .opro import OPRO
+from .reflect import SEARCH as REFLECT_SEARCH
+from .reflect import Reflect
 from .tgd import TGD
 from .trace import TraceOptimizer
 
@@ -26,7 +28,20 @@ OPTIMIZERS: Mapping[str, _Entry] = MappingProxyType({
     "tgd-batched": (TGD, MappingProxyType({"batch_feedback": True})),
     "trace": (TraceOptimizer, _NONE),
     "opro": (OPRO, _NONE),
+    "reflect": (Reflect, _NONE),
 })
+# trainer settings a name is meant to run with; an option the caller gives wins
+SEARCH: Mapping[str, Mapping[str, Any]] = MappingProxyType({"reflect": REFLECT_SEARCH})
+
+
+def search_defaults(optimizer: Any) -> dict[str, Any]:
+    """The trainer settings for ``optimizer`` (a name, or an instance/class of one)."""
+    if isinstance(optimizer, str):
+        key = optimizer.strip().lower()
+        return dict(SEARCH.get(ALIASES.get(key, key), {}))
+    cls = optimizer if isinstance(optimizer, type) else type(optimizer)
+    return next((dict(SEARCH[n]) for n, (c, _) in OPTIMIZERS.items() if c is cls and n in SEARCH),
+                {})
 # other names users know them by (the papers' names)
 ALIASES: Mapping[str, str] = MappingProxyType({
     "textgrad": "tgd", "textual": "tgd", "optoprime": "trace",
@@ -79,4 +94,7 @@ def calls_per_step(optimizer: str | type[Optimizer] | Optimizer, n_params: int, 
     return opt.calls_per_step(n_params, n_failures, batch, **details)
 
 
-__all__ = ["ALIASES", "OPTIMIZERS", "build_optimizer", "calls_per_step", "optimizer_names", "resolve"]
+__all__ = [
+    "ALIASES", "OPTIMIZERS", "SEARCH", "build_optimizer", "calls_per_step", "optimizer_names",
+    "resolve", "search_defaults",
+]

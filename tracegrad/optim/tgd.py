@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Unpack
 
 from .. import prompts
+from ..core.feedback import render_evidence
 from ..core.shorten import shorten
 from ..core.variable import Parameter
 from ..llm.base import Request
@@ -80,6 +81,7 @@ class TGD(Optimizer):
         prompt: str = "tgd_update",
         summary_prompt: str = "feedback_summary",
         batch_feedback: bool = False,
+        evidence_budget: int = 0,
         **common: Unpack[OptimizerOptions],
     ) -> None:
         super().__init__(parameters, engine, **common)
@@ -93,6 +95,7 @@ class TGD(Optimizer):
         self.examples_budget = examples_budget
         self.prompt = prompt
         self.summary_prompt = summary_prompt
+        self.evidence_budget = evidence_budget
 
     def propagator(self) -> Any:
         from ..backward import TextualPropagator
@@ -213,6 +216,7 @@ class TGD(Optimizer):
             f"kind: {describe_kind(kind)}",
             f"## Current value\n<current_value>\n{value_text(p.value)}\n</current_value>",
             f"## Feedback on the current value\n{feedback_block}",
+            *self._evidence_section(),
             "## Constraints (the new value must satisfy every one)\n"
             + "\n".join(f"- {c}" for c in self.constraint_lines(p)),
         ]
@@ -225,6 +229,17 @@ class TGD(Optimizer):
             parts.append(f"## Examples of the task\n{ex}")
         parts.append(f"## Your reply\nWrite {_FORMAT}. {reply_reminder(kind)}".rstrip())
         return "\n\n".join(parts)
+
+    def _evidence_section(self) -> list[str]:
+        """The step's own examples (inputs, expected, got, why), when the trainer gave them."""
+        if not self.evidence or self.evidence_budget <= 0:
+            return []
+        table = render_evidence(self.evidence, budget=self.evidence_budget,
+                                offset=self._evidence_offset())
+        return [f"## What the examples of this step show\n{table}"]
+
+    def _evidence_offset(self) -> int:
+        return 0
 
     def _examples_block(self) -> str:
         if not self.examples:

@@ -9,11 +9,13 @@ sandbox -- stops the run instead: scored as 0 it would sway an accept/revert dec
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..core.concurrency import ContextPool
 from ..core.context import enable_grad, no_grad
+from ..core.feedback import positive_feedback
 from ..core.shorten import shorten
 from ..core.variable import Variable
 from ..llm.base import ConfigurationError, LLMError, RetryableError
@@ -34,6 +36,7 @@ __all__ = [
     "fail_summary",
     "is_budget_error",
     "mean",
+    "positive_losses",
     "raise_if_all_crashed",
     "score_note",
 ]
@@ -124,8 +127,10 @@ class Runner:
         self.metric = metric
         self.metric_name = metric_name
         self.pool = ContextPool(max(1, concurrency), "tg-train")
+        self.calls = 0  # examples run and scored (rollouts)
 
     def run(self, examples: Sequence[Example], grad: bool) -> list[Outcome]:
+        self.calls += len(examples)
         return self.pool.map(
             lambda ex: run_example(self.program, self.metric, self.metric_name, ex, grad),
             examples,
@@ -215,3 +220,16 @@ def score_note(split: str, notes: list[Note], limit: int) -> str:
         wrong = sum(1 for _, score, _ in notes if score < 1.0)
         return f"{wrong} of {len(notes)} validation examples were not fully correct"
     return fail_summary(notes, limit)
+
+
+def positive_losses(outcomes: list[Outcome], n: int, rng: random.Random) -> list[Variable]:
+    """A few correct examples as losses that say "keep this", so backward knows what to keep
+    as well as what to fix."""
+    good = [o for o in outcomes if o.score >= 1.0 and o.output_var is not None]
+    if not good or n <= 0:
+        return []
+    return [
+        MetricLoss(lambda p, e, t=positive_feedback(o.example.inputs, o.output): (1.0, t),
+                   name="positive example")(o.output_var, o.example.expected)
+        for o in rng.sample(good, min(n, len(good)))
+    ]

@@ -9,6 +9,9 @@ says so:
 - ``improve`` keeps only a strict improvement;
 - ``minibatch`` pre-checks on the batch and pays for full validation only if the
   proposal did not get worse there (GEPA's trick); otherwise as ``non-decrease``;
+- ``minibatch-improve`` pays for validation only if the proposal did strictly better on
+  the batch (GEPA's acceptance test; a rewrite that changes nothing the batch can see
+  is not worth its validation run), then as ``non-decrease``;
 - ``none`` keeps everything (plain TextGrad).
 """
 
@@ -16,9 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GATES", "Verdict", "decide", "needs_validation"]
+__all__ = ["GATES", "PRECHECKED", "Verdict", "decide", "needs_validation"]
 
-GATES = ("non-decrease", "improve", "minibatch", "none")
+GATES = ("non-decrease", "improve", "minibatch", "minibatch-improve", "none")
+PRECHECKED = ("minibatch", "minibatch-improve")  # gates that score the batch first
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,13 @@ class Verdict:
 
 def needs_validation(gate: str, parent_minibatch: float, minibatch: float | None) -> bool:
     """Whether a proposal is worth its full validation run (the ``minibatch`` pre-check)."""
-    return not (gate == "minibatch" and minibatch is not None and minibatch < parent_minibatch)
+    if minibatch is None:
+        return True
+    if gate == "minibatch":
+        return minibatch >= parent_minibatch
+    if gate == "minibatch-improve":
+        return minibatch > parent_minibatch
+    return True
 
 
 def decide(
@@ -53,7 +63,7 @@ def decide(
     moved = f"{where} {base:.3f} -> {score:.3f}"
     if gate == "none":
         return Verdict(True, f"{moved} (no gate)")
-    if gate == "improve":
+    if gate == "improve" or (gate == "minibatch-improve" and where == "minibatch"):
         ok = score > base
         return Verdict(ok, moved + ("" if ok else " (not an improvement)"))
     ok = score >= base

@@ -44,6 +44,10 @@ class TrainOptions:
     - ``config``: extra JSON recorded in ``config.json``.
     - ``input_fields`` / ``output_field``: how dataset rows map to inputs and answer.
     - ``feedback_limit``: characters of feedback the optimizer sees per summary.
+    - ``merge``: also propose, each step, a merge of two Pareto-front candidates that win
+      on different examples (needs an optimizer with ``merge``, e.g. ``reflect``).
+    - ``max_metric_calls``: stop once this many examples have been scored (rollouts),
+      checked between steps; GEPA's unit of budget.
     """
 
     metric: Any
@@ -71,6 +75,8 @@ class TrainOptions:
     input_fields: Sequence[str] | None = None
     output_field: str | None = None
     feedback_limit: int = 4000
+    merge: bool = False
+    max_metric_calls: int | None = None
 
     def __post_init__(self) -> None:
         if self.gate not in GATES:
@@ -85,7 +91,7 @@ class TrainOptions:
             ("feedback_limit", 1),
         ):
             _check_int(name, getattr(self, name), lo)
-        for name in ("epochs", "patience"):
+        for name in ("epochs", "patience", "max_metric_calls"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), 0 if name == "patience" else 1)
         if isinstance(self.budget, float) and not math.isfinite(self.budget):

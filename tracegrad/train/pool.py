@@ -50,10 +50,14 @@ def candidate(
 class Pool:
     """The kept candidates; ``entries`` and ``current_id`` are what a checkpoint saves."""
 
-    def __init__(self, size: int, entries: list[Candidate], current_id: str = "c0") -> None:
+    def __init__(self, size: int, entries: list[Candidate], current_id: str = "c0",
+                 keep_front: bool = False) -> None:
         self.size = size
         self.entries = entries
         self.current_id = current_id
+        # with Pareto selection the specialists are the point: a trim by mean score
+        # would drop the candidate that alone solves a hard example
+        self.keep_front = keep_front
 
     def current(self) -> Candidate:
         return next(e for e in self.entries if e["id"] == self.current_id)
@@ -73,7 +77,27 @@ class Pool:
             reverse=True,
         )[: self.size]
         kept_ids = {e["id"] for e in keep} | {entry["id"], self.current_id}
+        if self.keep_front:
+            kept_ids |= {e["id"] for e in self.front()}
         self.entries = [e for e in self.entries if e["id"] in kept_ids]
+
+    def front(self) -> list[Candidate]:
+        """Candidates with per-example scores that are best on at least one example and
+        not dominated by another."""
+        entries = [e for e in self.entries if e["scores"]]
+        wins = _wins(entries)
+        return [e for e in entries if wins.get(e["id"]) and not _dominated(e, entries)]
+
+    def offer(self, entry: Candidate) -> bool:
+        """Keep a candidate that lost the gate if it joins the Pareto front; True if kept."""
+        if any(e["hash"] == entry["hash"] for e in self.entries):
+            return False
+        trial = [*self.entries, entry]
+        wins = _wins([e for e in trial if e["scores"]])
+        if not wins.get(entry["id"]) or _dominated(entry, [e for e in trial if e["scores"]]):
+            return False
+        self.add(entry)
+        return any(e["id"] == entry["id"] for e in self.entries)
 
     def parent(self, pareto: bool, rng: random.Random) -> Candidate:
         return self.pareto_parent(rng) if pareto else self.current()
@@ -84,7 +108,7 @@ class Pool:
         if len(entries) < 2:
             return self.current()
         wins = _wins(entries)
-        front = [e for e in entries if wins.get(e["id"]) and not _dominated(e, entries)]
+        front = self.front()
         if not front:
             return self.current()
         return rng.choices(front, weights=[wins.get(e["id"], 1) for e in front])[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from ..core.shorten import shorten
 from ..core.variable import Variable
 from .data import Example
 
-__all__ = ["ITEM_LIMIT", "EvalResult", "OptimizeResult", "Outcome"]
+__all__ = ["ITEM_LIMIT", "EvalResult", "OptimizeResult", "Outcome", "new_step_record"]
 
 ITEM_LIMIT = 600  # one example's feedback, in history and in the optimizer's summary
 
@@ -84,3 +85,24 @@ class OptimizeResult:
             + (f"; run in {self.run_dir}" if self.run_dir else "")
         )
 
+
+def new_step_record(step: int, parent: Mapping[str, Any], batch: list[Example]) -> dict[str, Any]:
+    """A step's history line before anything has happened in it."""
+    return {
+        "step": step,
+        "parent": parent["id"],
+        "batch": [ex.id for ex in batch],
+        "train_score": None,
+        "val_score": None,
+        "candidate_train_score": None,
+        "parent_score": parent["score"],
+        "accepted": False,
+        "reverted": False,
+        "result": "",
+        "reason": "",
+        "candidate": None,
+        "proposed": {},
+        "feedback": [],
+        "events": [],
+        "calls": {"backward": 0, "optimizer": 0},
+    }

@@ -29,11 +29,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..core.context import backward_llm, get_backward_llm
-from ..core.feedback import positive_feedback
+from ..core.feedback import Evidence
 from ..core.shorten import shorten
 from ..core.variable import Variable
-from ..ops.loss import MetricLoss, aggregate
-from ..optim.registry import build_optimizer
+from ..ops.loss import aggregate
+from ..optim.registry import build_optimizer, search_defaults
 from .checkpoint import Checkpoint, run_config
 from .data import Example, load_dataset
 from .evaluate import (
@@ -44,16 +44,17 @@ from .evaluate import (
     fail_summary,
     is_budget_error,
     mean,
+    positive_losses,
     raise_if_all_crashed,
     score_note,
 )
-from .gate import Verdict, decide, needs_validation
+from .gate import PRECHECKED, Verdict, decide, needs_validation
 from .metrics import get_metric
 from .options import TrainOptions, signature_with_options
 from .params import named_parameters
 from .pool import Candidate, Pool, candidate
 from .progress import Progress
-from .results import EvalResult, OptimizeResult, Outcome
+from .results import EvalResult, OptimizeResult, Outcome, new_step_record
 from .runs import (
     CONFIG,
     RunDir,
@@ -63,6 +64,7 @@ from .runs import (
     state_hash,
 )
 from .sampling import minibatch
+from .search import propose_merge
 from .usage import Meters, as_budget, engines_in, over_budget
 
 __all__ = ["EvalResult", "OptimizeResult", "Outcome", "Trainer", "evaluate", "optimize"]
@@ -78,7 +80,9 @@ class Trainer:
 
     def __init__(self, program: Callable[..., Any], train: Any, val: Any = None,
                  **options: Any) -> None:
-        self.opts = o = TrainOptions(**options)
+        # an optimizer's own search settings (reflect: Pareto, beam, merge), unless given
+        self.opts = o = TrainOptions(**{**search_defaults(options.get("optimizer", "tgd")),
+                                        **options})
         # Data first: a broken file must stop the run before any engine is touched.
         self.train = load_dataset(train, o.input_fields, o.output_field)
         self.val = load_dataset(val, o.input_fields, o.output_field) if val is not None else None
@@ -167,6 +171,8 @@ class Trainer:
             "usage": self._usage(),
             "elapsed_s": round(self._elapsed(), 3),
             "stopped_reason": stopped,
+            "merged": sorted(self.merged),
+            "metric_calls": self._metric_calls(),
         }
 
     def _save(self) -> None:
@@ -174,6 +180,10 @@ class Trainer:
             self.ckpt.save(self._state_doc(None))
             split = "val" if self.val is not None else "train-minibatch"
             self.ckpt.save_best(self.pool.best(), self.baseline.get("score"), split)
+
+    def _metric_calls(self) -> int:
+        """Examples scored in this run, resumes included (GEPA's rollouts)."""
+        return self.metric_calls_before + self.runner.calls
 
     def _elapsed(self) -> float:
         return self._elapsed_before + (time.perf_counter() - self._t0)
@@ -227,7 +237,11 @@ class Trainer:
         self.baseline_recorded = False
         self.no_improve = 0
         self.step_done = 0
-        self.pool = Pool(self.opts.pool_size, [candidate("c0", 0, None, self.values())])
+        self.initial = self.values()
+        self.pool = Pool(self.opts.pool_size, [candidate("c0", 0, None, self.initial)],
+                         keep_front=self.opts.pareto)
+        self.merged: set[tuple[str, str]] = set()
+        self.metric_calls_before = 0
         if self.plan.resume:
             self._restore()
         elif rd is not None:
@@ -240,7 +254,10 @@ class Trainer:
                                                                "val": self.val})
         if state is not None:
             self.step_done = int(state["step"])
-            self.pool = Pool(self.opts.pool_size, state["pool"], state["current"])
+            self.pool = Pool(self.opts.pool_size, state["pool"], state["current"],
+                             keep_front=self.opts.pareto)
+            self.merged |= {tuple(p) for p in state.get("merged", [])}  # type: ignore[misc]
+            self.metric_calls_before = int(state.get("metric_calls", 0))
             self.baseline = state.get("baseline") or {}
             self.baseline_recorded = bool(state.get("baseline_recorded"))
             self.no_improve = int(state.get("no_improve", 0))
@@ -275,6 +292,9 @@ class Trainer:
                 return "perfect"
             if self.opts.patience is not None and self.no_improve >= self.opts.patience:
                 return "patience"
+            cap = self.opts.max_metric_calls
+            if cap is not None and self._metric_calls() >= cap:
+                return "metric_calls"
             record = self._step(step)
             if notes and step == 1:
                 record["events"].extend({"event": "budget_note", "note": n} for n in notes)
@@ -296,7 +316,7 @@ class Trainer:
         self.load_values(parent["state"])
         batch = minibatch(self.train, self.opts.batch_size, self.opts.seed, step)
         best_before = self.pool.best()["score"]
-        rec = _new_record(step, parent, batch)
+        rec = new_step_record(step, parent, batch)
 
         def close(result: str, reason: str) -> dict[str, Any]:
             return self._close(rec, result, reason, t0, usage0, best_before)
@@ -307,12 +327,18 @@ class Trainer:
         rec["feedback"] = [o.feedback() for o in failures]
         if not failures:
             return close("skipped", "every minibatch example is already correct")
+        observe = getattr(self.optimizer, "observe", None)
+        if callable(observe):
+            observe([Evidence(o.example.inputs, o.example.expected, o.output, o.score,
+                              o.explanation, o.example.id) for o in outcomes])
         self.progress.update(phase="backward")
         self.optimizer.zero_grad()
         if getattr(self.optimizer, "needs_backward", True):
             self._backward(outcomes, failures, step, rec)
         self.progress.update(phase="step")
         proposals = self._propose(step, parent, rec)
+        if self.opts.merge:
+            proposals += self._merge(step, rec)
         if not proposals:
             return close("unchanged", "the optimizer proposed no change")
         self.progress.update(phase="validate")
@@ -383,17 +409,8 @@ class Trainer:
         return TracePropagator()
 
     def _positives(self, outcomes: list[Outcome], step: int) -> list[Variable]:
-        """A few correct examples, so backward knows what to keep as well as what to fix."""
-        good = [o for o in outcomes if o.score >= 1.0 and o.output_var is not None]
-        if not good or self.opts.positive_examples <= 0:
-            return []
         rng = random.Random(f"{self.opts.seed}:positive:{step}")
-        picked = rng.sample(good, min(self.opts.positive_examples, len(good)))
-        return [
-            MetricLoss(lambda p, e, t=positive_feedback(o.example.inputs, o.output): (1.0, t),
-                       name="positive example")(o.output_var, o.example.expected)
-            for o in picked
-        ]
+        return positive_losses(outcomes, self.opts.positive_examples, rng)
 
     def _call_step(self, j: int, step: int) -> Any:
         fn = self.optimizer.step
@@ -408,7 +425,9 @@ class Trainer:
 
     def _propose(self, step: int, parent: Candidate, rec: dict[str, Any]) -> list[Proposal]:
         proposals: list[Proposal] = []
-        seen = {parent["hash"]}
+        # a value already in the pool never takes a second slot; one that was scored and
+        # reverted is gated again from the score cache, at no cost
+        seen = {e["hash"] for e in self.pool.entries}
         beam = self.opts.beam
         for j in range(beam):
             res = self._call_step(j, step)
@@ -430,6 +449,17 @@ class Trainer:
             proposals.append((res, cand_state, candidate(cid, step, parent["id"], cand_state)))
         return proposals
 
+    def _merge(self, step: int, rec: dict[str, Any]) -> list[Proposal]:
+        rng = random.Random(f"{self.opts.seed}:merge:{step}")
+        m = propose_merge(self.pool, self.optimizer, self.named, self.initial, step, self.merged,
+                          {e["hash"] for e in self.pool.entries}, rng,
+                          sample_id=f"{self.opts.seed}:{step}:merge")
+        if m is None:
+            return []
+        rec["calls"]["optimizer"] += m[0].calls
+        rec["events"].extend(m[0].events)
+        return [m]
+
     def _revert(self, res: Any, cand_state: dict[str, Any], parent_state: dict[str, Any]) -> None:
         """Undo a rejected proposal the optimizer's way, from the values it proposed."""
         self.load_values(cand_state)
@@ -444,7 +474,7 @@ class Trainer:
         self.load_values(cand_state)
         gate = self.opts.gate
         mb, mb_scores, mb_notes = None, {}, []
-        if gate == "minibatch" or self.val is None:
+        if gate in PRECHECKED or self.val is None:
             mb, mb_scores, mb_notes = self.scores.score("train", batch, cand_state)
             info["minibatch"] = mb
         if self.val is not None and needs_validation(gate, parent_mb, mb):
@@ -488,6 +518,8 @@ class Trainer:
             self.optimizer.record_score(sc, shorten(note, self.opts.feedback_limit))
             if not won:
                 self._revert(r, cs, parent["state"])
+                if self.opts.pareto and split == "val" and self.pool.offer(c):
+                    rec["events"].append({"event": "kept_on_front", "candidate": c["id"]})
         self.load_values(parent["state"])
         return (res, cand_state, cand), verdict
 
@@ -540,43 +572,14 @@ class Trainer:
         )
 
 
-def _new_record(step: int, parent: Candidate, batch: list[Example]) -> dict[str, Any]:
-    """A step's history line before anything has happened in it."""
-    return {
-        "step": step,
-        "parent": parent["id"],
-        "batch": [ex.id for ex in batch],
-        "train_score": None,
-        "val_score": None,
-        "candidate_train_score": None,
-        "parent_score": parent["score"],
-        "accepted": False,
-        "reverted": False,
-        "result": "",
-        "reason": "",
-        "candidate": None,
-        "proposed": {},
-        "feedback": [],
-        "events": [],
-        "calls": {"backward": 0, "optimizer": 0},
-    }
-
-
 def optimize(program: Callable[..., Any], train: Any, val: Any = None,
              **options: Any) -> OptimizeResult:
     """Optimize ``program``'s parameters on ``train``, gated by ``val``; see the module doc.
 
     ``program`` is a ``tg.Module`` or any callable ``f(**example.inputs) -> Variable``
-    (then pass ``parameters=``). ``train``/``val`` are dataset paths, lists of dicts or
-    :class:`Dataset`. ``metric`` is a name (``"exact_match"``) or a callable returning a
-    score or ``(score, explanation)``. ``optimizer`` is "tgd", "trace", "opro" or an
-    optimizer instance. ``gate``: "non-decrease" keeps a proposal that does not lower the
-    validation score, "improve" only one that raises it, "minibatch" pre-checks on the
-    batch before paying for full validation, "none" keeps everything. ``budget`` is a
-    ``tg.Budget`` (or dollars) enforced by the engines' meters; when it runs out the run
-    stops cleanly with ``stopped_reason="budget"``. ``run_dir=False`` writes no files;
-    ``resume=RUN_DIR`` continues a stopped or killed run. The parameters end at the best
-    candidate found. Every option: :class:`~tracegrad.train.options.TrainOptions`.
+    (then pass ``parameters=``); ``train``/``val`` are dataset paths, lists of dicts or
+    :class:`Dataset`; ``metric=`` is required. The parameters end at the best candidate
+    found. Every option, with its meaning: :class:`~tracegrad.train.options.TrainOptions`.
     """
     return Trainer(program, train, val, **options).fit()
 

@@ -1,0 +1,106 @@
+"""``reflect``: a GEPA-class reflective optimizer.
+
+TGD asks a backward model to critique every failing example, then rewrites from the
+critiques. ``reflect`` skips that step: the metric's own feedback is passed along the
+trace without a call (:class:`~tracegrad.backward.TracePropagator`), and the rewrite
+request shows the step's examples themselves -- input, expected, got, why -- grouped by
+problem, with the counts, beside a few that worked. The reflection model reads the
+evidence instead of a retelling of it: fewer calls, and no critique that lost the detail.
+
+The search around it lives in the trainer (chosen by :data:`SEARCH`, each setting
+overridable): several proposals per step, each leading with a different problem; a
+strict minibatch pre-check before paying for validation; parents drawn from the Pareto
+front of per-example validation scores, and a pool that keeps per-example specialists;
+and :meth:`Reflect.merge`, which combines two specialists into one value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .. import prompts
+from ..core.variable import Parameter
+from ..llm.base import Request
+from ..prompts.kinds import describe_kind, reply_reminder
+from .base import repair_request, value_text
+from .tgd import _FORMAT, TGD
+
+__all__ = ["SEARCH", "Reflect"]
+
+# the trainer settings reflect is meant to run with (an explicit option wins)
+SEARCH: dict[str, Any] = {
+    "pareto": True,
+    "gate": "minibatch-improve",
+    "beam": 2,
+    "pool_size": 8,
+    "merge": True,
+}
+
+
+class Reflect(TGD):
+    """Reflective rewrites from the step's evidence; see the module doc."""
+
+    def __init__(self, parameters: Iterable[Parameter] | Any, engine: Any = None, *,
+                 evidence_budget: int = 5000, prompt: str = "reflect_update",
+                 merge_prompt: str = "reflect_merge", **options: Any) -> None:
+        super().__init__(parameters, engine, evidence_budget=evidence_budget, prompt=prompt,
+                         **options)
+        self.merge_prompt = merge_prompt
+        self._variant = 0
+
+    def propagator(self) -> Any:
+        from ..backward import TracePropagator
+
+        return TracePropagator()
+
+    def step(self, sample_id: str | None = None) -> Any:
+        # the trainer numbers a step's proposals "seed:step:j"; proposal j leads with the
+        # j-th most frequent problem, so the proposals differ in substance, not by chance
+        tail = (sample_id or "").rsplit(":", 1)[-1]
+        self._variant = int(tail) if tail.isdigit() else 0
+        return super().step(sample_id)
+
+    def _evidence_offset(self) -> int:
+        return self._variant
+
+    # -- merge -----------------------------------------------------------------------
+    def merge(self, p: Parameter, a: Any, b: Any, a_note: str, b_note: str,
+              sample_id: str | None = None) -> tuple[Any, int, list[dict[str, str]]]:
+        """One value combining ``a`` and ``b`` (each best on other examples).
+
+        Returns ``(value or None, calls, events)``; None when the reply was unusable
+        after one repair, with the reason in the events.
+        """
+        name = next((n for n, q in self.names.items() if q is p), p.name)
+        request = Request(messages=[
+            {"role": "system", "content": prompts.load(self.merge_prompt)},
+            {"role": "user", "content": self._merge_request(name, p, a, b, a_note, b_note)},
+        ], purpose="optimizer", sample_id=sample_id)
+        engine = self.engine
+        reply = engine.complete(request).text or ""
+        value, problem = self._parse(p, reply)
+        calls, events = 1, []
+        if problem is not None:
+            reply = engine.complete(repair_request(request, reply, problem[1], _FORMAT)).text
+            calls += 1
+            value, problem = self._parse(p, reply or "")
+            if problem is not None:
+                events.append({"event": f"merge_{problem[0]}", "detail": problem[1]})
+                return None, calls, events
+        return value, calls, events
+
+    def _merge_request(self, name: str, p: Parameter, a: Any, b: Any, a_note: str,
+                       b_note: str) -> str:
+        kind = p.value_kind
+        return "\n\n".join([
+            f"## The variable\nname: {name}\nrole: {p.role or 'not described'}\n"
+            f"kind: {describe_kind(kind)}",
+            f"## Version A\n<version_a>\n{value_text(a)}\n</version_a>\n"
+            f"What it gets right: {a_note}",
+            f"## Version B\n<version_b>\n{value_text(b)}\n</version_b>\n"
+            f"What it gets right: {b_note}",
+            "## Constraints (the merged value must satisfy every one)\n"
+            + "\n".join(f"- {c}" for c in self.constraint_lines(p)),
+            f"## Your reply\nWrite {_FORMAT}. {reply_reminder(kind)}".rstrip(),
+        ])
