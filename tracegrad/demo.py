@@ -331,7 +331,10 @@ class CountingWorld:
         cur = re.search(r"<current_value>\n(.*?)\n</current_value>", user, re.S)
         template = cur.group(1) if cur else ""
         fb = user.split("## Feedback on the current value", 1)[-1].split("## Constraints", 1)[0]
-        new = self._improve(template, self._issue_counts(fb))
+        counts = self._issue_counts(fb)
+        if not counts:  # reflect: no critiques, only the examples; diagnose from them
+            counts = self._counts_from_trace(user, fb)
+        new = self._improve(template, counts)
         return f"The feedback points at one main problem; I address it.\n<new_value>\n{new}\n</new_value>"
 
     def _rewrite_trace(self, user: str) -> str:

@@ -46,8 +46,10 @@ def test_unusable_optimizer_replies_are_recorded_never_silent(tmp_path: Path, na
     recs = history(run_dir)
     assert [r["step"] for r in recs] == [1, 2]
     for r in recs:
-        # the old value is kept ...
-        assert r["result"] == "unchanged", r["reason"]
+        # the old value is kept, and the step says its proposal was thrown away (issue 14
+        # s4: it used to read "unchanged: the optimizer proposed no change") ...
+        assert r["result"] == "rejected", r["reason"]
+        assert "proposed no change" not in r["reason"]
         assert all(r["values"][k] == v["initial"] for k, v in initial.items())
         # ... and the reason is on record, naming what was wrong with the reply
         events = [e.get("event") for e in r["events"]]

@@ -224,8 +224,9 @@ OptimizerOpt = Annotated[
     str,
     typer.Option("--optimizer", "-o", help="tgd (textual gradients, per prompt), tgd-batched "
                  "(the same, with one feedback call per batch instead of one per example), "
-                 "trace (whole-trace, no backward calls) or opro (scored history of "
-                 "candidates)."),
+                 "trace (whole-trace, no backward calls), opro (scored history of "
+                 "candidates) or reflect (GEPA-class: rewrites from the failing examples "
+                 "themselves, Pareto search and merge, no backward calls)."),
 ]
 PromptArg = Annotated[
     Path, typer.Argument(help="The prompt file: YAML front matter + a Jinja2 template.",

@@ -77,6 +77,12 @@ def optimize(
     seed: Annotated[int, typer.Option("--seed", help="Seed for shuffling and sampling.")] = 0,
     timeout: TimeoutOpt = 60.0,
     max_retries: RetriesOpt = 4,
+    max_metric_calls: Annotated[int | None, typer.Option(
+        "--max-metric-calls", min=1, help="Stop once this many examples have been scored "
+        "(rollouts, GEPA's budget unit), checked between steps.")] = None,
+    beam: Annotated[int | None, typer.Option(
+        "--beam", min=1, help="Proposals per step, each checked before the best is kept "
+        "(default: 2 for reflect, else 1).")] = None,
 ) -> None:
     """Optimize the template of a prompt file on a dataset, and write the best one back.
 
@@ -92,7 +98,9 @@ def optimize(
     with _errors():
         _optimize(prompt_file, train, val, steps, batch_size, optimizer, model, optimizer_model,
                   base_url, budget_usd, concurrency, no_cache, resume, out, run_dir,
-                  json_output, seed, {"timeout": timeout, "max_retries": max_retries})
+                  json_output, seed, {"timeout": timeout, "max_retries": max_retries},
+                  {k: v for k, v in (("max_metric_calls", max_metric_calls), ("beam", beam))
+                   if v is not None})
 
 
 def _default_run_dir(pf: PromptFile) -> Path:
@@ -109,7 +117,7 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
               batch_size: int, optimizer: str, model: str | None, optimizer_model: str | None,
               base_url: str | None, budget_usd: float | None, concurrency: int, no_cache: bool,
               resume: Path | None, out: Path | None, run_dir: Path | None, json_output: bool,
-              seed: int, net: dict[str, Any]) -> None:
+              seed: int, net: dict[str, Any], search: dict[str, Any]) -> None:
     from ..llm.meter import Budget
     from ..train.trainer import Trainer
 
@@ -132,7 +140,7 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
             pf.to_module(engine), train, val, metric=pf.metric_fn(judge_engine=opt_engine),
             optimizer=optimizer, steps=steps, batch_size=batch_size,
             budget=Budget(usd=budget_usd) if budget_usd is not None else None, engine=engine,
-            optimizer_engine=opt_engine, run_dir=run_dir, resume=resume, seed=seed,
+            optimizer_engine=opt_engine, run_dir=run_dir, resume=resume, seed=seed, **search,
             concurrency=concurrency, progress=True,
             config={"prompt_file": str(prompt_file), "cli": True},
         )

@@ -20,6 +20,7 @@ import functools
 import json
 import re
 import string
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
@@ -38,6 +39,10 @@ from ..core.shorten import render, shorten
 from ..core.variable import Parameter
 from ..llm.base import Request
 from . import constraints as cons
+
+# events that mean a proposal was made and thrown away (not that nothing was proposed)
+REJECTIONS = frozenset({"constraint_violation", "missing_tags", "empty_value", "invalid_reply",
+                        "unknown_key"})
 
 MAX_PARAM_EVENTS = 200  # per parameter: a long run must not grow memory without bound
 
@@ -246,6 +251,7 @@ class Optimizer:
         self.max_concurrency = max_concurrency
         self.history: list[dict[str, Any]] = []
         self.evidence: list[Evidence] = []
+        self._warned_unusable = self._warned_no_feedback = False
         self.steps = 0
         self._led_to: dict[str, str] = {}
         self._sample: str | None = None
@@ -422,6 +428,25 @@ class Optimizer:
 
         result._on_revert = restore
         self.steps += 1
+        self._warn_if_unusable(result)
+
+    def _warn_if_unusable(self, result: StepResult) -> None:
+        """Never a silent no-op: a step whose every proposal was thrown away says so, once."""
+        bad = [e for e in result.events if e.get("event") in REJECTIONS]
+        if result.updated or not bad or self._warned_unusable:
+            return
+        self._warned_unusable = True
+        warnings.warn(f"{type(self).__name__}.step() changed nothing: the proposal was "
+                      f"rejected ({bad[0]['event']}: {shorten(bad[0].get('detail', ''), 200)}); "
+                      "see StepResult.events", RuntimeWarning, stacklevel=4)
+
+    def _warn_if_no_feedback(self) -> None:
+        """``step()`` before ``backward()``: nothing to learn from, and nothing says why."""
+        trainable = [p for p in self.names.values() if p.requires_grad]
+        if trainable and not any(p.grads for p in trainable) and not self._warned_no_feedback:
+            self._warned_no_feedback = True
+            warnings.warn(f"{type(self).__name__}.step(): no parameter has feedback; call "
+                          "loss.backward() before step()", RuntimeWarning, stacklevel=3)
 
     def _run_parallel(self, fn: Callable[..., Any], engine: Any, jobs: list[Any]) -> list[Any]:
         """``fn(engine, job)`` for every job, concurrently, each in a copy of the caller's

@@ -117,6 +117,7 @@ class TGD(Optimizer):
         self._sample = sample_id
         result = self._new_result()
         jobs: list[tuple[str, Parameter, list[FeedbackItem]]] = []
+        self._warn_if_no_feedback()
         for name, p in self.names.items():
             if not p.requires_grad:
                 continue
@@ -134,7 +135,8 @@ class TGD(Optimizer):
         for (name, _, _), out in zip(jobs, outcomes, strict=True):
             result.calls += out.calls
             for ev in out.events:
-                self._event(result, name, ev["event"], ev.get("detail", ""))
+                self._event(result, name, ev["event"], ev.get("detail", ""),
+                            **{k: v for k, v in ev.items() if k not in ("event", "detail")})
             if out.accepted:
                 proposals[name] = out.value
                 reasons[name] = out.reason
@@ -186,7 +188,8 @@ class TGD(Optimizer):
             value, problem = self._parse(p, reply)
             if problem is not None:
                 out.events.append({"event": problem[0],
-                                   "detail": f"{problem[1]} (after one repair; kept the previous value)"})
+                                   "detail": f"{problem[1]} (after one repair; kept the previous value)",
+                                   "text": shorten(reply, 2000)})
                 return out
         if same_value(value, p.value):
             out.events.append({"event": "no_change", "detail": "the optimizer returned the current value"})

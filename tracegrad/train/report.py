@@ -89,6 +89,7 @@ def _summary(
     usage = usage_doc.get("total") or {} if usage_doc.get("metered", True) else {}
     accepted = sum(1 for r in history if r.get("accepted"))
     reverted = sum(1 for r in history if r.get("reverted"))
+    rejected = sum(1 for r in history if r.get("result") == "rejected")
     opt = config.get("optimizer") or {}
     models = sorted(
         {
@@ -109,7 +110,7 @@ def _summary(
             "Best score",
             f"{_fmt(best.get('score'))} ({best.get('id', '–')}, step {best.get('step', '–')})",
         ),
-        ("Accepted / reverted", f"{accepted} / {reverted}"),
+        ("Accepted / reverted / rejected", f"{accepted} / {reverted} / {rejected}"),
         ("LLM calls", str(usage.get("calls", "–"))),
         ("Tokens", str(usage.get("total_tokens", "–"))),
         ("Cost", f"${usage['usd']:.4f}" if isinstance(usage.get("usd"), int | float) else "–"),
@@ -521,7 +522,7 @@ svg{display:block;max-width:100%;height:auto;margin:8px 0}
 .base{fill:#111827;stroke:#fff;stroke-width:1.5}.bar{fill:#f59e0b}
 table.steps{border-collapse:collapse;width:100%;font-size:13px}
 table.steps td,table.steps th{border-bottom:1px solid #e5e7eb;padding:4px 6px;text-align:left;vertical-align:top}
-tr.accepted td:nth-child(5){color:#15803d;font-weight:600}tr.reverted td:nth-child(5){color:#b91c1c;font-weight:600}
+tr.accepted td:nth-child(5){color:#15803d;font-weight:600}tr.reverted td:nth-child(5){color:#b91c1c;font-weight:600}tr.rejected td:nth-child(5){color:#b45309;font-weight:600}
 pre{background:#f9fafb;border:1px solid #e5e7eb;border-radius:6px;padding:8px;white-space:pre-wrap;
 word-break:break-word;font-size:12px}
 pre.diff .add{color:#166534;background:#dcfce7;display:block}pre.diff .del{color:#991b1b;background:#fee2e2;display:block}

@@ -33,6 +33,7 @@ from ..core.feedback import Evidence
 from ..core.shorten import shorten
 from ..core.variable import Variable
 from ..ops.loss import aggregate
+from ..optim.base import REJECTIONS
 from ..optim.registry import build_optimizer, search_defaults
 from .checkpoint import Checkpoint, run_config
 from .data import Example, load_dataset
@@ -340,6 +341,11 @@ class Trainer:
         if self.opts.merge:
             proposals += self._merge(step, rec)
         if not proposals:
+            rejected = [e for e in rec["events"] if e.get("event") in REJECTIONS]
+            if rejected:  # it proposed something, and the proposal was thrown away
+                return close("rejected", "; ".join(dict.fromkeys(
+                    f"{e.get('param') or e.get('name') or ''}: {e.get('detail', '')}".lstrip(": ")
+                    for e in rejected)))
             return close("unchanged", "the optimizer proposed no change")
         self.progress.update(phase="validate")
         (_, cand_state, cand), verdict = self._gate(parent, parent_mb, batch, proposals, rec)
