@@ -402,6 +402,14 @@ class PromptProgram(Module):
             **promptfile.params,
         )
 
+    def task_description(self) -> str:
+        """The prompt file's task as the optimizer is told it (see Optimizer.set_task)."""
+        pf = self.promptfile
+        lines = [pf.description.strip()] if pf.description.strip() else []
+        lines.append(f"Inputs: {', '.join(pf.inputs)}. The reply is compared with the "
+                     f"dataset's '{pf.output}' field.")
+        return "\n".join(lines)
+
     def _fields(self, row: Mapping[str, Any] | None, inputs: dict[str, Any]) -> dict[str, Any]:
         data = {**row_dict(row), **inputs} if row is not None else dict(inputs)
         pf = self.promptfile

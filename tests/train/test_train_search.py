@@ -145,3 +145,22 @@ def test_rules_reach_the_prompt(tmp_path):
     res, _, _ = _run(tmp_path, steps=6)
     best = res.best_state["system"]
     assert sum(rule in best for _, rule in RULES.values()) >= 2, best
+
+
+def test_the_task_reaches_the_update_request_when_asked(tmp_path):
+    train, val = write_data(tmp_path)
+    for task, want in ((None, None), ("auto", "system prompt of the question"),
+                       ("Answer quiz questions tersely.", "Answer quiz questions tersely.")):
+        op = optimizer_llm()
+
+        class Quiz(QA):
+            """Answers quiz questions."""
+
+        optimize(Quiz(forward_llm()), train, val, metric="exact_match", optimizer_engine=op,
+                 run_dir=False, progress=False, steps=1, batch_size=4, task=task)
+        text = next(r for r in op.requests if r.purpose == "optimizer").messages[-1]["content"]
+        if want is None:
+            assert "## The task" not in text
+        else:
+            head = text.split("## The task\n", 1)[1].split("\n## ", 1)[0]
+            assert (want if task != "auto" else "Answers quiz questions.") in head

@@ -252,6 +252,7 @@ class Optimizer:
         self.history: list[dict[str, Any]] = []
         self.evidence: list[Evidence] = []
         self._warned_unusable = self._warned_no_feedback = False
+        self.task = getattr(self, "task", "") or ""  # what the program is for (set_task)
         self.steps = 0
         self._led_to: dict[str, str] = {}
         self._sample: str | None = None
@@ -264,6 +265,18 @@ class Optimizer:
 
     def propagator(self) -> Any:
         return None
+
+    def set_task(self, text: str) -> None:
+        """What the program is for; shown at the top of every update request.
+
+        Set by the trainer from ``task=``, a prompt file's description and output, or the
+        program's docstring. Without it a rewrite is judged only against feedback, and a
+        prompt can drift towards the examples instead of the job.
+        """
+        self.task = (text or "").strip()
+
+    def task_section(self) -> list[str]:
+        return [f"## The task\n{self.task}"] if self.task else []
 
     def observe(self, evidence: Iterable[Evidence]) -> None:
         """The examples of the step about to be taken, as the metric scored them.

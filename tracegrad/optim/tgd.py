@@ -214,6 +214,7 @@ class TGD(Optimizer):
     def _render(self, name: str, p: Parameter, feedback_block: str) -> str:
         kind = p.value_kind
         parts = [
+            *self.task_section(),
             "## The variable\n"
             f"name: {name}\nrole: {p.role or 'not described'}\n"
             f"kind: {describe_kind(kind)}",

@@ -381,6 +381,7 @@ class TraceOptimizer(Optimizer):
                 f"constraints:\n{cons}\nvalue:\n<value>\n{value_text(p.value)}\n</value>"
             )
         parts = [
+            *self.task_section(),
             "## How the program ran\n```\n" + (trace_text or "# (no trace recorded)") + "\n```",
             "## Parameters you may change\n" + "\n\n".join(params),
             f"## Feedback on the result\n{feedback}",

@@ -46,6 +46,10 @@ class TrainOptions:
     - ``feedback_limit``: characters of feedback the optimizer sees per summary.
     - ``merge``: also propose, each step, a merge of two Pareto-front candidates that win
       on different examples (needs an optimizer with ``merge``, e.g. ``reflect``).
+    - ``task``: what the program is for, shown at the top of every update request;
+      ``"auto"`` takes a prompt file's description and output field, or the program's
+      docstring. Off by default: on the SIMULATED quality benchmark (30 seeds) it did not
+      help, which that benchmark cannot measure fairly (its stand-in ignores the task).
     - ``max_metric_calls``: stop once this many examples have been scored (rollouts),
       checked between steps; GEPA's unit of budget.
     """
@@ -76,6 +80,7 @@ class TrainOptions:
     output_field: str | None = None
     feedback_limit: int = 4000
     merge: bool = False
+    task: str | None = None
     max_metric_calls: int | None = None
 
     def __post_init__(self) -> None:

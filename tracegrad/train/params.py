@@ -6,13 +6,14 @@ name, so a resumed run must find every parameter under the same name it had.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from ..core.module import Module
 from ..core.variable import Parameter
 
-__all__ = ["named_parameters"]
+__all__ = ["give_task", "named_parameters", "program_task"]
 
 
 def named_parameters(program: Any, parameters: Any, optimizer: Any) -> dict[str, Parameter]:
@@ -50,3 +51,28 @@ def named_parameters(program: Any, parameters: Any, optimizer: Any) -> dict[str,
         if p.name == f"{p.kind}{p.id}":
             p.name = name
     return named
+
+
+def program_task(program: Any, metric_name: str) -> str:
+    """What a program is for, from what it says about itself (empty when it says nothing)."""
+    describe = getattr(program, "task_description", None)
+    if callable(describe):
+        text = describe()
+    else:
+        doc = inspect.getdoc(type(program)) if not inspect.isfunction(program) else \
+            inspect.getdoc(program)
+        text = "" if doc in (None, inspect.getdoc(Module)) else doc
+    if text and metric_name:
+        text += f"\nEach output is scored with the metric '{metric_name}'."
+    return text or ""
+
+
+def give_task(optimizer: Any, task: str | None, program: Any, metric_name: str) -> None:
+    """Tell an optimizer the task (``"auto"``: what the program says about itself), unless
+    it was built with one."""
+    if task is None:
+        return
+    text = program_task(program, metric_name) if task == "auto" else task
+    if text and callable(getattr(optimizer, "set_task", None)) and not getattr(
+            optimizer, "task", ""):
+        optimizer.set_task(text)

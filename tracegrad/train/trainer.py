@@ -52,7 +52,7 @@ from .evaluate import (
 from .gate import PRECHECKED, Verdict, decide, needs_validation
 from .metrics import get_metric
 from .options import TrainOptions, signature_with_options
-from .params import named_parameters
+from .params import give_task, named_parameters
 from .pool import Candidate, Pool, candidate
 from .progress import Progress
 from .results import EvalResult, OptimizeResult, Outcome, new_step_record
@@ -98,6 +98,7 @@ class Trainer:
         trainable = [p for p in self.named.values() if p.requires_grad]
         self.optimizer = build_optimizer(o.optimizer, trainable, engine=self.optimizer_engine,
                                          max_concurrency=o.concurrency)
+        give_task(self.optimizer, o.task, program, self.metric_name)
         self.optimizer_name = o.optimizer if isinstance(o.optimizer, str) else type(
             o.optimizer).__name__
         self.plan = plan_run(o.run_dir, o.resume)
