@@ -19,7 +19,7 @@ from .base import (
 from .cache import Cache
 from .calllog import CallLog
 from .limits import Limits
-from .meter import Budget, BudgetExceeded, Meter
+from .meter import Budget, BudgetExceeded, Meter, UsageOverrun
 from .pricing import cost, set_pricing
 from .structured import acomplete_structured, complete_structured
 
@@ -57,6 +57,7 @@ __all__ = [
     "Meter",
     "Budget",
     "BudgetExceeded",
+    "UsageOverrun",
     "CallLog",
     "complete_structured",
     "acomplete_structured",

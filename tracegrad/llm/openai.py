@@ -37,8 +37,12 @@ from .base import (
     Request,
     RetryableError,
     Usage,
+    check_completion_limits,
+    completion_limit,
+    completion_limit_param,
     estimate_request_tokens,
     estimate_tokens,
+    positive_limit,
 )
 from .calllog import redact
 from .structured import parse_as
@@ -48,8 +52,7 @@ __all__ = ["OpenAIEngine"]
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _NO_KEY = "tracegrad-no-key"  # servers without auth still need some bearer value
 _RETRYABLE_STATUS = {408, 409, 425, 429}
-# models that reject max_tokens and want max_completion_tokens instead
-_REASONING = re.compile(r"^(o\d|gpt-5)")
+_LIMIT_NAMES = ("max_tokens", "max_completion_tokens")
 
 
 def _create_params() -> frozenset[str]:
@@ -129,6 +132,15 @@ async def _close_with_loop(client: openai.AsyncOpenAI) -> AsyncIterator[None]:
         await client.close()
 
 
+def _sent_limit(kwargs: dict[str, Any]) -> int | None:
+    """The reply-token limit in the request as it went out."""
+    body = {**kwargs, **(kwargs.get("extra_body") or {})}
+    for name in _LIMIT_NAMES:
+        if body.get(name) is not None:
+            return int(body[name])
+    return None
+
+
 class _SchemaRejected(Exception):
     def __init__(self, error: LLMError) -> None:
         self.error = error
@@ -141,6 +153,12 @@ class OpenAIEngine(BaseEngine):
     server may need no key. ``temperature``, ``max_tokens`` and any other keyword become
     default sampling parameters; a request's ``params`` override them. Parameters the SDK
     does not know are still sent (as extra body fields), never dropped.
+
+    Every call carries a reply-token limit (``max_tokens``, or ``max_completion_tokens``
+    for reasoning models): a request's own, else ``max_tokens`` here, else
+    ``completion_limits[purpose]``, else :data:`~tracegrad.llm.base.DEFAULT_COMPLETION_LIMITS`.
+    A meter reserves exactly that limit (:meth:`completion_limit`), so a server cannot
+    bill more than a budget allowed for.
     """
 
     def __init__(
@@ -158,6 +176,7 @@ class OpenAIEngine(BaseEngine):
         default_headers: dict[str, str] | None = None,
         http_client: Any = None,
         async_http_client: Any = None,
+        completion_limits: dict[str, int] | None = None,
         **params: Any,
     ) -> None:
         if not model:
@@ -180,7 +199,11 @@ class OpenAIEngine(BaseEngine):
         if temperature is not None:
             self.params["temperature"] = temperature
         if max_tokens is not None:
-            self.params["max_tokens"] = max_tokens
+            self.params["max_tokens"] = positive_limit("max_tokens", max_tokens)
+        for name in _LIMIT_NAMES:
+            if self.params.get(name) is not None:
+                positive_limit(name, self.params[name])
+        self.completion_limits = check_completion_limits(completion_limits)
         self.json_schema_supported: bool | None = None  # None: not yet known
         self._client_kw: dict[str, Any] = {
             "api_key": key or _NO_KEY,
@@ -258,6 +281,11 @@ class OpenAIEngine(BaseEngine):
                 self._client = None
 
     # -- request building ----------------------------------------------------
+    def completion_limit(self, request: Request) -> int:
+        """The reply-token limit this engine sends with ``request`` (what a Meter reserves)."""
+        model = request.model or self.model
+        return completion_limit(request, model, self.params, self.completion_limits)
+
     def _kwargs(self, request: Request, *, native_schema: bool) -> dict[str, Any]:
         params = {**self.params, **request.params}
         if params.get("stream"):
@@ -265,12 +293,9 @@ class OpenAIEngine(BaseEngine):
         params.pop("stream", None)
         timeout = params.pop("timeout", None)
         model = request.model or self.model
-        if (
-            _REASONING.match(model)
-            and "max_tokens" in params
-            and "max_completion_tokens" not in params
-        ):
-            params["max_completion_tokens"] = params.pop("max_tokens")
+        for name in _LIMIT_NAMES:
+            params.pop(name, None)
+        params[completion_limit_param(model)] = self.completion_limit(request)
         messages = [dict(m) for m in request.messages]
         fmt = request.response_format
         if fmt is not None:
@@ -349,7 +374,10 @@ class OpenAIEngine(BaseEngine):
         return err
 
     # -- replies ---------------------------------------------------------------
-    def _completion(self, resp: Any, request: Request, model: str, t0: float) -> Completion:
+    def _completion(
+        self, resp: Any, request: Request, kwargs: dict[str, Any], t0: float
+    ) -> Completion:
+        model = kwargs["model"]
         url = self.display_url
         if not isinstance(resp, ChatCompletion):
             raise RetryableError(f"{url} sent a response that is not a chat completion")
@@ -374,6 +402,7 @@ class OpenAIEngine(BaseEngine):
             parsed=parsed,
             finish_reason=choice.finish_reason,
             latency_s=time.perf_counter() - t0,
+            completion_limit=_sent_limit(kwargs),
         )
 
     def _native_schema(self) -> bool:
@@ -392,7 +421,7 @@ class OpenAIEngine(BaseEngine):
         else:
             if native:
                 self.json_schema_supported = True
-        return self._completion(resp, request, kwargs["model"], t0)
+        return self._completion(resp, request, kwargs, t0)
 
     def _send(self, kwargs: dict[str, Any], *, schema_fallback: bool) -> Any:
         try:
@@ -413,7 +442,7 @@ class OpenAIEngine(BaseEngine):
         else:
             if native:
                 self.json_schema_supported = True
-        return self._completion(resp, request, kwargs["model"], t0)
+        return self._completion(resp, request, kwargs, t0)
 
     async def _asend(self, kwargs: dict[str, Any], *, schema_fallback: bool) -> Any:
         try:
