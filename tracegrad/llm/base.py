@@ -68,6 +68,10 @@ class RetryableError(LLMError):
         return err
 
 
+class LLMTimeout(RetryableError):
+    """No complete reply within the engine's timeout: the server stalled or trickled bytes."""
+
+
 class ConnectionFailed(RetryableError):
     """The server could not be reached at all (refused, DNS, reset before replying)."""
 

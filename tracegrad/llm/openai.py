@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +34,7 @@ from .base import (
     ConfigurationError,
     ConnectionFailed,
     LLMError,
+    LLMTimeout,
     Message,
     Request,
     RetryableError,
@@ -45,6 +47,7 @@ from .base import (
     positive_limit,
 )
 from .calllog import redact
+from .deadline import deadline, install_deadline
 from .structured import parse_as
 
 __all__ = ["OpenAIEngine"]
@@ -141,6 +144,17 @@ def _sent_limit(kwargs: dict[str, Any]) -> int | None:
     return None
 
 
+class _OwnedHttpClient(openai.DefaultHttpxClient):  # type: ignore[misc, valid-type]
+    """The SDK's default sync HTTP client, closed when dropped (as the SDK's own is)."""
+
+    def __del__(self) -> None:
+        try:
+            if not self.is_closed:
+                self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
 class _SchemaRejected(Exception):
     def __init__(self, error: LLMError) -> None:
         self.error = error
@@ -159,6 +173,10 @@ class OpenAIEngine(BaseEngine):
     ``completion_limits[purpose]``, else :data:`~tracegrad.llm.base.DEFAULT_COMPLETION_LIMITS`.
     A meter reserves exactly that limit (:meth:`completion_limit`), so a server cannot
     bill more than a budget allowed for.
+
+    ``timeout`` bounds each attempt as a whole -- connecting, sending, waiting and
+    reading -- not only each wait for a byte, so a server that trickles its reply cannot
+    hold a call longer than ``timeout`` (times the SDK's own attempts, ``max_retries + 1``).
     """
 
     def __init__(
@@ -254,9 +272,22 @@ class OpenAIEngine(BaseEngine):
             with self._lock:
                 self._forget_if_forked()
                 if self._client is None:
-                    self._client = openai.OpenAI(http_client=self._http_client, **self._client_kw)
+                    self._client = openai.OpenAI(http_client=self._sync_http(), **self._client_kw)
                 client = self._client
         return client
+
+    def _sync_http(self) -> Any:
+        """The sync HTTP client, made to honour each attempt's total deadline."""
+        http = self._http_client
+        if http is None:
+            http = _OwnedHttpClient()
+        if not install_deadline(http):
+            warnings.warn(
+                "this http_client's transport cannot be given a total deadline: a server "
+                "that trickles its reply is bounded only per read",
+                stacklevel=4,
+            )
+        return http
 
     async def _aclient(self) -> openai.AsyncOpenAI:
         # an async HTTP pool belongs to the event loop that opened it: one client per loop
@@ -285,6 +316,15 @@ class OpenAIEngine(BaseEngine):
         """The reply-token limit this engine sends with ``request`` (what a Meter reserves)."""
         model = request.model or self.model
         return completion_limit(request, model, self.params, self.completion_limits)
+
+    def _attempt_seconds(self, kwargs: dict[str, Any]) -> float | None:
+        """The total time one call may take: the timeout for each of the SDK's attempts."""
+        timeout = kwargs.get("timeout", self.timeout)
+        if timeout is None:
+            return None
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0:
+            return float(timeout) * (self.max_retries + 1)
+        raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout!r}")
 
     def _kwargs(self, request: Request, *, native_schema: bool) -> dict[str, Any]:
         params = {**self.params, **request.params}
@@ -331,8 +371,10 @@ class OpenAIEngine(BaseEngine):
 
         if isinstance(e, LLMError):
             return e
-        if isinstance(e, openai.APITimeoutError):
-            return RetryableError(clean(f"request to {url} timed out (timeout {self.timeout}s)"))
+        if isinstance(e, openai.APITimeoutError | TimeoutError):
+            return LLMTimeout(
+                clean(f"request to {url} timed out: no complete reply within {self.timeout:g}s")
+            )
         if isinstance(e, openai.APIConnectionError):
             cause = e.__cause__ or e.__context__
             why = f": {cause}" if cause else ""
@@ -425,7 +467,8 @@ class OpenAIEngine(BaseEngine):
 
     def _send(self, kwargs: dict[str, Any], *, schema_fallback: bool) -> Any:
         try:
-            return self.client.chat.completions.create(**kwargs)
+            with deadline(self._attempt_seconds(kwargs)):
+                return self.client.chat.completions.create(**kwargs)
         except Exception as e:
             raise self._failed(e, kwargs, schema_fallback) from e
 
@@ -447,6 +490,7 @@ class OpenAIEngine(BaseEngine):
     async def _asend(self, kwargs: dict[str, Any], *, schema_fallback: bool) -> Any:
         try:
             client = await self._aclient()
-            return await client.chat.completions.create(**kwargs)
+            async with asyncio.timeout(self._attempt_seconds(kwargs)):
+                return await client.chat.completions.create(**kwargs)
         except Exception as e:
             raise self._failed(e, kwargs, schema_fallback) from e
