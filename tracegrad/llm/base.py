@@ -140,6 +140,20 @@ class Completion:
     latency_s: float = 0.0
     completion_limit: int | None = None
 
+    @property
+    def problem(self) -> str | None:
+        """Why this reply cannot be trusted as a whole answer, or None.
+
+        "length": cut at the token limit; "content_filter": cut by the server's filter;
+        "empty": no text at all (or only whitespace) and no parsed value. A caller that
+        needs the whole reply (an optimizer's rewrite) should treat these as failures.
+        """
+        if self.finish_reason in ("length", "content_filter"):
+            return self.finish_reason
+        if not self.text.strip() and self.parsed is None:
+            return "empty"
+        return None
+
 
 @runtime_checkable
 class Engine(Protocol):

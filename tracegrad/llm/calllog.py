@@ -91,8 +91,9 @@ def _lock_for(path: Path) -> threading.Lock:
 class CallLog(EngineWrapper):
     """Append one JSON line per call to ``path``: request, reply, timing, purpose, errors.
 
-    ``response.over_limit`` marks a server that reported more reply tokens than
-    ``response.completion_limit``, the limit it was sent.
+    A reply that cannot be trusted whole says why in ``response.problem`` ("length",
+    "content_filter", "empty"); ``response.over_limit`` marks a server that reported more
+    reply tokens than ``response.completion_limit``, the limit it was sent.
 
     ``secrets`` adds strings to scrub besides the engine's own key; ``max_text`` caps each
     logged text so a run with huge replies keeps a readable log.
@@ -144,6 +145,7 @@ class CallLog(EngineWrapper):
                 "truncated": len(completion.text) > self.max_text,
                 "model": completion.model,
                 "finish_reason": completion.finish_reason,
+                "problem": completion.problem,
                 "completion_limit": completion.completion_limit,
                 "over_limit": _over_limit(completion),
                 "usage": {

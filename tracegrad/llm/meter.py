@@ -88,6 +88,8 @@ class Tally:
     errors: int = 0
     estimated_calls: int = 0
     overruns: int = 0  # replies whose reported usage exceeded what was reserved
+    cut_replies: int = 0  # finish_reason "length" or "content_filter": not a whole answer
+    empty_replies: int = 0  # no text and no parsed value
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usd: float = 0.0
@@ -203,6 +205,8 @@ def _count(
         t.usd += usd
         t.estimated_calls += int(usage.estimated)
         t.overruns += int(overrun)
+        t.cut_replies += int(c.problem in ("length", "content_filter"))
+        t.empty_replies += int(c.problem == "empty")
 
 
 class _Ledger:
