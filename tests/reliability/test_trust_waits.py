@@ -82,3 +82,16 @@ def test_cli_timeout_and_no_retries_stop_a_trickling_server_quickly(tmp_path: Pa
     assert r.code == 1 and "timed out" in r.stderr, r
     # the run was still going at 150 s; calls in flight end within their deadline
     assert r.seconds < 8, r
+
+
+@pytest.mark.parametrize("bad", [0, -5, float("nan"), float("inf"), "2", True])
+def test_a_timeout_that_bounds_nothing_is_refused_before_sending(bad: object) -> None:
+    from tracegrad.llm import ConfigurationError
+
+    with HostileServer() as s:
+        with pytest.raises(ConfigurationError, match="timeout"):
+            OpenAIEngine("gpt-4o-mini", base_url=s.url, api_key=SECRET, timeout=bad)
+        eng = OpenAIEngine("gpt-4o-mini", base_url=s.url, api_key=SECRET)
+        with pytest.raises(ConfigurationError, match="timeout"):
+            eng.complete(make_request("hi", timeout=bad))
+    assert s.requests == []

@@ -13,6 +13,7 @@ import asyncio
 import email.utils
 import inspect
 import json
+import math
 import os
 import re
 import threading
@@ -135,6 +136,15 @@ async def _close_with_loop(client: openai.AsyncOpenAI) -> AsyncIterator[None]:
         await client.close()
 
 
+def _checked_timeout(value: Any) -> float | None:
+    """``value`` as seconds (None: no bound); a ConfigurationError before anything is sent."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf:
+        return float(value)
+    raise ConfigurationError(f"timeout must be a number of seconds > 0, got {value!r}")
+
+
 def _sent_limit(kwargs: dict[str, Any]) -> int | None:
     """The reply-token limit in the request as it went out."""
     body = {**kwargs, **(kwargs.get("extra_body") or {})}
@@ -210,7 +220,7 @@ class OpenAIEngine(BaseEngine):
             )
         self._api_key = key
         self.base_url = url
-        self.timeout = timeout
+        self.timeout = _checked_timeout(timeout)
         self.max_retries = max_retries
         self.max_concurrency = max_concurrency
         self.params: dict[str, Any] = dict(params)
@@ -319,12 +329,8 @@ class OpenAIEngine(BaseEngine):
 
     def _attempt_seconds(self, kwargs: dict[str, Any]) -> float | None:
         """The total time one call may take: the timeout for each of the SDK's attempts."""
-        timeout = kwargs.get("timeout", self.timeout)
-        if timeout is None:
-            return None
-        if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0:
-            return float(timeout) * (self.max_retries + 1)
-        raise ConfigurationError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        timeout = _checked_timeout(kwargs.get("timeout", self.timeout))
+        return None if timeout is None else timeout * (self.max_retries + 1)
 
     def _kwargs(self, request: Request, *, native_schema: bool) -> dict[str, Any]:
         params = {**self.params, **request.params}
@@ -372,9 +378,8 @@ class OpenAIEngine(BaseEngine):
         if isinstance(e, LLMError):
             return e
         if isinstance(e, openai.APITimeoutError | TimeoutError):
-            return LLMTimeout(
-                clean(f"request to {url} timed out: no complete reply within {self.timeout:g}s")
-            )
+            within = f" within {self.timeout:g}s" if self.timeout else ""
+            return LLMTimeout(clean(f"request to {url} timed out: no complete reply{within}"))
         if isinstance(e, openai.APIConnectionError):
             cause = e.__cause__ or e.__context__
             why = f": {cause}" if cause else ""
