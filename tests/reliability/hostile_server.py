@@ -9,7 +9,9 @@ so a test can check what the client asked for (``max_tokens``).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -127,3 +129,81 @@ def _handler(server: HostileServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
 
     return Handler
+
+
+class TrickleProxy:
+    """A TCP relay on 127.0.0.1 in front of another server (``with TrickleProxy(port)``).
+
+    Bytes pass through at once, except a chunk from the server that contains ``marker``
+    (a reply the test chose): that chunk and the rest of its connection's replies go one
+    byte per ``interval`` seconds. So the fault matrix's world server can make chosen
+    replies trickle without a server of its own: headers arrive, then the body stalls
+    byte by byte, and no gap ever reaches the client's read timeout.
+    """
+
+    def __init__(self, upstream_port: int, marker: bytes, interval: float = 0.2) -> None:
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.marker = marker
+        self.interval = interval
+        self.trickled = 0  # replies slowed down
+        self.waited_out = 0  # slowed chunks the client read to the end instead of giving up
+        self._stopping = threading.Event()
+        self._sock: socket.socket | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._sock is not None
+        return self._sock.getsockname()[1]
+
+    def __enter__(self) -> TrickleProxy:
+        self._sock = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self._sock.settimeout(0.05)
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        if self._sock is not None:
+            self._sock.close()
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                client, _ = self._sock.accept()  # type: ignore[union-attr]
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            upstream = socket.create_connection(self.upstream)
+            for src, dst, slow in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pump, args=(src, dst, slow), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, may_trickle: bool) -> None:
+        trickling = False
+        try:
+            while not self._stopping.is_set():
+                data = src.recv(65536)
+                if not data:
+                    break
+                if may_trickle and not trickling and self.marker in data:
+                    trickling = True
+                    self.trickled += 1
+                if trickling:
+                    self._send_slowly(dst, data)
+                    self.waited_out += 1
+                else:
+                    dst.sendall(data)
+        except OSError:
+            pass  # either side gave up: close both
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    def _send_slowly(self, dst: socket.socket, data: bytes) -> None:
+        for i in range(len(data)):
+            if self._stopping.wait(self.interval):
+                raise OSError("proxy stopping")
+            dst.sendall(data[i:i + 1])
