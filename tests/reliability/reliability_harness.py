@@ -96,6 +96,11 @@ class Scenario:
     (503) until it is "repaired"; the run must stop cleanly and resume afterwards.
     ``dataset_format``: how the train/val files are written (see :func:`copy_counting`).
     ``cache_cap``: the run's ``TRACEGRAD_CACHE_MAX_REPLY_BYTES``; no stored reply may exceed it.
+    Two faults are the harness's own (:data:`WORLD_FAULTS`), not the server's: "trickle"
+    sends a reply's body one byte per 0.2 s through a :class:`TrickleProxy`, "overrun"
+    reports 10,000,000 reply tokens whatever limit the request carried. ``budget_usd``
+    runs with that dollar budget (the fake model priced like gpt-4o-mini); ``modes``
+    are the ways the matrix runs the scenario.
     """
 
     name: str
@@ -116,6 +121,14 @@ class Scenario:
         """Variables the run sees on top of :func:`cli_env`'s."""
         return {} if self.cache_cap is None else {
             "TRACEGRAD_CACHE_MAX_REPLY_BYTES": str(self.cache_cap)}
+    budget_usd: float | None = None
+    modes: tuple[str, ...] = ("api", "cli")
+
+
+WORLD_FAULTS = ("trickle", "overrun")
+TRICKLE_MARK = "[[harness:trickle]]"
+OVERRUN_MARK = "[[harness:overrun]]"
+FAKE_PRICE = {"fake-model": {"input": 0.15, "output": 0.60}}  # gpt-4o-mini's, USD per 1M
 
 
 def _no_tags(purpose: str, body: dict[str, Any]) -> str | None:
@@ -171,6 +184,12 @@ SCENARIOS: list[Scenario] = [
              dataset_format="json-one-line"),
     Scenario("huge-over-cache-cap", "1 MB replies while the cache stores at most 100 kB",
              fault="huge", times=1, every=4, cache_cap=100_000),
+    Scenario("trickle-1-byte-per-0.2s", "a reply body sent one byte per 0.2 s (no gap "
+             "reaches the timeout; a total deadline must end the attempt)", fault="trickle",
+             times=1, every=10),
+    Scenario("usage-overrun+budget", "from the 12th request, usage claims 10,000,000 reply "
+             "tokens; $0.05 budget: the run stops at that call, spend within the budget",
+             fault="overrun", times=1000, every=12, budget_usd=0.05, modes=("api",)),
 ]
 
 
@@ -186,6 +205,7 @@ class FaultyWorld:
         self.served = 0
         self.injected = 0
         self.broken = False
+        self.pending = dict.fromkeys(WORLD_FAULTS, 0)  # the harness's own faults, queued
         self._lock = threading.Lock()
 
     def repair(self) -> None:
@@ -193,6 +213,7 @@ class FaultyWorld:
         with self._lock:
             self.broken = False
             self.scenario = None
+            self.pending = dict.fromkeys(WORLD_FAULTS, 0)
         if self.server is not None:
             with self.server._lock:  # drop queued faults; keep the request log
                 self.server._faults.clear()
@@ -209,26 +230,82 @@ class FaultyWorld:
             if sc.fault is not None and n % sc.every == 0:
                 kinds = sc.fault if isinstance(sc.fault, tuple) else (sc.fault,)
                 kind = kinds[(n // sc.every) % len(kinds)]
-                self.server.inject(kind, sc.times, retry_after=sc.retry_after,
-                                   seconds=sc.hang_seconds)
-                self.injected += sc.times
+                self._inject(kind, sc)
             if sc.transform is not None:
                 text = sc.transform(purpose_of(body), body)
                 if text is not None:
                     return text
-        return self.world.http_reply(body)
+        return self._marked(self.world.http_reply(body))
+
+    def _inject(self, kind: str, sc: Scenario) -> None:
+        if kind in WORLD_FAULTS:  # this reply and the next times-1; counted when sent
+            with self._lock:
+                self.pending[kind] += sc.times
+            return
+        self.server.inject(kind, sc.times, retry_after=sc.retry_after,
+                           seconds=sc.hang_seconds)  # the server's: the next times requests
+        self.injected += sc.times
+
+    def _marked(self, text: str) -> str:
+        """``text`` with the mark of a queued harness fault, which the proxy or the
+        server's usage report acts on."""
+        with self._lock:
+            for kind, mark in (("trickle", TRICKLE_MARK), ("overrun", OVERRUN_MARK)):
+                if self.pending[kind] > 0:
+                    self.pending[kind] -= 1
+                    self.injected += 1
+                    return mark + text
+        return text
+
+
+def _world_server_class() -> type:
+    from tracegrad.testing import FakeOpenAIServer
+
+    class WorldServer(FakeOpenAIServer):
+        """Reports the overrun the world marked a reply with (and drops the mark)."""
+
+        def completion_body(self, body: dict[str, Any], content: str,
+                            finish_reason: str = "stop") -> dict[str, Any]:
+            lie = content.startswith(OVERRUN_MARK)
+            content = content.removeprefix(OVERRUN_MARK)
+            reply = super().completion_body(body, content, finish_reason)
+            if lie and "usage" in reply:
+                reply["usage"]["completion_tokens"] = 10_000_000
+                reply["usage"]["total_tokens"] = reply["usage"]["prompt_tokens"] + 10_000_000
+            return reply
+
+    return WorldServer
+
+
+class _Via:
+    """The world's server as seen through a proxy: its ``url`` is the proxy's."""
+
+    def __init__(self, server: Any, proxy: Any) -> None:
+        self._server, self.proxy = server, proxy
+        self.url = f"http://127.0.0.1:{proxy.port}/v1"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
 
 
 @contextlib.contextmanager
 def world_server(scenario: Scenario | None = None, latency: float = 0.0
                  ) -> Iterator[tuple[Any, FaultyWorld]]:
-    from tracegrad.testing import FakeOpenAIServer
+    from .hostile_server import TrickleProxy
 
     world = FaultyWorld(scenario)
-    server = FakeOpenAIServer(world, latency=latency)
+    server = _world_server_class()(world, latency=latency)
     world.server = server
     with server:
-        yield server, world
+        if scenario is None or "trickle" not in _kinds(scenario):
+            yield server, world
+            return
+        with TrickleProxy(server.port, TRICKLE_MARK.encode()) as proxy:
+            yield _Via(server, proxy), world
+
+
+def _kinds(sc: Scenario) -> tuple[str, ...]:
+    return sc.fault if isinstance(sc.fault, tuple) else (sc.fault,) if sc.fault else ()
 
 
 # -- the CLI -----------------------------------------------------------------------------------
@@ -450,6 +527,28 @@ def check_run_dir(run_dir: Path, *, finished: bool = False, steps: int | None = 
     return problems
 
 
+def check_not_waited_out(server: Any) -> list[str]:
+    """No trickled reply was read to its end: each attempt's deadline cut it."""
+    proxy = getattr(server, "proxy", None)
+    if proxy is None or not proxy.waited_out:
+        return []
+    return [f"{proxy.waited_out} trickled reply chunk(s) were waited out, not cut by a deadline"]
+
+
+def check_no_marks(run_dir: Path) -> list[str]:
+    """A reply the world marked as faulty never reached the run: a trickled reply was cut
+    by its deadline, not waited out; a reply claiming an overrun was discarded."""
+    problems = []
+    for f in sorted(run_dir.rglob("*")) if run_dir.exists() else []:
+        if not f.is_file():
+            continue
+        text = f.read_text(encoding="utf-8", errors="replace")
+        for mark in (TRICKLE_MARK, OVERRUN_MARK):
+            if mark in text:
+                problems.append(f"{f.name} holds a reply marked {mark}")
+    return problems
+
+
 def temp_litter(path: Path) -> list[str]:
     """Temp files of an atomic write left beside ``path`` (a process killed mid-write)."""
     return sorted(p.name for p in path.parent.iterdir()
@@ -623,6 +722,8 @@ def run_scenario_cli(sc: Scenario, optimizer: str, tmp: Path, *, steps: int = 3,
             row.message = f"exit {r.code}: {error_line(r.stderr)}"
         row.requests = server.request_count
         row.injected = world.injected
+        row.damage += check_not_waited_out(server)
+    row.damage += check_no_marks(run_dir)
     row.damage += check_cache(tmp / "cache", max_reply_bytes=sc.cache_cap)
     row.seconds = time.perf_counter() - t0
     return row
@@ -642,22 +743,31 @@ def run_scenario_api(sc: Scenario, optimizer: str, tmp: Path, *, steps: int = 3,
     t0 = time.perf_counter()
     timeout = sc.timeout or timeout
 
+    engines: list[Any] = []
+
     def attempt(url: str, resume: bool) -> Any:
         pf = PromptFile.load(task["prompt"])
         engine = LLM(MODEL, base_url=url, api_key=SECRET, cache=tmp / "cache" / "cache.sqlite3",
                      backoff_base=0.005, timeout=timeout, max_concurrency=4)
+        engines.append(engine)
         return optimize(pf.to_module(engine), pf.load_dataset(task["train"]),
                         pf.load_dataset(task["val"]), metric=pf.metric_fn(judge_engine=engine),
                         optimizer=optimizer, steps=steps, batch_size=3, engine=engine,
                         optimizer_engine=engine, run_dir=run_dir,
-                        resume=run_dir if resume else None, concurrency=4, progress=False)
+                        resume=run_dir if resume else None, concurrency=4, progress=False,
+                        budget=sc.budget_usd)
 
-    with world_server(sc) as (server, world), environ(sc.env()):
+    with world_server(sc) as (server, world), environ(sc.env()), _priced(sc):
         sc_hang = sc.hang_seconds
         if sc.fault == "hang":
             sc.hang_seconds = 2 * timeout
         try:
             result = attempt(server.url, False)
+            if result.stopped_reason == "budget" and sc.budget_usd is not None:
+                msg = _budget_stop_message(engines[-1], sc.budget_usd)
+                if msg.startswith("OVERSPENT"):
+                    row.damage.append(msg)
+                raise _BudgetStop(msg)
         except (LLMError, RuntimeError) as e:  # typed, with a message: a clean stop
             row.outcome, row.message = "stopped", f"{type(e).__name__}: {e}"[:300]
             row.damage += check_run_dir(run_dir)
@@ -681,6 +791,8 @@ def run_scenario_api(sc: Scenario, optimizer: str, tmp: Path, *, steps: int = 3,
             sc.hang_seconds = sc_hang
         row.requests = server.request_count
         row.injected = world.injected
+        row.damage += check_not_waited_out(server)
+    row.damage += check_no_marks(run_dir)
     row.damage += check_prompt_file(task["prompt"], original)
     row.damage += check_cache(tmp / "cache", max_reply_bytes=sc.cache_cap)
     for f in run_dir.rglob("*") if run_dir.exists() else []:
@@ -690,13 +802,45 @@ def run_scenario_api(sc: Scenario, optimizer: str, tmp: Path, *, steps: int = 3,
     return row
 
 
+class _BudgetStop(RuntimeError):
+    """A run that stopped on its budget: a clean stop the matrix then resumes."""
+
+
+def _budget_stop_message(engine: Any, budget: float) -> str:
+    """What the stop says, checked against the promise: the spend stayed in the budget."""
+    snap = engine.snapshot()
+    spent, overruns = snap["total"]["usd"], snap.get("overruns") or []
+    if spent > budget:
+        return f"OVERSPENT: {spent:.6f} USD of a {budget} USD budget"
+    first = overruns[0] if overruns else {}
+    return (f"budget stop, {spent:.6f} of {budget} USD spent; {len(overruns)} overrun(s), "
+            f"first: {first.get('reported_completion_tokens', 0):,} reported / "
+            f"{first.get('reserved_completion_tokens', 0):,} reserved reply tokens")
+
+
+@contextlib.contextmanager
+def _priced(sc: Scenario) -> Iterator[None]:
+    """Give the fake model a price while a budget scenario runs (a dollar budget cannot
+    limit an unpriced model)."""
+    if sc.budget_usd is None:
+        yield
+        return
+    from tracegrad.llm import set_pricing
+
+    set_pricing(FAKE_PRICE)
+    try:
+        yield
+    finally:
+        set_pricing(None)
+
+
 Plan = list[tuple[Scenario, str, str]]  # (scenario, optimizer, mode)
 
 
 def full_plan() -> Plan:
     """Every scenario with each of its optimizers, through the API and the CLI."""
     return [(sc, opt, mode) for sc in SCENARIOS for opt in sc.optimizers
-            for mode in ("api", "cli")]
+            for mode in ("api", "cli") if mode in sc.modes]
 
 
 def quick_plan() -> Plan:
@@ -706,6 +850,9 @@ def quick_plan() -> Plan:
     for sc in SCENARIOS:
         if sc.fault == "huge":
             sc = replace(sc, every=15)
+        if "cli" not in sc.modes:
+            plan.append((sc, sc.optimizers[0], sc.modes[0]))
+            continue
         plan.append((sc, sc.optimizers[0], "cli"))
         if sc.transform is not None:
             plan += [(sc, opt, "cli") for opt in sc.optimizers[1:]]

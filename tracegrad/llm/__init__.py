@@ -9,6 +9,7 @@ from .base import (
     EngineWrapper,
     Image,
     LLMError,
+    LLMTimeout,
     Message,
     Request,
     RetryableError,
@@ -19,7 +20,7 @@ from .base import (
 from .cache import Cache
 from .calllog import CallLog
 from .limits import Limits
-from .meter import Budget, BudgetExceeded, Meter
+from .meter import Budget, BudgetExceeded, Meter, UsageOverrun
 from .pricing import cost, set_pricing
 from .structured import acomplete_structured, complete_structured
 
@@ -50,6 +51,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionFailed",
     "RetryableError",
+    "LLMTimeout",
     "OpenAIEngine",
     "LLM",
     "Cache",
@@ -57,6 +59,7 @@ __all__ = [
     "Meter",
     "Budget",
     "BudgetExceeded",
+    "UsageOverrun",
     "CallLog",
     "complete_structured",
     "acomplete_structured",

@@ -9,7 +9,8 @@ in its own small module and composes in any order -- the same idea as httpx tran
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -65,6 +66,10 @@ class RetryableError(LLMError):
         err.args = (f"{self.args[0]} -- gave up after {attempts} attempts (last: {last})",)
         err.attempts = attempts
         return err
+
+
+class LLMTimeout(RetryableError):
+    """No complete reply within the engine's timeout: the server stalled or trickled bytes."""
 
 
 class ConnectionFailed(RetryableError):
@@ -123,6 +128,9 @@ class Request:
 
 @dataclass
 class Completion:
+    """One reply. ``completion_limit`` is the reply-token limit the engine sent (None when
+    it sent none); ``finish_reason`` is the server's ("stop", "length", ...)."""
+
     text: str
     model: str = ""
     usage: Usage = field(default_factory=Usage)
@@ -130,6 +138,21 @@ class Completion:
     cached: bool = False
     finish_reason: str | None = None
     latency_s: float = 0.0
+    completion_limit: int | None = None
+
+    @property
+    def problem(self) -> str | None:
+        """Why this reply cannot be trusted as a whole answer, or None.
+
+        "length": cut at the token limit; "content_filter": cut by the server's filter;
+        "empty": no text at all (or only whitespace) and no parsed value. A caller that
+        needs the whole reply (an optimizer's rewrite) should treat these as failures.
+        """
+        if self.finish_reason in ("length", "content_filter"):
+            return self.finish_reason
+        if not self.text.strip() and self.parsed is None:
+            return "empty"
+        return None
 
 
 @runtime_checkable
@@ -308,3 +331,95 @@ def estimate_tokens(text: str) -> int:
 
 def estimate_request_tokens(request: Request) -> int:
     return sum(estimate_tokens(content_to_text(m.get("content"))) + 4 for m in request.messages)
+
+
+# -- completion limits -------------------------------------------------------------------
+# Every call carries a reply-token limit, and the meter reserves exactly that limit: a
+# server told the limit cannot bill more than was reserved, so a budget holds. These are
+# the limits used when neither the request nor the engine sets max_tokens.
+
+DEFAULT_COMPLETION_LIMITS: dict[str, int] = {
+    "forward": 1024,
+    "eval": 1024,
+    "backward": 1024,  # feedback on one or a few examples
+    "optimizer": 2048,  # reasoning plus a whole rewritten prompt
+    "judge": 512,  # a score and a short explanation
+    "other": 1024,
+}
+REASONING_LIMIT_FACTOR = 4
+"""Reasoning models count their hidden thinking as completion tokens: defaults x this."""
+
+_REASONING = re.compile(r"^(o\d|gpt-5)")
+_LIMIT_NAMES = ("max_completion_tokens", "max_tokens")
+
+
+def is_reasoning_model(model: str | None) -> bool:
+    """o1/o3/o4/gpt-5 families (also as ``openai/o3``): the one place that decides it."""
+    name = (model or "").strip().lower().rsplit("/", 1)[-1]
+    return bool(_REASONING.match(name))
+
+
+def completion_limit_param(model: str | None) -> str:
+    """The request field that carries the limit: reasoning models reject ``max_tokens``."""
+    return "max_completion_tokens" if is_reasoning_model(model) else "max_tokens"
+
+
+def positive_limit(name: str, value: Any) -> int:
+    """``value`` as a reply-token limit, or ConfigurationError (it would reach the server)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) \
+            or int(value) < 1:
+        raise ConfigurationError(f"{name} must be a whole number of tokens >= 1, got {value!r}")
+    return int(value)
+
+
+def explicit_completion_limit(params: Mapping[str, Any]) -> int | None:
+    """The limit ``params`` set themselves (``max_completion_tokens`` or ``max_tokens``)."""
+    for name in _LIMIT_NAMES:
+        if params.get(name) is not None:
+            return positive_limit(name, params[name])
+    return None
+
+
+def check_completion_limits(limits: Mapping[str, Any] | None) -> dict[str, int]:
+    """Per-purpose limits given by a user, validated: ``{"optimizer": 4096}``."""
+    out: dict[str, int] = {}
+    for purpose, value in (limits or {}).items():
+        if purpose not in DEFAULT_COMPLETION_LIMITS:
+            raise ConfigurationError(
+                f"completion_limits names unknown purpose {purpose!r}; use one of "
+                + ", ".join(DEFAULT_COMPLETION_LIMITS)
+            )
+        out[purpose] = positive_limit(f"completion_limits[{purpose!r}]", value)
+    return out
+
+
+def completion_limit(
+    request: Request,
+    model: str | None,
+    engine_params: Mapping[str, Any] | None = None,
+    limits: Mapping[str, int] | None = None,
+) -> int:
+    """The reply-token limit of ``request``: the request's own max_tokens, else the
+    engine's, else ``limits[purpose]``, else the default for its purpose (scaled up for
+    reasoning models, which spend completion tokens thinking)."""
+    for params in (request.params, engine_params or {}):
+        explicit = explicit_completion_limit(params)
+        if explicit is not None:
+            return explicit
+    purpose = request.purpose if request.purpose in DEFAULT_COMPLETION_LIMITS else "other"
+    if limits and purpose in limits:
+        return limits[purpose]
+    factor = REASONING_LIMIT_FACTOR if is_reasoning_model(model) else 1
+    return DEFAULT_COMPLETION_LIMITS[purpose] * factor
+
+
+def completion_limit_of(engine: Any, request: Request) -> int | None:
+    """The limit the engine at the bottom of a wrapper chain will send for ``request``,
+    or None when that engine sends none of its own (a mock, a custom engine)."""
+    e = engine
+    while e is not None:
+        fn = getattr(type(e), "completion_limit", None)
+        if callable(fn):
+            return int(e.completion_limit(request))
+        e = getattr(e, "inner", None)
+    return None

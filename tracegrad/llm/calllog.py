@@ -62,6 +62,15 @@ def _engine_secrets(engine: Any) -> list[str]:
     return out
 
 
+def _over_limit(c: Completion) -> bool:
+    """The server reported more reply tokens than the limit it was sent (a Meter stops on it)."""
+    return (
+        c.completion_limit is not None
+        and not c.usage.estimated
+        and c.usage.completion_tokens > c.completion_limit
+    )
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
@@ -81,6 +90,10 @@ def _lock_for(path: Path) -> threading.Lock:
 
 class CallLog(EngineWrapper):
     """Append one JSON line per call to ``path``: request, reply, timing, purpose, errors.
+
+    A reply that cannot be trusted whole says why in ``response.problem`` ("length",
+    "content_filter", "empty"); ``response.over_limit`` marks a server that reported more
+    reply tokens than ``response.completion_limit``, the limit it was sent.
 
     ``secrets`` adds strings to scrub besides the engine's own key; ``max_text`` caps each
     logged text so a run with huge replies keeps a readable log.
@@ -132,6 +145,9 @@ class CallLog(EngineWrapper):
                 "truncated": len(completion.text) > self.max_text,
                 "model": completion.model,
                 "finish_reason": completion.finish_reason,
+                "problem": completion.problem,
+                "completion_limit": completion.completion_limit,
+                "over_limit": _over_limit(completion),
                 "usage": {
                     "prompt_tokens": completion.usage.prompt_tokens,
                     "completion_tokens": completion.usage.completion_tokens,

@@ -63,14 +63,18 @@ def LLM(
     timeout: float = 60.0,
     temperature: float | None = None,
     max_tokens: int | None = None,
+    completion_limits: dict[str, int] | None = None,
     **params: Any,
 ) -> Meter:
     """Build a ready-to-use engine from a spec such as ``"openai:gpt-4o-mini"`` or ``"mock"``.
 
     ``cache``: True (default for OpenAI models; ``$TRACEGRAD_NO_CACHE=1`` turns it off),
     False, or a path for the SQLite file. ``meter``: an existing Meter whose ledger and
-    budget this engine should share. Other keywords are default sampling parameters for
-    OpenAI models, or MockLLM options (``replies``, ``default``, ``latency``) for mocks.
+    budget this engine should share. ``max_tokens`` caps every reply; ``completion_limits``
+    changes the per-purpose default caps instead (``{"optimizer": 4096}``), see
+    :data:`~tracegrad.llm.base.DEFAULT_COMPLETION_LIMITS`. ``timeout`` bounds each attempt
+    as a whole. Other keywords are default sampling parameters for OpenAI models, or
+    MockLLM options (``replies``, ``default``, ``latency``) for mocks.
     """
     provider, model = parse_spec(spec)
     engine: Engine
@@ -89,6 +93,7 @@ def LLM(
             max_tokens=max_tokens,
             timeout=timeout,
             max_concurrency=max_concurrency,
+            completion_limits=completion_limits,
             **params,
         )
         use_cache = cache is not False

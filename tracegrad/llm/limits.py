@@ -22,7 +22,9 @@ from .base import (
     EngineWrapper,
     Request,
     RetryableError,
+    completion_limit_of,
     estimate_request_tokens,
+    explicit_completion_limit,
 )
 
 __all__ = ["Limits", "HybridSemaphore", "RateWindow"]
@@ -184,7 +186,10 @@ class Limits(EngineWrapper):
         return min(base, self.backoff_max)
 
     def _tokens(self, request: Request) -> int:
-        max_out = request.params.get("max_tokens") or request.params.get("max_completion_tokens")
+        """Tokens to book in the tokens-per-minute window: prompt plus the reply limit sent."""
+        max_out = completion_limit_of(self.inner, request)
+        if max_out is None:
+            max_out = explicit_completion_limit(request.params)
         return estimate_request_tokens(request) + int(max_out or 0)
 
     def _book(self, request: Request) -> tuple[float, list[float] | None]:

@@ -1,10 +1,11 @@
 """Meter: what a run has spent, by purpose and by model, and the budget that stops it.
 
 A budget is only useful if it stops the call that *would* overspend, before it is sent.
-So each call first reserves its worst case (estimated prompt tokens plus ``max_tokens``,
-or a default worst case), concurrent calls see each other's reservations, and after the
-call the reservation is replaced by the real usage. Cache hits cost nothing and are let
-through even when the budget is spent.
+So each call first reserves its worst case -- estimated prompt tokens plus the reply-token
+limit the engine sends with it, the same number -- concurrent calls see each other's
+reservations, and after the call the reservation is replaced by the real usage. A server
+that reports more than it was allowed is caught here (:class:`UsageOverrun`). Cache hits
+cost nothing and are let through even when the budget is spent.
 
 Several engines (the forward model, the optimizer model, a judge) can share one ledger --
 ``Meter(engine, share=other_meter)`` -- so a single budget covers the whole run.
@@ -25,13 +26,18 @@ from .base import (
     LLMError,
     Request,
     Usage,
+    completion_limit_of,
+    content_to_text,
     estimate_request_tokens,
+    explicit_completion_limit,
 )
 from .pricing import price_for
 
-__all__ = ["Meter", "Budget", "BudgetExceeded", "Tally"]
+__all__ = ["Meter", "Budget", "BudgetExceeded", "UsageOverrun", "Tally"]
 
 DEFAULT_WORST_CASE_COMPLETION_TOKENS = 1024
+MAX_OVERRUNS_KEPT = 20
+IMAGE_TOKEN_CEILING = 50_000  # a high-detail image on gpt-4o-mini bills about 48,000
 
 
 @dataclass
@@ -57,12 +63,33 @@ class BudgetExceeded(LLMError):
         self.needed = needed
 
 
+class UsageOverrun(BudgetExceeded):
+    """The server reported more tokens than the call was sent with (and reserved).
+
+    A subclass of BudgetExceeded: a run treats it as a clean, resumable stop. ``record``
+    is what ``Meter.snapshot()["overruns"]`` keeps of it.
+    """
+
+    def __init__(self, message: str, *, record: dict[str, Any]) -> None:
+        super().__init__(
+            message,
+            kind="overrun",
+            limit=float(record["reserved_tokens"]),
+            used=float(record["reported_tokens"]),
+            needed=0.0,
+        )
+        self.record = record
+
+
 @dataclass
 class Tally:
     calls: int = 0
     cached_calls: int = 0
     errors: int = 0
     estimated_calls: int = 0
+    overruns: int = 0  # replies whose reported usage exceeded what was reserved
+    cut_replies: int = 0  # finish_reason "length" or "content_filter": not a whole answer
+    empty_replies: int = 0  # no text and no parsed value
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usd: float = 0.0
@@ -90,6 +117,98 @@ def _tally_delta(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str
     return out
 
 
+def prompt_token_ceiling(request: Request) -> int:
+    """More prompt tokens than any tokenizer can make of this request.
+
+    Byte-level BPE never makes more than one token per UTF-8 byte; messages add a few
+    tokens of framing, a schema is sent as well, and an image bills at most
+    IMAGE_TOKEN_CEILING. A server reporting more is not counting what it was sent.
+    """
+    total = 1024
+    for m in request.messages:
+        content = m.get("content")
+        total += 16 + len(content_to_text(content).encode("utf-8"))
+        if isinstance(content, list):
+            total += IMAGE_TOKEN_CEILING * sum(
+                isinstance(p, dict) and p.get("type") == "image_url" for p in content
+            )
+    if request.response_format is not None:
+        total += len(str(request.response_format.model_json_schema()).encode("utf-8"))
+    return total
+
+
+def _countable_usage(
+    request: Request, r: _Reservation, c: Completion, model: str
+) -> tuple[Usage, UsageOverrun | None]:
+    """The usage to book for reply ``c``, and the overrun it shows, if any.
+
+    Reply tokens are booked at most at the limit that was sent: a server told the limit
+    cannot bill more, and a report above it is a server bug or a lie, kept as evidence in
+    the overrun record. Estimated usage (the server reported none) is capped the same way
+    without being called an overrun: the estimate is ours, not the server's claim.
+    """
+    u = c.usage
+    completion = min(u.completion_tokens, r.completion)
+    if u.estimated:
+        return Usage(u.prompt_tokens, completion, estimated=True), None
+    ceiling = prompt_token_ceiling(request)
+    over_out = u.completion_tokens > r.completion
+    over_in = u.prompt_tokens > ceiling
+    if not (over_out or over_in):
+        return u, None
+    prompt = r.prompt if over_in else u.prompt_tokens
+    record = {
+        "model": model,
+        "purpose": request.purpose,
+        "reserved_completion_tokens": r.completion,
+        "reported_completion_tokens": u.completion_tokens,
+        "prompt_token_ceiling": ceiling,
+        "reported_prompt_tokens": u.prompt_tokens,
+        "reserved_tokens": r.tokens,
+        "reported_tokens": u.total_tokens,
+    }
+    what = (
+        f"{u.completion_tokens:,} reply tokens where the call was sent with a limit of "
+        f"{r.completion:,} (the amount reserved)"
+        if over_out
+        else f"{u.prompt_tokens:,} prompt tokens for a request that cannot exceed {ceiling:,}"
+    )
+    msg = (
+        f"usage overrun: the server for {model} reported {what} on a {request.purpose} call; "
+        f"it ignores the limit or misreports usage. Counted as {prompt:,} + {completion:,} "
+        "tokens."
+    )
+    return Usage(prompt, completion), UsageOverrun(msg, record=record)
+
+
+def _stopping(overrun: UsageOverrun) -> UsageOverrun:
+    """The overrun as raised when a budget is at stake: it says what happened to the reply."""
+    msg = (
+        f"{overrun} A budget cannot hold against such a server, so the reply was discarded "
+        "and the run stops here."
+    )
+    return UsageOverrun(msg, record=overrun.record)
+
+
+def _count(
+    t: Tally, c: Completion | None, usage: Usage, usd: float, error: bool, overrun: bool
+) -> None:
+    """Add one settled call to tally ``t``."""
+    if error or c is None:
+        t.errors += 1
+    elif c.cached:
+        t.cached_calls += 1
+    else:
+        t.calls += 1
+        t.prompt_tokens += usage.prompt_tokens
+        t.completion_tokens += usage.completion_tokens
+        t.usd += usd
+        t.estimated_calls += int(usage.estimated)
+        t.overruns += int(overrun)
+        t.cut_replies += int(c.problem in ("length", "content_filter"))
+        t.empty_replies += int(c.problem == "empty")
+
+
 class _Ledger:
     def __init__(self, budget: Budget | None) -> None:
         self.lock = threading.Lock()
@@ -100,25 +219,46 @@ class _Ledger:
         self.reserved = [0, 0, 0.0]  # calls, tokens, usd
         self.unpriced: set[str] = set()
         self.warned_unpriced: set[str] = set()
+        self.overruns: list[dict[str, Any]] = []  # the latest MAX_OVERRUNS_KEPT
+        self.warned_overrun: set[str] = set()
 
     def tallies(self, purpose: str, model: str) -> list[Tally]:
         p = purpose if purpose in self.by_purpose else "other"
         return [self.total, self.by_purpose[p], self.by_model.setdefault(model, Tally())]
 
+    def guards_spend(self, priced: bool) -> bool:
+        """A budget limits tokens, or dollars of a priced model: usage beyond a reservation
+        would overspend it."""
+        b = self.budget
+        return b is not None and (b.tokens is not None or (b.usd is not None and priced))
+
 
 @dataclass
 class _Reservation:
-    calls: int
-    tokens: int
+    """What one call may cost at most: booked in the ledger (``booked``) while it runs."""
+
+    prompt: int  # estimated prompt tokens
+    completion: int  # the reply-token limit the engine sends
     usd: float
+    booked: bool = False
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt + self.completion
 
 
 class Meter(EngineWrapper):
     """Count calls, tokens and dollars; enforce an optional :class:`Budget`.
 
-    ``worst_case_completion_tokens`` is the completion length assumed for a call that sets
-    no ``max_tokens``; lower it to let a dollar budget run closer to its limit, raise it to
-    be more conservative.
+    Each call reserves its prompt (estimated) plus the reply-token limit the engine below
+    will send with it (``engine.completion_limit(request)``, which OpenAIEngine always
+    sends). ``worst_case_completion_tokens`` is the limit assumed for an engine that
+    sends none of its own and a request that sets no ``max_tokens``.
+
+    A server that reports more reply tokens than the limit it was sent (or more prompt
+    tokens than the request could hold) broke the contract the budget relies on: the
+    call is counted at the limit, recorded in ``snapshot()["overruns"]``, and -- when a
+    budget limits dollars or tokens -- :class:`UsageOverrun` stops the run.
     """
 
     def __init__(
@@ -151,12 +291,15 @@ class Meter(EngineWrapper):
         with self._ledger.lock:
             self._ledger.budget = value
 
-    def _max_completion(self, request: Request) -> int:
+    def completion_limit(self, request: Request) -> int:
+        """The reply-token limit reserved for ``request``: the one the engine sends."""
+        sent = completion_limit_of(self.inner, request)
+        if sent is not None:
+            return sent
         for source in (request.params, self._engine_params()):
-            for name in ("max_completion_tokens", "max_tokens"):
-                v = source.get(name)
-                if v:
-                    return int(v)
+            explicit = explicit_completion_limit(source)
+            if explicit is not None:
+                return explicit
         return self.worst_case_completion_tokens
 
     def _engine_params(self) -> dict[str, Any]:
@@ -168,32 +311,36 @@ class Meter(EngineWrapper):
             e = getattr(e, "inner", None)
         return {}
 
+    def _reservation(self, request: Request) -> _Reservation:
+        prompt = estimate_request_tokens(request)
+        out = self.completion_limit(request)
+        model = request.model or self.model
+        return _Reservation(prompt, out, price_for(model).cost(Usage(prompt, out)))
+
     def worst_case(self, request: Request) -> tuple[int, float]:
         """(tokens, usd) this call could cost at most, as far as we can tell before sending."""
-        prompt = estimate_request_tokens(request)
-        out = self._max_completion(request)
-        model = request.model or self.model
-        return prompt + out, price_for(model).cost(Usage(prompt, out))
+        r = self._reservation(request)
+        return r.tokens, r.usd
 
-    def _reserve(self, request: Request) -> _Reservation | BudgetExceeded:
+    def _reserve(self, request: Request) -> tuple[_Reservation, BudgetExceeded | None]:
+        """This call's reservation, booked if the budget has room; else why it has none."""
         led = self._ledger
-        tokens, usd = self.worst_case(request)
+        r = self._reservation(request)
         model = request.model or self.model
         with led.lock:
             b = led.budget
-            r = _Reservation(1, tokens, usd)
             if b is None:
-                return _Reservation(0, 0, 0.0)
+                return r, None
             t = led.total
             checks = (
                 ("calls", b.calls, t.calls + led.reserved[0], 1),
-                ("tokens", b.tokens, t.total_tokens + led.reserved[1], tokens),
-                ("usd", b.usd, t.usd + led.reserved[2], usd),
+                ("tokens", b.tokens, t.total_tokens + led.reserved[1], r.tokens),
+                ("usd", b.usd, t.usd + led.reserved[2], r.usd),
             )
             for kind, limit, used, needed in checks:
                 if limit is not None and used + needed > limit + 1e-12:
                     unit = {"calls": "calls", "tokens": "tokens", "usd": "USD"}[kind]
-                    return BudgetExceeded(
+                    return r, BudgetExceeded(
                         f"budget exceeded: {kind} limit {limit:g} {unit}, {used:g} used or "
                         f"reserved, and this {request.purpose} call to {model} could need "
                         f"{needed:g} more. The call was not sent; raise the Budget to continue.",
@@ -202,12 +349,18 @@ class Meter(EngineWrapper):
                         used=float(used),
                         needed=float(needed),
                     )
-            led.reserved[0] += r.calls
-            led.reserved[1] += r.tokens
-            led.reserved[2] += r.usd
+            self._book(r, +1)
             if b.usd is not None and not price_for(model).known:
                 self._warn_unpriced(model)
-        return r
+        return r, None
+
+    def _book(self, r: _Reservation, sign: int) -> None:
+        """Add (+1) or remove (-1) a reservation; call with the ledger's lock held."""
+        led = self._ledger
+        led.reserved[0] += sign
+        led.reserved[1] += sign * r.tokens
+        led.reserved[2] += sign * r.usd
+        r.booked = sign > 0
 
     def _warn_unpriced(self, model: str) -> None:
         led = self._ledger
@@ -230,45 +383,43 @@ class Meter(EngineWrapper):
         return False
 
     def _begin(self, request: Request) -> _Reservation:
-        r = self._reserve(request)
-        if isinstance(r, BudgetExceeded):
-            if self._cache_would_answer(request):
-                return _Reservation(0, 0, 0.0)
-            raise r
-        return r
-
-    def _release(self, r: _Reservation) -> None:
-        led = self._ledger
-        led.reserved[0] -= r.calls
-        led.reserved[1] -= r.tokens
-        led.reserved[2] -= r.usd
+        r, refused = self._reserve(request)
+        if refused is not None and not self._cache_would_answer(request):
+            raise refused
+        return r  # unbooked when refused: a cache hit is free
 
     def _settle(
         self, request: Request, r: _Reservation, c: Completion | None, error: bool = False
-    ) -> None:
+    ) -> UsageOverrun | None:
+        """Replace the reservation by what the call used; the overrun to raise, if any."""
         led = self._ledger
         model = request.model or self.model
-        usd, unpriced = 0.0, False
+        usage, overrun = Usage(), None
         if c is not None and not c.cached:
+            usage, overrun = _countable_usage(request, r, c, model)
+        price = price_for(model)
+        if not price.known and c is not None:
             price = price_for(c.model)
-            if not price.known:
-                price = price_for(model)
-            usd, unpriced = price.cost(c.usage), not price.known
         with led.lock:
-            self._release(r)
+            if r.booked:
+                self._book(r, -1)
             for t in led.tallies(request.purpose, model):
-                if error or c is None:
-                    t.errors += 1
-                elif c.cached:
-                    t.cached_calls += 1
-                else:
-                    t.calls += 1
-                    t.prompt_tokens += c.usage.prompt_tokens
-                    t.completion_tokens += c.usage.completion_tokens
-                    t.usd += usd
-                    t.estimated_calls += int(c.usage.estimated)
-            if unpriced:
+                _count(t, c, usage, price.cost(usage), error, overrun is not None)
+            if c is not None and not c.cached and not price.known:
                 led.unpriced.add(model)
+            if overrun is not None:
+                led.overruns = [*led.overruns, overrun.record][-MAX_OVERRUNS_KEPT:]
+            guarded = led.guards_spend(price.known)
+            first = overrun is not None and model not in led.warned_overrun
+            if first and not guarded:
+                led.warned_overrun.add(model)
+        if overrun is None:
+            return None
+        if not guarded:
+            if first:  # once per model: the record and the tally keep count
+                warnings.warn(str(overrun), stacklevel=4)
+            return None
+        return _stopping(overrun)
 
     # -- engine ------------------------------------------------------------------
     def complete(self, request: Request) -> Completion:
@@ -278,7 +429,9 @@ class Meter(EngineWrapper):
         except BaseException:
             self._settle(request, r, None, error=True)
             raise
-        self._settle(request, r, c)
+        overrun = self._settle(request, r, c)
+        if overrun is not None:
+            raise overrun
         return c
 
     async def acomplete(self, request: Request) -> Completion:
@@ -288,7 +441,9 @@ class Meter(EngineWrapper):
         except BaseException:
             self._settle(request, r, None, error=True)
             raise
-        self._settle(request, r, c)
+        overrun = self._settle(request, r, c)
+        if overrun is not None:
+            raise overrun
         return c
 
     # -- reporting ---------------------------------------------------------------
@@ -312,6 +467,7 @@ class Meter(EngineWrapper):
                 "budget": b.to_dict() if b is not None else None,
                 "remaining": remaining,
                 "unpriced_models": sorted(led.unpriced),
+                "overruns": [dict(o) for o in led.overruns],
             }
 
     def since(self, snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -337,6 +493,7 @@ class Meter(EngineWrapper):
             led.by_purpose = {p: Tally() for p in PURPOSES}
             led.by_model = {}
             led.unpriced = set()
+            led.overruns = []
 
     @property
     def total(self) -> Tally:

@@ -13,10 +13,12 @@ import asyncio
 import email.utils
 import inspect
 import json
+import math
 import os
 import re
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,14 +35,20 @@ from .base import (
     ConfigurationError,
     ConnectionFailed,
     LLMError,
+    LLMTimeout,
     Message,
     Request,
     RetryableError,
     Usage,
+    check_completion_limits,
+    completion_limit,
+    completion_limit_param,
     estimate_request_tokens,
     estimate_tokens,
+    positive_limit,
 )
 from .calllog import redact
+from .deadline import deadline, install_deadline
 from .structured import parse_as
 
 __all__ = ["OpenAIEngine"]
@@ -48,8 +56,7 @@ __all__ = ["OpenAIEngine"]
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _NO_KEY = "tracegrad-no-key"  # servers without auth still need some bearer value
 _RETRYABLE_STATUS = {408, 409, 425, 429}
-# models that reject max_tokens and want max_completion_tokens instead
-_REASONING = re.compile(r"^(o\d|gpt-5)")
+_LIMIT_NAMES = ("max_tokens", "max_completion_tokens")
 
 
 def _create_params() -> frozenset[str]:
@@ -129,6 +136,35 @@ async def _close_with_loop(client: openai.AsyncOpenAI) -> AsyncIterator[None]:
         await client.close()
 
 
+def _checked_timeout(value: Any) -> float | None:
+    """``value`` as seconds (None: no bound); a ConfigurationError before anything is sent."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf:
+        return float(value)
+    raise ConfigurationError(f"timeout must be a number of seconds > 0, got {value!r}")
+
+
+def _sent_limit(kwargs: dict[str, Any]) -> int | None:
+    """The reply-token limit in the request as it went out."""
+    body = {**kwargs, **(kwargs.get("extra_body") or {})}
+    for name in _LIMIT_NAMES:
+        if body.get(name) is not None:
+            return int(body[name])
+    return None
+
+
+class _OwnedHttpClient(openai.DefaultHttpxClient):  # type: ignore[misc, valid-type]
+    """The SDK's default sync HTTP client, closed when dropped (as the SDK's own is)."""
+
+    def __del__(self) -> None:
+        try:
+            if not self.is_closed:
+                self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
 class _SchemaRejected(Exception):
     def __init__(self, error: LLMError) -> None:
         self.error = error
@@ -141,6 +177,16 @@ class OpenAIEngine(BaseEngine):
     server may need no key. ``temperature``, ``max_tokens`` and any other keyword become
     default sampling parameters; a request's ``params`` override them. Parameters the SDK
     does not know are still sent (as extra body fields), never dropped.
+
+    Every call carries a reply-token limit (``max_tokens``, or ``max_completion_tokens``
+    for reasoning models): a request's own, else ``max_tokens`` here, else
+    ``completion_limits[purpose]``, else :data:`~tracegrad.llm.base.DEFAULT_COMPLETION_LIMITS`.
+    A meter reserves exactly that limit (:meth:`completion_limit`), so a server cannot
+    bill more than a budget allowed for.
+
+    ``timeout`` bounds each attempt as a whole -- connecting, sending, waiting and
+    reading -- not only each wait for a byte, so a server that trickles its reply cannot
+    hold a call longer than ``timeout`` (times the SDK's own attempts, ``max_retries + 1``).
     """
 
     def __init__(
@@ -158,6 +204,7 @@ class OpenAIEngine(BaseEngine):
         default_headers: dict[str, str] | None = None,
         http_client: Any = None,
         async_http_client: Any = None,
+        completion_limits: dict[str, int] | None = None,
         **params: Any,
     ) -> None:
         if not model:
@@ -173,14 +220,18 @@ class OpenAIEngine(BaseEngine):
             )
         self._api_key = key
         self.base_url = url
-        self.timeout = timeout
+        self.timeout = _checked_timeout(timeout)
         self.max_retries = max_retries
         self.max_concurrency = max_concurrency
         self.params: dict[str, Any] = dict(params)
         if temperature is not None:
             self.params["temperature"] = temperature
         if max_tokens is not None:
-            self.params["max_tokens"] = max_tokens
+            self.params["max_tokens"] = positive_limit("max_tokens", max_tokens)
+        for name in _LIMIT_NAMES:
+            if self.params.get(name) is not None:
+                positive_limit(name, self.params[name])
+        self.completion_limits = check_completion_limits(completion_limits)
         self.json_schema_supported: bool | None = None  # None: not yet known
         self._client_kw: dict[str, Any] = {
             "api_key": key or _NO_KEY,
@@ -231,9 +282,22 @@ class OpenAIEngine(BaseEngine):
             with self._lock:
                 self._forget_if_forked()
                 if self._client is None:
-                    self._client = openai.OpenAI(http_client=self._http_client, **self._client_kw)
+                    self._client = openai.OpenAI(http_client=self._sync_http(), **self._client_kw)
                 client = self._client
         return client
+
+    def _sync_http(self) -> Any:
+        """The sync HTTP client, made to honour each attempt's total deadline."""
+        http = self._http_client
+        if http is None:
+            http = _OwnedHttpClient()
+        if not install_deadline(http):
+            warnings.warn(
+                "this http_client's transport cannot be given a total deadline: a server "
+                "that trickles its reply is bounded only per read",
+                stacklevel=4,
+            )
+        return http
 
     async def _aclient(self) -> openai.AsyncOpenAI:
         # an async HTTP pool belongs to the event loop that opened it: one client per loop
@@ -258,6 +322,16 @@ class OpenAIEngine(BaseEngine):
                 self._client = None
 
     # -- request building ----------------------------------------------------
+    def completion_limit(self, request: Request) -> int:
+        """The reply-token limit this engine sends with ``request`` (what a Meter reserves)."""
+        model = request.model or self.model
+        return completion_limit(request, model, self.params, self.completion_limits)
+
+    def _attempt_seconds(self, kwargs: dict[str, Any]) -> float | None:
+        """The total time one call may take: the timeout for each of the SDK's attempts."""
+        timeout = _checked_timeout(kwargs.get("timeout", self.timeout))
+        return None if timeout is None else timeout * (self.max_retries + 1)
+
     def _kwargs(self, request: Request, *, native_schema: bool) -> dict[str, Any]:
         params = {**self.params, **request.params}
         if params.get("stream"):
@@ -265,12 +339,9 @@ class OpenAIEngine(BaseEngine):
         params.pop("stream", None)
         timeout = params.pop("timeout", None)
         model = request.model or self.model
-        if (
-            _REASONING.match(model)
-            and "max_tokens" in params
-            and "max_completion_tokens" not in params
-        ):
-            params["max_completion_tokens"] = params.pop("max_tokens")
+        for name in _LIMIT_NAMES:
+            params.pop(name, None)
+        params[completion_limit_param(model)] = self.completion_limit(request)
         messages = [dict(m) for m in request.messages]
         fmt = request.response_format
         if fmt is not None:
@@ -306,8 +377,9 @@ class OpenAIEngine(BaseEngine):
 
         if isinstance(e, LLMError):
             return e
-        if isinstance(e, openai.APITimeoutError):
-            return RetryableError(clean(f"request to {url} timed out (timeout {self.timeout}s)"))
+        if isinstance(e, openai.APITimeoutError | TimeoutError):
+            within = f" within {self.timeout:g}s" if self.timeout else ""
+            return LLMTimeout(clean(f"request to {url} timed out: no complete reply{within}"))
         if isinstance(e, openai.APIConnectionError):
             cause = e.__cause__ or e.__context__
             why = f": {cause}" if cause else ""
@@ -349,7 +421,10 @@ class OpenAIEngine(BaseEngine):
         return err
 
     # -- replies ---------------------------------------------------------------
-    def _completion(self, resp: Any, request: Request, model: str, t0: float) -> Completion:
+    def _completion(
+        self, resp: Any, request: Request, kwargs: dict[str, Any], t0: float
+    ) -> Completion:
+        model = kwargs["model"]
         url = self.display_url
         if not isinstance(resp, ChatCompletion):
             raise RetryableError(f"{url} sent a response that is not a chat completion")
@@ -374,6 +449,7 @@ class OpenAIEngine(BaseEngine):
             parsed=parsed,
             finish_reason=choice.finish_reason,
             latency_s=time.perf_counter() - t0,
+            completion_limit=_sent_limit(kwargs),
         )
 
     def _native_schema(self) -> bool:
@@ -392,11 +468,12 @@ class OpenAIEngine(BaseEngine):
         else:
             if native:
                 self.json_schema_supported = True
-        return self._completion(resp, request, kwargs["model"], t0)
+        return self._completion(resp, request, kwargs, t0)
 
     def _send(self, kwargs: dict[str, Any], *, schema_fallback: bool) -> Any:
         try:
-            return self.client.chat.completions.create(**kwargs)
+            with deadline(self._attempt_seconds(kwargs)):
+                return self.client.chat.completions.create(**kwargs)
         except Exception as e:
             raise self._failed(e, kwargs, schema_fallback) from e
 
@@ -413,11 +490,12 @@ class OpenAIEngine(BaseEngine):
         else:
             if native:
                 self.json_schema_supported = True
-        return self._completion(resp, request, kwargs["model"], t0)
+        return self._completion(resp, request, kwargs, t0)
 
     async def _asend(self, kwargs: dict[str, Any], *, schema_fallback: bool) -> Any:
         try:
             client = await self._aclient()
-            return await client.chat.completions.create(**kwargs)
+            async with asyncio.timeout(self._attempt_seconds(kwargs)):
+                return await client.chat.completions.create(**kwargs)
         except Exception as e:
             raise self._failed(e, kwargs, schema_fallback) from e
