@@ -189,7 +189,7 @@ SCENARIOS: list[Scenario] = [
              times=1, every=10),
     Scenario("usage-overrun+budget", "from the 12th request, usage claims 10,000,000 reply "
              "tokens; $0.05 budget: the run stops at that call, spend within the budget",
-             fault="overrun", times=1000, every=12, budget_usd=0.05, modes=("api",)),
+             fault="overrun", times=1000, every=12, budget_usd=0.05),
 ]
 
 
@@ -674,11 +674,12 @@ def run_scenario_cli(sc: Scenario, optimizer: str, tmp: Path, *, steps: int = 3,
     row = MatrixRow(sc.name, "cli", optimizer, "unclean")
     t0 = time.perf_counter()
     timeout = sc.timeout or timeout
-    with world_server(sc) as (server, world):
+    with world_server(sc) as (server, world), _priced(sc):
         sc_hang = sc.hang_seconds
         if sc.fault == "hang":
             sc.hang_seconds = 2 * timeout
-        args = optimize_args(task, server.url, run_dir, "--json", steps=steps,
+        budget = ["--budget-usd", sc.budget_usd] if sc.budget_usd is not None else []
+        args = optimize_args(task, server.url, run_dir, "--json", *budget, steps=steps,
                              optimizer=optimizer)
         try:
             r = run_cli(args, env, timeout=timeout)

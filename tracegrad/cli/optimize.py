@@ -229,6 +229,10 @@ def _finish(pf: PromptFile, prompt_file: Path, out: Path | None, result: Any, js
                        EXIT_FAILURE) from None
     body, improved, written, backup = wb.body, wb.improved, wb.written, wb.backup
     report = write_report(run_dir)
+    if result.stopped_reason == "usage_overrun":
+        raise CLIError(f"the server reported more tokens than the limit it was sent, so the "
+                       f"run stopped (the best prompt so far was kept; run dir {run_dir}); "
+                       f"check the server, then continue with --resume {run_dir}", EXIT_FAILURE)
     usage = _usage_totals(result.usage)
     data = {
         "prompt_file": str(prompt_file),

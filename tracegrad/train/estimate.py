@@ -22,8 +22,13 @@ from typing import Any
 from .. import prompts
 from .. import template as tpl
 from ..core.shorten import render
-from ..llm.base import Usage, estimate_tokens
-from ..llm.meter import DEFAULT_WORST_CASE_COMPLETION_TOKENS
+from ..llm.base import (
+    DEFAULT_COMPLETION_LIMITS,
+    REASONING_LIMIT_FACTOR,
+    Usage,
+    estimate_tokens,
+    is_reasoning_model,
+)
 from ..llm.pricing import price_for
 from ..optim.registry import calls_per_step
 
@@ -184,9 +189,15 @@ def _summarise(rows: list[dict[str, Any]], task: TaskShape, *, optimizer: str, s
     upper = _upper_usd(rows, task, optimizer, steps, batch)
     # a budget reserves each call's worst case before sending it (prompt + max_tokens),
     # so concurrent calls need headroom under the limit
-    worst_reply = task.reply_cap or DEFAULT_WORST_CASE_COMPLETION_TOKENS
-    worst_call = max(price_for(spec).cost(Usage(int(opt_prompt), worst_reply))
-                     for spec in {model, optimizer_model})
+    def worst_reply(spec: str, purpose: str) -> int:  # what the engine sends and reserves
+        factor = REASONING_LIMIT_FACTOR if is_reasoning_model(spec.split(":")[-1]) else 1
+        return DEFAULT_COMPLETION_LIMITS[purpose] * factor
+
+    worst_call = max(
+        price_for(model).cost(Usage(int(opt_prompt), task.reply_cap
+                                    or worst_reply(model, "forward"))),
+        price_for(optimizer_model).cost(Usage(int(opt_prompt),
+                                              worst_reply(optimizer_model, "optimizer"))))
     headroom = concurrency * worst_call
     notes = [
         "tokens are counted as about 4 characters each; replies are guessed from the expected "

@@ -218,8 +218,9 @@ class Trainer:
             if not is_budget_error(e):
                 self._finish(f"error: {type(e).__name__}: {shorten(str(e), 200)}")
                 raise
-            stopped = "budget"
-            self.progress.message(f"budget reached: {e}")
+            # a server that reported more than it was allowed is not a budget to raise
+            stopped = "usage_overrun" if getattr(e, "kind", "") == "overrun" else "budget"
+            self.progress.message(f"{stopped.replace('_', ' ')}: {e}")
         return self._finish(stopped)
 
     def _start(self) -> None:
