@@ -249,14 +249,14 @@ def test_a_huge_reply_server_stops_optimize_at_once_within_budget(tmp_path: Path
         engine = metered(s)
         result = _optimize(task, engine, run_dir)
         sent = len(s.requests)
-    assert result.stopped_reason == "budget"  # a clean stop, not an error
+    assert result.stopped_reason == "usage_overrun"  # a clean stop, named for its cause
     snap = engine.snapshot()
     assert snap["total"]["usd"] <= BUDGET
     assert snap["overruns"] and snap["overruns"][0]["reported_completion_tokens"] == 10_000_000
     assert sent <= 8 + 4  # stopped at the first lie: at most the calls already in flight
     assert all(sent_limit(b) for b in s.requests)  # every call told the server its limit
     state = json.loads((run_dir / "state.json").read_text())
-    assert state["stopped_reason"] == "budget"
+    assert state["stopped_reason"] == "usage_overrun"
     # the run resumes once the server is honest again
     with HostileServer(_world_then_huge(honest=10**9)) as honest:
         resumed = _optimize(task, metered(honest), run_dir, resume=True)
