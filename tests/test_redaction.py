@@ -55,6 +55,12 @@ def test_the_ends_of_a_cut_short_key_are_scrubbed_too() -> None:
     assert find_secret(tail) is not None
 
 
+def test_keys_that_share_an_end_are_each_scrubbed_whole() -> None:
+    a, b = "sk-first-SHARED-0123456789", "sk-second-SHARED-0123456789"
+    remember(a, b)
+    assert scrub_text(f"({a}) ({b})") == f"({REDACTED}) ({REDACTED})"
+
+
 def test_env_values_of_secret_named_variables_but_not_paths_or_placeholders(
         monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-1234567890")

@@ -38,6 +38,7 @@ __all__ = [
     "collect_secrets",
     "find_secret",
     "forget_all",
+    "is_secret",
     "remember",
     "scrub",
     "scrub_text",
@@ -80,7 +81,9 @@ _known_lock = threading.Lock()
 # -- what is secret ---------------------------------------------------------------------
 
 
-def _is_secret(value: Any) -> bool:
+def is_secret(value: Any) -> bool:
+    """Whether ``value`` can be a key: long enough, and not a placeholder of lowercase
+    words ("not-needed") that a local server takes instead of one."""
     return (isinstance(value, str) and len(value) >= MIN_SECRET
             and not _PLACEHOLDER.fullmatch(value))
 
@@ -88,7 +91,7 @@ def _is_secret(value: Any) -> bool:
 def remember(*values: str | None) -> None:
     """Treat ``values`` as secrets for the rest of the process (engines call this with
     their keys, so writers that never see the engine still scrub them)."""
-    keep = {v for v in values if _is_secret(v)}
+    keep = {v for v in values if is_secret(v)}
     if keep:
         with _known_lock:
             _known.update(keep)
@@ -107,7 +110,7 @@ def _env_secrets() -> list[str]:
     for name, value in os.environ.items():
         if not _SECRET_ENV.search(name) or len(value) < MIN_ENV_SECRET:
             continue
-        if os.path.isabs(value) and os.path.exists(value):
+        if not is_secret(value) or (os.path.isabs(value) and os.path.exists(value)):
             continue
         found.append(value)
     return found
@@ -122,9 +125,9 @@ def _engine_secrets(engine: Any) -> list[str]:
         if callable(fn):
             with contextlib.suppress(Exception):
                 found.extend(s for s in fn() if isinstance(s, str))
-        for attr in ("api_key", "_api_key"):
+        for attr in ("api_key", "_api_key"):  # a guess, unlike secret_values(): filtered
             v = getattr(e, attr, None)
-            if isinstance(v, str):
+            if is_secret(v):
                 found.append(v)
         e, depth = getattr(e, "inner", None), depth + 1
     return found
@@ -140,7 +143,8 @@ def collect_secrets(*engines: Any) -> list[str]:
     found += _env_secrets()
     for engine in engines:
         found += _engine_secrets(engine)
-    return sorted({s for s in found if _is_secret(s)}, key=len, reverse=True)
+    # an engine's own secret_values() are taken as given, placeholders or not
+    return sorted({s for s in found if len(s) >= MIN_SECRET}, key=len, reverse=True)
 
 
 def _secrets(secrets: Iterable[str | None] | None) -> list[str]:
@@ -186,9 +190,10 @@ def _without_fragments(text: str, secret: str) -> str:
 
 
 def _scrub_with(text: str, secrets: list[str]) -> str:
-    for s in secrets:
+    for s in secrets:  # every whole secret first: an end of one may occur inside another
         if s in text:
             text = text.replace(s, REDACTED)
+    for s in secrets:
         if len(s) >= FRAGMENTED:
             text = _without_fragments(text, s)
     for pat in _SHAPES:

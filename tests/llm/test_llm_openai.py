@@ -192,6 +192,15 @@ def test_every_credential_of_the_engine_is_known_to_every_writer(server):
     assert text == "[REDACTED] [REDACTED] [REDACTED] visible-1"
 
 
+def test_a_placeholder_key_of_a_local_server_is_not_a_secret(server):
+    """'not-needed' is what llama.cpp or vLLM take: scrubbing it would blank model names."""
+    from tracegrad.redaction import collect_secrets, scrub_text
+
+    eng = OpenAIEngine("not-needed-model", base_url=server.url, api_key="not-needed")
+    assert eng.secret_values() == [] and "not-needed" not in collect_secrets(eng)
+    assert scrub_text("model not-needed-model") == "model not-needed-model"
+
+
 # -- error mapping -------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from openai.resources.chat.completions import Completions
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
-from ..redaction import remember
+from ..redaction import is_secret, remember
 from .base import (
     BaseEngine,
     Completion,
@@ -88,7 +88,7 @@ def _credentials(key: str | None, url: str | None,
         if isinstance(value, str) and re.search(r"(?i)key|token|secret|auth", str(name)):
             found.append(value.split(" ", 1)[1] if value.lower().startswith("bearer ")
                          else value)
-    return found
+    return [v for v in found if is_secret(v)]  # not "not-needed": a placeholder, not a key
 
 
 def _retry_after(headers: Any) -> float | None:
