@@ -5,14 +5,15 @@ Each scenario makes a FakeOpenAIServer on 127.0.0.1 misbehave (429 storms with a
 Retry-After, 500/502/503, requests that hang past the client timeout, dropped connections,
 truncated JSON bodies, empty or whitespace content, finish_reason=length, 1 MB replies,
 replies missing every tag, JSON with the wrong keys, a model that echoes the prompt, an
-outage that outlasts every retry, a dataset written as one JSON list on a single line, and
-1 MB replies under a 100 kB cache cap) while a real optimization runs, through the Python API
+outage that outlasts every retry, a dataset written as one JSON list on a single line,
+1 MB replies under a 100 kB cache cap, and a server that quotes the Authorization header in
+every reply) while a real optimization runs, through the Python API
 (``tracegrad.train.optimize`` with OpenAIEngines) and through the CLI. After each run the
 script checks what a user would: the run completed, or stopped with a one-line message
 that says how to resume (and the resume then completes); no traceback; the prompt file is
 byte-identical unless an improvement replaced it (then NAME.bak holds the original); the
 run directory's history has steps 1..n exactly once; the cache passes integrity_check (and
-holds no reply over the cap the run was given).
+holds no reply over the cap the run was given); the API key is in no file and was not printed.
 
     python scripts/fault_matrix.py            # every scenario x optimizer x (api, cli)
     python scripts/fault_matrix.py --quick    # the subset tests/reliability runs in CI

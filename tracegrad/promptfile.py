@@ -50,6 +50,7 @@ from .frontmatter import (
     _stripped,
     metric_spec_text,
 )
+from .redaction import scrub_text
 
 __all__ = [
     "KNOWN_KEYS",
@@ -328,7 +329,9 @@ class PromptFile:
 
     # -- writing ---------------------------------------------------------------------
     def render_text(self, new_body: str) -> str:
-        """The file text with ``new_body`` as the template and the front matter untouched."""
+        """The file text with ``new_body`` as the template (scrubbed of secrets: a model wrote
+        it) and the front matter (the user's own) byte for byte."""
+        new_body = scrub_text(new_body)
         if self.body.endswith("\n") and not new_body.endswith("\n"):
             nl = "\r\n" if self.body.endswith("\r\n") else "\n"
             new_body += nl
@@ -361,7 +364,7 @@ class PromptFile:
         ``x.prompt.bak``). Writing elsewhere (``--out``) leaves this file untouched.
         Returns the path written.
         """
-        self.check_body(new_body)
+        self.check_body(scrub_text(new_body))
         target = Path(path) if path is not None else self.path
         data = self.render_text(new_body).encode("utf-8")
         if target.exists():

@@ -280,6 +280,23 @@ def test_write_refuses_a_body_that_drops_a_field(tmp_path: Path) -> None:
     assert p.read_text() == GOOD and not (tmp_path / "p.prompt.bak").exists()
 
 
+def test_write_scrubs_secrets_from_the_new_template_only(tmp_path: Path) -> None:
+    """A template that quotes a key (a model echoing the Authorization header) never reaches
+    the file; the front matter and the .bak stay the user's bytes."""
+    from tracegrad.redaction import remember
+
+    key = "sk-promptfile-ECHO-0123456789"
+    remember(key)
+    p = write(tmp_path, GOOD)
+    pf = PromptFile.load(p)
+    pf.write(None, f"Use the context (Authorization: Bearer {key}).\n"
+                   "{{ context }} {{ question }}\n")
+    text = p.read_text(encoding="utf-8")
+    assert key not in text and "(Authorization: Bearer [REDACTED])" in text
+    assert text.startswith(pf.prefix) and p.with_name("p.prompt.bak").read_text() == GOOD
+    assert key not in pf.render_text(f"{key} {{{{ context }}}} {{{{ question }}}}")
+
+
 def test_atomic_write_keeps_permissions_and_cleans_up_on_failure(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch
                                                                   ) -> None:

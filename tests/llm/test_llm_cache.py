@@ -332,3 +332,22 @@ def test_a_new_cache_file_appears_only_with_its_table(tmp_path, monkeypatch):
     with pytest.raises(sqlite3.Error):
         Cache(MockLLM(), other)._create()
     assert list(other.parent.iterdir()) == []
+
+
+def test_a_reply_holding_the_key_is_returned_but_never_stored(tmp_path):
+    """A server that echoes the Authorization header: the cache file is shared by every run
+    and lives longest, so the reply is not written there (scrubbed, it would be a reply the
+    server never sent, served forever)."""
+    key = "sk-cache-ECHO-0123456789abcdef"
+    with FakeOpenAIServer(["fine", "answer"], default="fine", echo_authorization=True) as s:
+        c = Cache(OpenAIEngine("m", base_url=s.url, api_key=key), tmp_path / "c.sqlite3")
+        echoed = c.complete(make_request("q"))
+        assert echoed.text == f"fine\nBearer {key}" and not echoed.cached  # the caller gets it
+        assert not c.complete(make_request("q")).cached  # asked again: nothing was stored
+        c.close()
+    assert c.info()["entries"] == 0 and c.info()["skipped_secret"] == 2
+    for f in tmp_path.iterdir():
+        assert key.encode() not in f.read_bytes() and b"ECHO-0123456789" not in f.read_bytes()
+    clean = Cache(MockLLM(["no secret here"]), tmp_path / "c.sqlite3")
+    clean.complete(make_request("q"))
+    assert clean.complete(make_request("q")).cached and clean.info()["skipped_secret"] == 2

@@ -178,6 +178,29 @@ def test_url_credentials_are_not_shown(server):
     assert "hunter2" not in repr(eng) and SECRET not in repr(eng)
 
 
+def test_every_credential_of_the_engine_is_known_to_every_writer(server):
+    """The key given as api_key= only, the base URL's password and a secret-named header:
+    scrubbed from text written by code that never saw the engine (issue 12)."""
+    from tracegrad.redaction import scrub_text
+
+    url = server.url.replace("http://", "http://bob:pw-9f8e7d6c5b@")
+    eng = OpenAIEngine("m", base_url=url, api_key="key-only-in-code-123456",
+                       default_headers={"api-key": "azure-4a5b6c7d8e", "X-Trace": "visible-1"})
+    assert set(eng.secret_values()) == {"key-only-in-code-123456", "pw-9f8e7d6c5b",
+                                        "azure-4a5b6c7d8e"}
+    text = scrub_text("key-only-in-code-123456 pw-9f8e7d6c5b azure-4a5b6c7d8e visible-1")
+    assert text == "[REDACTED] [REDACTED] [REDACTED] visible-1"
+
+
+def test_a_placeholder_key_of_a_local_server_is_not_a_secret(server):
+    """'not-needed' is what llama.cpp or vLLM take: scrubbing it would blank model names."""
+    from tracegrad.redaction import collect_secrets, scrub_text
+
+    eng = OpenAIEngine("not-needed-model", base_url=server.url, api_key="not-needed")
+    assert eng.secret_values() == [] and "not-needed" not in collect_secrets(eng)
+    assert scrub_text("model not-needed-model") == "model not-needed-model"
+
+
 # -- error mapping -------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from tracegrad.testing import FakeOpenAIServer
 from tracegrad.testing.pytest_plugin import fake_openai_server  # noqa: F401 -- fixture under test
+from tracegrad.testing.server import AUTHORIZATION_MARK
 
 
 def post(server: FakeOpenAIServer, body: dict, path: str = "/v1/chat/completions", **headers):
@@ -75,6 +76,21 @@ def test_requests_are_recorded_without_the_key(server):
     assert "authorization" not in req["_headers"]
     assert "sk-very-secret" not in json.dumps(req)
     assert req["_headers"]["x_custom"] == "1"
+
+
+def test_echo_authorization_puts_the_header_into_replies():
+    """The hostile server of issue 12: where a reply holds the mark the header goes there,
+    otherwise on a line at the end; the server still records no key."""
+    replies = [f"key: {AUTHORIZATION_MARK}!", "plain"]
+    with FakeOpenAIServer(replies, echo_authorization=True) as s:
+        c = client(s)
+        texts = [c.chat.completions.create(model="m", messages=[{"role": "user", "content": q}])
+                 .choices[0].message.content for q in ("a", "b")]
+        assert texts == ["key: Bearer sk-test-x!", "plain\nBearer sk-test-x"]
+        assert "sk-test-x" not in json.dumps(s.requests)
+    with FakeOpenAIServer([f"key: {AUTHORIZATION_MARK}"]) as s:  # off by default
+        assert json.loads(post(s, chat("q"), Authorization="Bearer sk-z")[2])[
+            "choices"][0]["message"]["content"] == f"key: {AUTHORIZATION_MARK}"
 
 
 def test_status_faults(server):

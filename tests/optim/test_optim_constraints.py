@@ -96,3 +96,32 @@ def test_user_constraints_reach_the_request_and_are_enforced():
     assert "Must not contain exclamation marks." in first
     assert "contains '!'" in llm.requests[1].messages[-1]["content"]
     assert p.value == "Be detailed." and result.events[0]["event"] == "repair"
+
+
+def test_a_value_holding_the_api_key_is_a_violation_of_every_kind():
+    """Issue 12: a model that copied an echoed Authorization header into its rewrite."""
+    key = "sk-constraint-ECHO-0123456789"
+    tg.LLM("openai:m", base_url="http://127.0.0.1:9/v1", api_key=key, cache=False)  # knows it
+    for param, raw in ((tg.Parameter("Q: {{ q }}"), f"Q: {{{{ q }}}}\nAuthorization: Bearer {key}"),
+                       (tg.Parameter("Be brief."), f"Be brief. {key}"),
+                       (tg.Parameter({"k": "v"}), f'{{"k": "{key}"}}')):
+        value, problems = check(param, raw)
+        assert len(problems) == 1 and "holds a secret" in problems[0], (param, problems)
+        assert key not in problems[0]
+
+
+def test_a_rewrite_holding_the_key_is_repaired_and_never_applied():
+    key = "sk-constraint-REPAIR-0123456789"
+    tg.LLM("openai:m", base_url="http://127.0.0.1:9/v1", api_key=key, cache=False)
+    leaky = f"<new_value>Be detailed. ({key})</new_value>"
+    for second, applied in (("<new_value>Be detailed.</new_value>", "Be detailed."),
+                            (f"<new_value>Be detailed. {key[:14]}</new_value>", "Be brief.")):
+        p = tg.Parameter("Be brief.", name="sys")
+        p.add_feedback("More detail please.")
+        llm = MockLLM([leaky, second])
+        result = TGD([p], llm).step()
+        assert p.value == applied  # a cut-off copy of the key is refused as well
+        events = [e for e in result.events if e["event"] in ("repair", "constraint_violation")]
+        assert events and all("holds a secret" in e["detail"] for e in events)
+        assert all(key not in e["detail"] for e in events)
+        assert len(events) == (1 if applied != "Be brief." else 2)

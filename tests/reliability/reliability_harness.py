@@ -83,6 +83,7 @@ def last_user_text(body: dict[str, Any]) -> str:
 # -- fault scenarios -------------------------------------------------------------------------
 
 Transform = Callable[[str, dict[str, Any]], "str | None"]
+Garnish = Callable[[str, str, int], str]
 
 
 @dataclass
@@ -101,6 +102,9 @@ class Scenario:
     reports 10,000,000 reply tokens whatever limit the request carried. ``budget_usd``
     runs with that dollar budget (the fake model priced like gpt-4o-mini); ``modes``
     are the ways the matrix runs the scenario.
+    ``garnish(purpose, text, nth)`` rewrites every reply (the ``nth`` of its purpose) after
+    the rest; ``echo_key`` makes the server put the Authorization header where a reply holds
+    :data:`~tracegrad.testing.server.AUTHORIZATION_MARK`.
     """
 
     name: str
@@ -116,6 +120,8 @@ class Scenario:
     timeout: float | None = None  # the client's timeout, if not the run's
     dataset_format: str = "jsonl"
     cache_cap: int | None = None
+    garnish: Garnish | None = None
+    echo_key: bool = False
 
     def env(self) -> dict[str, str]:
         """Variables the run sees on top of :func:`cli_env`'s."""
@@ -150,6 +156,33 @@ def _wrong_keys(purpose: str, body: dict[str, Any]) -> str | None:
 
 def _echo(purpose: str, body: dict[str, Any]) -> str | None:
     return last_user_text(body) or "(nothing)"
+
+
+def _with_key(purpose: str, text: str, nth: int) -> str:
+    """The world's reply with the bearer token the server was sent in it: before every
+    answer, in every piece of feedback, and in every rewrite -- inside the new value of the
+    first one (a candidate holding the key), beside the value in the later ones."""
+    from tracegrad.testing.server import AUTHORIZATION_MARK as MARK
+
+    said = f"(the server was called with Authorization: {MARK})"
+    if purpose == "forward":
+        return f"{said}\n{text}"
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):  # backward feedback, or a trace rewrite
+        if purpose == "optimizer" and isinstance(data.get("values"), dict) and nth == 0:
+            data["values"] = {k: f"{said}\n{v}" for k, v in data["values"].items()}
+        elif purpose == "optimizer":
+            data["reasoning"] = f"{data.get('reasoning', '')} {said}"
+        else:
+            data = {k: f"{v} {said}" for k, v in data.items()}
+        return json.dumps(data)
+    for close in ("\n</new_value>", "\n</value>"):
+        if close in text and nth == 0:
+            return text.replace(close, f"\n{said}{close}", 1)
+    return f"{said}\n{text}"
 
 
 SCENARIOS: list[Scenario] = [
@@ -190,6 +223,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("usage-overrun+budget", "from the 12th request, usage claims 10,000,000 reply "
              "tokens; $0.05 budget: the run stops at that call, spend within the budget",
              fault="overrun", times=1000, every=12, budget_usd=0.05),
+    Scenario("key-echo", "every reply quotes the Authorization header (Bearer sk-...)",
+             garnish=_with_key, echo_key=True, optimizers=("tgd", "trace", "opro")),
 ]
 
 
@@ -207,6 +242,7 @@ class FaultyWorld:
         self.broken = False
         self.pending = dict.fromkeys(WORLD_FAULTS, 0)  # the harness's own faults, queued
         self._lock = threading.Lock()
+        self._by_purpose: dict[str, int] = {}
 
     def repair(self) -> None:
         """End an outage: no more faults, every request is answered."""
@@ -231,11 +267,15 @@ class FaultyWorld:
                 kinds = sc.fault if isinstance(sc.fault, tuple) else (sc.fault,)
                 kind = kinds[(n // sc.every) % len(kinds)]
                 self._inject(kind, sc)
-            if sc.transform is not None:
-                text = sc.transform(purpose_of(body), body)
-                if text is not None:
-                    return text
-        return self._marked(self.world.http_reply(body))
+        return self._garnished(body, self._marked(self._reply(body)))
+
+    def _reply(self, body: dict[str, Any]) -> str:
+        sc = self.scenario
+        if sc is not None and sc.transform is not None:
+            text = sc.transform(purpose_of(body), body)
+            if text is not None:
+                return text
+        return self.world.http_reply(body)
 
     def _inject(self, kind: str, sc: Scenario) -> None:
         if kind in WORLD_FAULTS:  # this reply and the next times-1; counted when sent
@@ -256,6 +296,16 @@ class FaultyWorld:
                     self.injected += 1
                     return mark + text
         return text
+
+    def _garnished(self, body: dict[str, Any], text: str) -> str:
+        sc = self.scenario
+        if sc is None or sc.garnish is None:
+            return text
+        purpose = purpose_of(body)
+        with self._lock:
+            nth = self._by_purpose.get(purpose, 0)
+            self._by_purpose[purpose] = nth + 1
+        return sc.garnish(purpose, text, nth)
 
 
 def _world_server_class() -> type:
@@ -294,7 +344,8 @@ def world_server(scenario: Scenario | None = None, latency: float = 0.0
     from .hostile_server import TrickleProxy
 
     world = FaultyWorld(scenario)
-    server = _world_server_class()(world, latency=latency)
+    echo = scenario is not None and scenario.echo_key
+    server = _world_server_class()(world, latency=latency, echo_authorization=echo)
     world.server = server
     with server:
         if scenario is None or "trickle" not in _kinds(scenario):
@@ -621,6 +672,19 @@ def _stored_reply_bytes(value: str) -> int:
     return len(str(text).encode("utf-8", "surrogatepass"))
 
 
+def key_leaks(root: Path) -> list[str]:
+    """Every file under ``root`` that holds the API key, or the end of it that a cut-short
+    text keeps: the run directory, the cache (SQLite pages and WAL too), the prompt file
+    and its .bak."""
+    found = []
+    for f in sorted(root.rglob("*")) if root.exists() else []:
+        if f.is_file():
+            text = f.read_bytes().decode("utf-8", errors="replace")
+            if SECRET in text or SECRET[-12:] in text:
+                found.append(f"the API key is in {f.relative_to(root)}")
+    return found
+
+
 def cache_entries(cache_dir: Path) -> int:
     n = 0
     for db in cache_dir.rglob("*.sqlite3") if cache_dir.exists() else []:
@@ -726,6 +790,7 @@ def run_scenario_cli(sc: Scenario, optimizer: str, tmp: Path, *, steps: int = 3,
         row.damage += check_not_waited_out(server)
     row.damage += check_no_marks(run_dir)
     row.damage += check_cache(tmp / "cache", max_reply_bytes=sc.cache_cap)
+    row.damage += key_leaks(tmp)
     row.seconds = time.perf_counter() - t0
     return row
 
@@ -796,9 +861,7 @@ def run_scenario_api(sc: Scenario, optimizer: str, tmp: Path, *, steps: int = 3,
     row.damage += check_no_marks(run_dir)
     row.damage += check_prompt_file(task["prompt"], original)
     row.damage += check_cache(tmp / "cache", max_reply_bytes=sc.cache_cap)
-    for f in run_dir.rglob("*") if run_dir.exists() else []:
-        if f.is_file() and SECRET in f.read_text(encoding="utf-8", errors="replace"):
-            row.damage.append(f"the API key is in {f.name}")
+    row.damage += key_leaks(tmp)
     row.seconds = time.perf_counter() - t0
     return row
 

@@ -42,7 +42,7 @@ def test_fault_matrix_every_run_completes_or_stops_cleanly(tmp_path: Path,
     with capsys.disabled():
         print("\n" + table)
     s = summarize(rows)
-    assert s["scenarios"] == len(SCENARIOS) == 18, table
+    assert s["scenarios"] == len(SCENARIOS) == 19, table
     assert s["files_damaged"] == 0, table
     assert s["unclean"] == 0 and s["tracebacks"] == 0, table
     assert s["completed"] + s["stopped_cleanly"] == s["runs"], table

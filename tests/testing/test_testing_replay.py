@@ -89,3 +89,14 @@ def test_bad_cassettes_and_arguments(cassette, tmp_path):
         ReplayLLM(cassette=cassette, mode="record")
     with pytest.raises(LLMError, match="mode"):
         ReplayLLM(MockLLM(), cassette, mode="sometimes")  # type: ignore[arg-type]
+
+
+def test_a_cassette_never_holds_the_key(cassette):
+    """Cassettes are committed: a reply echoing the Authorization header is kept scrubbed."""
+    key = "sk-cassette-ECHO-0123456789"
+    with FakeOpenAIServer(["hi"], echo_authorization=True) as s:
+        rec = ReplayLLM(OpenAIEngine("m", base_url=s.url, api_key=key), cassette, mode="record")
+        assert rec.complete(make_request("q")).text == f"hi\nBearer {key}"  # live: as sent
+    assert key not in cassette.read_text() and "ECHO-0123456789" not in cassette.read_text()
+    replayed = ReplayLLM(cassette=cassette, mode="replay").complete(make_request("q"))
+    assert replayed.text == "hi\nBearer [REDACTED]"

@@ -77,3 +77,18 @@ def test_report_of_an_empty_run(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     html = write_report(tmp_path).read_text()
     assert "No step has finished yet" in html
+
+
+def test_a_report_of_an_older_run_holding_a_key_does_not_repeat_it(tmp_path):
+    """A run directory written before keys were scrubbed everywhere (or edited by hand):
+    the report is rendered in a process that knows the key, and must not show it."""
+    from tracegrad.redaction import remember
+
+    key = "plain-REPORT-key-0123456789"  # no sk- shape: only known, not recognisable
+    remember(key)
+    (tmp_path / "config.json").write_text(json.dumps({"initial": {"prompt": f"hi {key}"}}))
+    rec = {"step": 1, "accepted": True, "result": "accepted", "values": {"prompt": f"x {key}"},
+           "proposed": {"prompt": f"x {key}"}, "feedback": [f"echo {key}"], "val_score": 1.0}
+    (tmp_path / "history.jsonl").write_text(json.dumps(rec) + "\n")
+    html = write_report(tmp_path).read_text()
+    assert key not in html and "REPORT-key-0123456789" not in html

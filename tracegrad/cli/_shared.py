@@ -1,6 +1,8 @@
 """What every command shares: the app, one-line errors and exit codes, output, options.
 
 Results go to stdout (one JSON object with ``--json``); progress and logs go to stderr.
+Every line goes through :mod:`tracegrad.redaction` first: a model output, a diff or an
+error message may quote an API key (a server that echoes the Authorization header).
 """
 
 from __future__ import annotations
@@ -91,22 +93,25 @@ def _err() -> Console:
 
 
 def _log(message: str) -> None:
-    _err().print(message)
+    _err().print(_redact(message))
 
 
 def _out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(_redact(text) + "\n")
     sys.stdout.flush()
 
 
 def _out_json(data: dict[str, Any]) -> None:
-    _out(json.dumps(data, ensure_ascii=False, default=str))
+    from ..redaction import scrub
+
+    # scrubbed as data first, so a secret-named field is dropped whole
+    _out(json.dumps(scrub(data), ensure_ascii=False, default=str))
 
 
 def _redact(text: str) -> str:
-    from ..llm.calllog import redact
+    from ..redaction import scrub_text
 
-    return redact(text)
+    return scrub_text(text)
 
 
 def _fail(message: str, code: int) -> typer.Exit:

@@ -145,7 +145,8 @@ def cache_info(path: CachePathOpt = None, json_output: JsonOpt = False) -> None:
         cache, p = _cache(path)
         if not Path(p).exists():
             info = {"path": str(p), "entries": 0, "size_bytes": 0, "exists": False,
-                    "max_reply_bytes": cache.max_reply_bytes, "skipped_large": 0}
+                    "max_reply_bytes": cache.max_reply_bytes, "skipped_large": 0,
+                    "skipped_secret": 0}
         else:
             info = {**cache.info(), "exists": True}
             cache.close()
@@ -159,6 +160,9 @@ def cache_info(path: CachePathOpt = None, json_output: JsonOpt = False) -> None:
         _out(f"largest reply kept: {info['max_reply_bytes'] / 1024:.0f} KiB "
              f"($TRACEGRAD_CACHE_MAX_REPLY_BYTES); larger replies used but not stored: "
              f"{info['skipped_large']}")
+        if info["skipped_secret"]:
+            _out(f"replies used but not stored because they held a secret (a server that "
+                 f"echoes the API key?): {info['skipped_secret']}")
 
 
 @cache_app.command("clear")

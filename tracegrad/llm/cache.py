@@ -11,6 +11,12 @@ not stored: they are failures, and the next run deserves a fresh attempt. Replie
 than ``max_reply_bytes`` are returned but not stored either (counted as ``skipped_large``):
 one runaway reply would otherwise grow the shared file by megabytes and be read back whole
 on every later hit.
+
+Replies that hold a secret (a server that echoes the ``Authorization`` header, see
+:mod:`tracegrad.redaction`) are returned but not stored either (``skipped_secret``): the
+cache is the longest-lived file tracegrad writes, shared by every run and project, so a
+key must never reach it; and storing the reply scrubbed would make every later hit return
+text the server never sent, with no fresh attempt at a clean reply.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ..redaction import collect_secrets, find_secret
 from .base import Completion, ConfigurationError, Engine, EngineWrapper, Request, Usage
 from .structured import parse_as
 
@@ -380,8 +387,11 @@ class Cache(EngineWrapper):
         if _utf8_size(c.text) > self.max_reply_bytes:
             self._count("skipped_large")
             return False
-        key = self.key(request)
         value = _stored_json(completion_to_json(c))
+        if find_secret(value, collect_secrets(self.inner)) is not None:
+            self._count("skipped_secret")
+            return False
+        key = self.key(request)
         self._run(
             lambda conn: conn.execute(
                 "INSERT OR REPLACE INTO replies (key, value, model, created) VALUES (?, ?, ?, ?)",
@@ -437,8 +447,9 @@ class Cache(EngineWrapper):
         """What is in the file and how it is used.
 
         ``hits``/``misses`` count this engine's calls; ``skipped_large`` counts every reply
-        any run sharing the file did not store for being over its cap (since the last
-        :meth:`clear`); ``max_reply_bytes`` is this engine's cap.
+        any run sharing the file did not store for being over its cap, ``skipped_secret``
+        those not stored for holding a secret (both since the last :meth:`clear`);
+        ``max_reply_bytes`` is this engine's cap.
         """
         row = self._run(lambda c: c.execute("SELECT count(*) FROM replies").fetchone(), force=True)
         size = 0
@@ -456,6 +467,7 @@ class Cache(EngineWrapper):
             "misses": self.misses,
             "max_reply_bytes": self.max_reply_bytes,
             "skipped_large": self._counter("skipped_large"),
+            "skipped_secret": self._counter("skipped_secret"),
         }
 
     def clear(self) -> int:

@@ -1,9 +1,9 @@
 """CallLog: a JSONL record of every LLM call, for debugging a run after the fact.
 
 The log is meant to be shared (attached to bug reports, committed next to a run), so it
-must never hold a credential: each line is scrubbed of the configured API key, anything
-shaped like an OpenAI key (``sk-...``) and Authorization/Bearer values before it is
-written. Images are logged as their size, not their bytes.
+must never hold a credential: each line is scrubbed (:mod:`tracegrad.redaction`) of the
+engines' keys, every other known secret, anything shaped like an OpenAI key (``sk-...``)
+and Authorization/Bearer values before it is written. Images are logged as their size, not their bytes.
 """
 
 from __future__ import annotations
@@ -20,46 +20,24 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ..redaction import REDACTED, collect_secrets, scrub_text
 from .base import Completion, Engine, EngineWrapper, Request
 
-__all__ = ["CallLog", "redact"]
+__all__ = ["REDACTED", "CallLog", "redact"]
 
-_SK = re.compile(r"sk-[A-Za-z0-9_\-]{6,}")
-# also inside JSON-escaped text, where quotes come as \"
-_AUTH = re.compile(r"(?i)(authorization\\?[\"']?\s*[:=]\s*\\?[\"']?)(?:bearer\s+)?[^\s\"',;}\\]+")
-_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{4,}")
 _DATA_URL = re.compile(r"data:([\w.+/-]+);base64,([A-Za-z0-9+/=]+)")
-REDACTED = "[REDACTED]"
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with known secrets, ``sk-`` keys and Authorization/Bearer values removed."""
-    for s in secrets:
-        if s and len(s) >= 4:
-            text = text.replace(s, REDACTED)
-    env_key = os.environ.get("OPENAI_API_KEY")
-    if env_key and len(env_key) >= 4:
-        text = text.replace(env_key, REDACTED)
-    text = _SK.sub("sk-" + REDACTED, text)
-    text = _AUTH.sub(lambda m: m.group(1) + REDACTED, text)
-    return _BEARER.sub("Bearer " + REDACTED, text)
+    """``text`` with ``secrets``, every known secret and credential shapes removed (see
+    :mod:`tracegrad.redaction`, which every writer shares)."""
+    return scrub_text(text, secrets)
 
 
 def _shorten_data_urls(text: str) -> str:
     return _DATA_URL.sub(
         lambda m: f"data:{m.group(1)};base64,<{len(m.group(2)) * 3 // 4} bytes>", text
     )
-
-
-def _engine_secrets(engine: Any) -> list[str]:
-    out: list[str] = []
-    e = engine
-    while e is not None:
-        fn = getattr(e, "secret_values", None)
-        if callable(fn):
-            out.extend(fn())
-        e = getattr(e, "inner", None)
-    return out
 
 
 def _over_limit(c: Completion) -> bool:
@@ -166,7 +144,7 @@ class CallLog(EngineWrapper):
 
     def _write(self, entry: dict[str, Any]) -> None:
         line = json.dumps(entry, ensure_ascii=False, default=str)
-        line = redact(_shorten_data_urls(line), [*self._secrets, *_engine_secrets(self.inner)])
+        line = redact(_shorten_data_urls(line), [*self._secrets, *collect_secrets(self.inner)])
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # one write per line in append mode: lines from several processes do not interleave

@@ -29,6 +29,7 @@ from openai.resources.chat.completions import Completions
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
+from ..redaction import is_secret, remember
 from .base import (
     BaseEngine,
     Completion,
@@ -76,6 +77,25 @@ def _display_url(url: str) -> str:
             host += f":{parts.port}"
         parts = parts._replace(netloc=host)
     return urlunsplit(parts)
+
+
+def _credentials(key: str | None, url: str | None,
+                 headers: dict[str, str] | None) -> list[str]:
+    """Everything this engine sends that authenticates it: the key, the password of the
+    base URL, secret-named header values ("api-key", "X-Auth-Token", ...). Each is
+    registered with :mod:`tracegrad.redaction`, so no writer of the process lets it out."""
+    found = [key] if key else []
+    try:
+        password = urlsplit(url).password if url else None
+    except ValueError:  # a malformed URL is reported where it is used
+        password = None
+    if password:
+        found.append(password)
+    for name, value in (headers or {}).items():
+        if isinstance(value, str) and re.search(r"(?i)key|token|secret|auth", str(name)):
+            found.append(value.split(" ", 1)[1] if value.lower().startswith("bearer ")
+                         else value)
+    return [v for v in found if is_secret(v)]  # not "not-needed": a placeholder, not a key
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -220,6 +240,8 @@ class OpenAIEngine(BaseEngine):
             )
         self._api_key = key
         self.base_url = url
+        self._secrets = _credentials(key, url, default_headers)
+        remember(*self._secrets)
         self.timeout = _checked_timeout(timeout)
         self.max_retries = max_retries
         self.max_concurrency = max_concurrency
@@ -258,8 +280,8 @@ class OpenAIEngine(BaseEngine):
         return f"OpenAIEngine(model={self.model!r}, base_url={self.display_url!r})"
 
     def secret_values(self) -> list[str]:
-        """Strings that must never be written anywhere (used by CallLog)."""
-        return [self._api_key] if self._api_key else []
+        """Strings that must never be written anywhere (see :func:`_credentials`)."""
+        return list(self._secrets)
 
     def cache_fingerprint(self) -> dict[str, Any]:
         """What besides the request decides the reply: server and default parameters."""

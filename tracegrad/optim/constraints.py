@@ -9,7 +9,9 @@ are right the first time and a failing one can be repaired with a precise reason
 
 User constraints are sentences for the model; a callable constraint is also checked
 here (it returns ``True``/``None`` when the value is fine, ``False`` or a message
-when it is not, or raises with a message).
+when it is not, or raises with a message). A value that holds a secret (an API key the
+model copied from an echoed header) always violates a constraint: it would be sent and
+written everywhere (:func:`tracegrad.redaction.secret_problem`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 from .. import template as tpl
 from ..core.variable import Parameter
 from ..prompts.kinds import KIND_RULES
+from ..redaction import secret_problem
 from .code import ALLOWED_IMPORTS, defined_functions, strip_fences, validate_code
 
 Constraint = str | Callable[[Any], Any]
@@ -228,6 +231,9 @@ def check(param: Parameter, raw: Any, extra: Iterable[Constraint] = ()) -> tuple
     for c in (*extra, *param.constraints):
         if callable(c):
             problems += _run_check(c, value)
+    leak = secret_problem(value, old)  # e.g. a rewrite that copied an echoed API key
+    if leak is not None:
+        problems.append(leak)
     return value, problems
 
 

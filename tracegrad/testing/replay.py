@@ -2,7 +2,9 @@
 
 A cassette is JSONL -- one call per line, readable and diffable, never pickle -- keyed by
 the sha256 of what decides the reply (model, messages, parameters, schema, sample_id),
-so a replayed test fails loudly when the pipeline starts asking something new.
+so a replayed test fails loudly when the pipeline starts asking something new. Cassettes
+are committed to repositories, so each entry is scrubbed of secrets before it is kept
+(:mod:`tracegrad.redaction`): a replayed reply reads ``[REDACTED]`` where the key was.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Literal
 
 from ..llm.base import BaseEngine, Completion, Engine, LLMError, Request
 from ..llm.cache import completion_from_json, completion_to_json, request_key
+from ..redaction import collect_secrets, scrub
 from .mock import request_text
 
 __all__ = ["ReplayLLM"]
@@ -125,6 +128,7 @@ class ReplayLLM(BaseEngine):
             },
             "completion": completion_to_json(c),
         }
+        entry = scrub(entry, collect_secrets(self.inner))
         line = json.dumps(entry, ensure_ascii=False, default=str)
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)

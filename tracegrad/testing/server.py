@@ -22,7 +22,7 @@ from typing import Any
 from ..llm.base import content_to_text, estimate_tokens
 from ..llm.mock import InFlight
 
-__all__ = ["FakeOpenAIServer", "FAULTS"]
+__all__ = ["AUTHORIZATION_MARK", "FakeOpenAIServer", "FAULTS"]
 
 FAULTS = (
     "429",
@@ -40,6 +40,9 @@ FAULTS = (
 )
 
 ServerReply = str | Callable[[dict[str, Any]], Any]
+
+AUTHORIZATION_MARK = "<<Authorization>>"
+"""With ``echo_authorization=True``, replaced in a reply by the request's Authorization header."""
 
 
 def body_text(body: dict[str, Any]) -> str:
@@ -80,6 +83,11 @@ class FakeOpenAIServer:
     ``replies`` takes the same forms as :class:`~tracegrad.testing.MockLLM`: a list
     consumed in order, a callable ``f(body) -> str``, or a mapping ``{regex: reply}``
     matched against the joined message text (a mapped reply may be a callable).
+
+    ``echo_authorization`` makes it the server of a careless proxy or a hostile model that
+    repeats the credential it was sent: every :data:`AUTHORIZATION_MARK` in a reply becomes
+    the request's ``Authorization`` header ("Bearer sk-..."), and a reply without the mark
+    gets the header on a line of its own at the end. The key is still never recorded.
     """
 
     def __init__(
@@ -94,8 +102,10 @@ class FakeOpenAIServer:
         model: str = "fake-model",
         json_schema_supported: bool = True,
         report_usage: bool = True,
+        echo_authorization: bool = False,
     ) -> None:
         self.default = default
+        self.echo_authorization = echo_authorization
         self.latency = latency
         self.model = model
         self.json_schema_supported = json_schema_supported
@@ -223,7 +233,15 @@ class FakeOpenAIServer:
         with self._lock:
             return self._faults.popleft() if self._faults else None
 
-    def _reply_for(self, body: dict[str, Any]) -> str | None:
+    def _reply_for(self, body: dict[str, Any], authorization: str = "") -> str | None:
+        reply = self._scripted(body)
+        if reply is None or not self.echo_authorization:
+            return reply
+        if AUTHORIZATION_MARK in reply:
+            return reply.replace(AUTHORIZATION_MARK, authorization)
+        return f"{reply}\n{authorization}"
+
+    def _scripted(self, body: dict[str, Any]) -> str | None:
         reply: Any = None
         with self._lock:
             if self._fn is not None:
@@ -361,6 +379,10 @@ class _Handler(BaseHTTPRequestHandler):
         with self.fake._in_flight:
             self._chat(body)
 
+    @property
+    def _authorization(self) -> str:
+        return str(self.headers.get("Authorization") or "")
+
     def _chat(self, body: dict[str, Any]) -> None:
         if self.fake.latency:
             self.fake._stopping.wait(self.fake.latency)
@@ -409,7 +431,7 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def _answer(self, body: dict[str, Any], kind: str | None) -> None:
-        content = self.fake._reply_for(body)
+        content = self.fake._reply_for(body, self._authorization)
         if content is None:
             self._send(500, _error("FakeOpenAIServer has no reply for this request",
                                    "server_error"))

@@ -1,13 +1,17 @@
 """The run's terminal display: a live status table on stderr, or one line per step.
 
 The only module of the library besides the CLI that uses ``rich`` (imported when a
-run starts, so ``import tracegrad`` stays fast); results go to stdout, never here.
+run starts, so ``import tracegrad`` stays fast); results go to stdout, never here. Text
+that may come from a model or a server (a step's result, a message) is scrubbed of
+secrets first (:mod:`tracegrad.redaction`).
 """
 
 from __future__ import annotations
 
 import time
 from typing import Any
+
+from ..redaction import scrub_text
 
 __all__ = ["Progress"]
 
@@ -76,7 +80,8 @@ class Progress:
     def update(self, **kw: Any) -> None:
         if not self.enabled:
             return
-        self.status.update(kw)
+        self.status.update({k: scrub_text(v) if isinstance(v, str) else v
+                            for k, v in kw.items()})
         if self.live is not None:
             self.live.update(self._table())
 
@@ -85,7 +90,7 @@ class Progress:
             return
         self.status["usage"] = rec.get("usage_total")
         calls, tok, usd = self._usage_cells()
-        result = rec.get("result", "")
+        result = scrub_text(str(rec.get("result", "")))
         row = (
             f"{rec['step']}/{self.total}",
             self._num(rec.get("train_score")),
@@ -111,7 +116,7 @@ class Progress:
     def message(self, text: str) -> None:
         if self.enabled and self.console is not None:
             console = self.live.console if self.live is not None else self.console
-            console.print(text, markup=False, soft_wrap=True)
+            console.print(scrub_text(text), markup=False, soft_wrap=True)
 
     def close(self) -> None:
         if self.live is not None:

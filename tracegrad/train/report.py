@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.shorten import render
+from ..redaction import scrub_text
 from .runs import REPORT, atomic_write_text, collect_secrets, load_run, scrub
 
 __all__ = ["render_report", "write_report"]
@@ -28,7 +29,8 @@ def write_report(
 ) -> Path:
     """Write ``report.html`` for a run directory (or to ``path``); returns where it went."""
     out = Path(path) if path is not None else Path(run_dir) / REPORT
-    atomic_write_text(out, render_report(run_dir))
+    # the page once more as a whole: the diffs and charts are built from the values
+    atomic_write_text(out, scrub_text(render_report(run_dir)))
     return out
 
 

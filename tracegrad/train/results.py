@@ -9,6 +9,7 @@ from typing import Any
 
 from ..core.shorten import shorten
 from ..core.variable import Variable
+from ..redaction import scrub
 from .data import Example
 
 __all__ = ["ITEM_LIMIT", "EvalResult", "OptimizeResult", "Outcome", "new_step_record"]
@@ -34,13 +35,13 @@ class Outcome:
         return shorten(f"[{self.example.id}] input {inputs}: {self.explanation}", limit)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        return scrub({
             "id": self.example.id,
             "score": self.score,
             "explanation": self.explanation,
             "output": shorten(self.output, 2000) if self.output is not None else None,
             "error": self.error,
-        }
+        })
 
 
 @dataclass
@@ -69,9 +70,11 @@ class OptimizeResult:
     steps_done: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-able data, scrubbed of secrets: it is made to be saved or
+        printed, and the history quotes model outputs (which may echo the API key)."""
         d = asdict(self)
         d["run_dir"] = str(self.run_dir) if self.run_dir else None
-        return d
+        return scrub(d)
 
     def summary(self) -> str:
         def f(x: float | None) -> str:

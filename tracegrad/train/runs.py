@@ -15,18 +15,18 @@ fsync, rename), so a reader or a resumed run sees either the old or the new vers
 history is appended and fsynced line by line; a torn last line (the process died mid
 write) is ignored and cut off on resume.
 
-Nothing written here may hold a credential: values of secret-looking environment
-variables, engine keys, ``sk-...`` strings, bearer tokens and secret-named config keys
-are replaced by ``[REDACTED]`` before anything touches the disk.
+Nothing written here may hold a credential: every record goes through
+:func:`tracegrad.redaction.scrub` (engine keys, secret-looking environment variables,
+``sk-...`` strings, bearer tokens and secret-named config keys become ``[REDACTED]``)
+before anything touches the disk. ``REDACTED``, ``collect_secrets`` and ``scrub`` are
+re-exported from there for older imports.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import re
 import secrets as _secrets
 import time
 from collections.abc import Iterable
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_write
+from ..redaction import REDACTED, collect_secrets, scrub
 
 __all__ = [
     "REDACTED",
@@ -56,7 +57,6 @@ __all__ = [
     "state_hash",
 ]
 
-REDACTED = "[REDACTED]"
 CONFIG, HISTORY, BEST, STATE, CALLS, REPORT = (
     "config.json",
     "history.jsonl",
@@ -66,76 +66,9 @@ CONFIG, HISTORY, BEST, STATE, CALLS, REPORT = (
     "report.html",
 )
 
-_SECRET_ENV = re.compile(r"(?i)(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)")
-_SECRET_FIELD = re.compile(
-    r"(?i)(^|[_\-.])(api[_\-]?key|apikey|secret|password|passwd|authorization|credentials?|"
-    r"(access|auth|api|bearer|session|refresh)[_\-]?token|private[_\-]?key)s?($|[_\-.])"
-)
-_KEY_SHAPES = [
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"),
-    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{8,}"),
-    re.compile(r"\b(?:ghp|gho|github_pat|xox[abp]|AKIA)[A-Za-z0-9_\-]{12,}"),
-]
-
 
 class RunDirError(ValueError):
     """A file of a run directory that cannot be read; the message names the file."""
-
-
-# -- secrets ------------------------------------------------------------------------------
-
-
-def collect_secrets(*engines: Any) -> list[str]:
-    """Strings that must never be written: secret env values and the engines' own keys."""
-    found: list[str] = []
-    for name, value in os.environ.items():
-        if _SECRET_ENV.search(name) and value and len(value) >= 8:
-            found.append(value)
-    for engine in engines:
-        e, seen = engine, 0
-        while e is not None and seen < 20:
-            fn = getattr(e, "secret_values", None)
-            if callable(fn):
-                with contextlib.suppress(Exception):
-                    found.extend(s for s in fn() if isinstance(s, str))
-            for attr in ("api_key", "_api_key"):
-                v = getattr(e, attr, None)
-                if isinstance(v, str):
-                    found.append(v)
-            e, seen = getattr(e, "inner", None), seen + 1
-    # longest first, so a secret that contains another is removed whole
-    return sorted({s for s in found if s and len(s) >= 6}, key=len, reverse=True)
-
-
-def scrub(value: Any, secrets: Iterable[str] = ()) -> Any:
-    """A copy of a JSON-able value with every credential replaced by ``[REDACTED]``."""
-    known = list(secrets)
-
-    def text(s: str) -> str:
-        for secret in known:
-            if secret in s:
-                s = s.replace(secret, REDACTED)
-        for pat in _KEY_SHAPES:
-            s = pat.sub(REDACTED, s)
-        return s
-
-    def walk(v: Any) -> Any:
-        if isinstance(v, str):
-            return text(v)
-        if isinstance(v, dict):
-            out = {}
-            for k, x in v.items():
-                key = str(k)
-                if isinstance(x, str) and x and _SECRET_FIELD.search(key):
-                    out[k] = REDACTED
-                else:
-                    out[k] = walk(x)
-            return out
-        if isinstance(v, list | tuple):
-            return [walk(x) for x in v]
-        return v
-
-    return walk(value)
 
 
 # -- files --------------------------------------------------------------------------------
