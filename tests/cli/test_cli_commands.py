@@ -239,3 +239,15 @@ def test_timeout_and_retries_reach_the_engine(monkeypatch) -> None:
         str(root / "support_intent.val.jsonl"), "--model", "openai:x", "--base-url",
         "http://127.0.0.1:9/v1", "--timeout", "2.5", "--max-retries", "1"])
     assert seen.get("timeout") == 2.5 and seen.get("max_retries") == 1
+
+
+def test_eval_counts_replies_cut_at_the_token_limit(counting: dict[str, Path],
+                                                    world_server: FakeOpenAIServer) -> None:
+    world_server.inject("length", times=3)
+    r = cli("eval", counting["prompt"], "--data", counting["val"], "--base-url",
+            world_server.url, "--no-cache")
+    assert r.code == 0, r
+    assert "replies cut at the token limit: 3" in r.stdout
+    data = json.loads(cli("eval", counting["prompt"], "--data", counting["val"], "--base-url",
+                          world_server.url, "--no-cache", "--json").stdout)
+    assert data["usage"]["cut_replies"] == 0  # the faults were used up by the first run

@@ -88,6 +88,9 @@ def eval_(
             _out(f"\n... and {len(failures) - show} more (use --show N or --json)")
         _out(f"\ncalls: {usage['calls']} ({usage['cached_calls']} from cache)  tokens: "
              f"{usage['total_tokens']:,}  cost: ${usage['usd']:.4f}")
+        if usage["cut_replies"] or usage["empty_replies"]:  # scored as they came, said here
+            _out(f"replies cut at the token limit: {usage['cut_replies']}  empty replies: "
+                 f"{usage['empty_replies']} (raise max_tokens in params if answers are cut)")
 
 
 def _metric_label(pf: PromptFile) -> str:

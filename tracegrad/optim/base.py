@@ -16,6 +16,7 @@ them the same way:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -137,6 +138,28 @@ def summarise_feedback(
 
 
 # -- values and replies ----------------------------------------------------------------
+
+
+def complete_whole(engine: Any, request: Request) -> tuple[str, int, list[dict[str, str]]]:
+    """A meta call's reply, asked once more with twice the reply limit if it was cut.
+
+    A rewrite cut at the token limit is not a shorter rewrite: applied, it would delete
+    the part of the value the model never got to. Returns (text, calls, events).
+    """
+    c = engine.complete(request)
+    if getattr(c, "problem", None) != "length":
+        return c.text or "", 1, []
+    limit = 2 * (c.completion_limit or 1024)
+    params = {k: v for k, v in request.params.items()
+              if k not in ("max_tokens", "max_completion_tokens")}
+    again = engine.complete(dataclasses.replace(request, params={**params, "max_tokens": limit}))
+    events = [{"event": "cut_reply", "detail": f"the reply was cut at {c.completion_limit} "
+               f"tokens; asked again with {limit}"}]
+    if getattr(again, "problem", None) == "length":
+        events.append({"event": "cut_reply", "detail": f"cut again at {limit} tokens; the reply "
+                       "is not used"})
+        return "", 2, events
+    return again.text or "", 2, events
 
 
 def value_text(value: Any) -> str:

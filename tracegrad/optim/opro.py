@@ -21,7 +21,15 @@ from ..core.shorten import shorten
 from ..core.variable import Parameter
 from ..llm.base import Request
 from ..prompts.kinds import describe_kind
-from .base import Optimizer, OptimizerOptions, StepResult, repair_request, same_value, value_text
+from .base import (
+    Optimizer,
+    OptimizerOptions,
+    StepResult,
+    complete_whole,
+    repair_request,
+    same_value,
+    value_text,
+)
 from .history import score_text
 
 _BLOCK = re.compile(r"<value\s+name\s*=\s*(?:\"([^\"]*)\"|'([^']*)')\s*>(.*?)</value>", re.S)
@@ -87,8 +95,10 @@ class OPRO(Optimizer):
             purpose="optimizer",
             sample_id=self._sample,
         )
-        reply = engine.complete(request).text or ""
-        result.calls += 1
+        reply, n, cut = complete_whole(engine, request)
+        result.calls += n
+        for ev in cut:
+            self._event(result, "", ev["event"], ev["detail"])
         proposals, problems = self._collect(result, reply, names)
         if problems:
             for n, why in problems.items():

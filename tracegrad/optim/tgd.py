@@ -35,6 +35,7 @@ from .base import (
     OptimizerOptions,
     StepResult,
     collect_feedback,
+    complete_whole,
     extract_tag,
     is_positive,
     render_feedback,
@@ -178,8 +179,9 @@ class TGD(Optimizer):
             purpose="optimizer",
             sample_id=self._sample,
         )
-        reply = engine.complete(request).text or ""
-        out.calls += 1
+        reply, n, cut = complete_whole(engine, request)
+        out.calls += n
+        out.events += cut
         value, problem = self._parse(p, reply)
         if problem is not None:
             out.events.append({"event": "repair", "detail": f"{problem[0]}: {problem[1]}"})

@@ -226,4 +226,6 @@ def usage_totals(usage: Any) -> dict[str, Any]:
         "completion_tokens": int(total.get("completion_tokens", 0) or 0),
         "total_tokens": int(total.get("total_tokens", 0) or 0),
         "usd": float(total.get("usd", 0.0) or 0.0),
+        "cut_replies": int(total.get("cut_replies", 0) or 0),
+        "empty_replies": int(total.get("empty_replies", 0) or 0),
     }
