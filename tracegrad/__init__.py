@@ -11,7 +11,6 @@ from . import optim, prompts
 from .backward import BackwardResult, TextualPropagator, TracePropagator, backward
 from .core import (
     Feedback,
-    Graph,
     Module,
     Parameter,
     Variable,
@@ -76,6 +75,10 @@ def __getattr__(name: str):
         from . import llm
 
         return getattr(llm, name)
+    if name == "Graph":  # networkx, likewise
+        from .core.nxgraph import Graph
+
+        return Graph
     raise AttributeError(f"module 'tracegrad' has no attribute {name!r}")
 
 __all__ = [

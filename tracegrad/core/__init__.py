@@ -6,7 +6,7 @@ from .context import (
     no_grad,
     set_backward_llm,
 )
-from .graph import Graph, graph
+from .graph import graph
 from .module import Module
 from .shorten import render, shorten
 from .variable import Feedback, Parameter, Variable, generations, parameters_of, topo_order
@@ -16,3 +16,11 @@ __all__ = [
     "generations", "get_backward_llm", "graph", "is_grad_enabled", "no_grad", "parameters_of",
     "render", "set_backward_llm", "shorten", "topo_order",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "Graph":  # networkx is imported on first use (see .graph)
+        from .nxgraph import Graph
+
+        return Graph
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

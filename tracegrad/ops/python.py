@@ -54,7 +54,14 @@ class PythonOp(Op):
                         f"{g.text}\n(This input '{key}' went into the function {self.name}; "
                         f"its output was: {shorten(out.value, 300)})"
                     )
+                    # bounded: through a chain of n functions the notes would otherwise
+                    # grow at every hop, n^2 characters stored in all (the first words,
+                    # the verdict, and the last hops, nearest the input, are what is kept)
+                    text = shorten(text, FEEDBACK_LIMIT)
                 var.add_feedback(Feedback(text, source=out.name, context=carry(g, context)))
+
+
+FEEDBACK_LIMIT = 3000  # characters of feedback one input of a function keeps
 
 
 def _source_of(fn: Callable[..., Any]) -> str:
