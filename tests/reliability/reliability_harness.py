@@ -829,7 +829,7 @@ def run_scenario_api(sc: Scenario, optimizer: str, tmp: Path, *, steps: int = 3,
             sc.hang_seconds = 2 * timeout
         try:
             result = attempt(server.url, False)
-            if result.stopped_reason == "budget" and sc.budget_usd is not None:
+            if result.stopped_reason in ("budget", "usage_overrun") and sc.budget_usd is not None:
                 msg = _budget_stop_message(engines[-1], sc.budget_usd)
                 if msg.startswith("OVERSPENT"):
                     row.damage.append(msg)
