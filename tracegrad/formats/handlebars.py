@@ -223,6 +223,8 @@ def _call(header: str, line: int) -> _Call:
 
 
 def _check_value(token: str, line: int) -> None:
+    if not token:
+        raise HandlebarsError("a '=' with no value", line)
     if token[0] in "\"'" or _number(token) is not None or token in ("true", "false", "null"):
         return
     if not _PATH.match(token):
@@ -281,7 +283,7 @@ def _until(parts: list[_Tag | str], k: int, stop: _Call | None, depth: int
             continue
         raw = body.startswith("&")
         call = _call(body[1:] if raw else body, part.line)
-        if call.args or call.hash or call.literal:
+        if call.args or call.hash:
             if call.name not in _HELPERS:
                 raise HandlebarsError(f"unknown helper '{call.name}' (supported: "
                                       f"{', '.join(sorted(_HELPERS))})", part.line)
@@ -608,8 +610,8 @@ def _collect_tokens(tokens: list[str], depth: int, params: list[str], found: set
 def uses_handlebars(text: str) -> tuple[str, int] | None:
     """The first Handlebars-only construct in ``text`` and its line (for telling a Dotprompt
     body from a Jinja2 one), or None."""
-    m = re.search(r"\{\{~?\s*(?:[#/^>!]|else\b|@|this\b|(?:role|json|media|history|section)"
-                  r"\b)|\{\{\{", text)
+    m = re.search(r"\{\{~?\s*(?:[#/^>!]|else\b|@|this\b|(?:role|json|media|section)"
+                  r"(?=\s+[\"'\w@.]))|\{\{\{", text)
     if m is None:
         return None
     return m.group(0), text.count("\n", 0, m.start()) + 1
