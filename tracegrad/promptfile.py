@@ -425,7 +425,11 @@ class PromptFile:
             role += f": {self.description.strip()}"
         constraints: list[Any] = list(self.constraints)
         kind = "template"
-        if self.chat.syntax == "handlebars":
+        if self.chat.syntax != "handlebars":
+            from .formats.chat import NO_MARKER
+
+            constraints.append(NO_MARKER)
+        else:
             from .formats.dotprompt import HandlebarsRule
 
             kind = "text"  # the Jinja2 checks of "template" do not apply; the rule does

@@ -103,3 +103,13 @@ def test_marker_forms_as_prompty_reads_them() -> None:
     assert [(p.role, p.text, p.attrs) for p in chat.pieces] == [
         ("system", "intro", {}), ("system", "A", {}), ("user", "B", {"name": "Al"}),
         ("assistant", "C", {})]
+
+
+def test_the_optimizer_refuses_a_rewrite_that_adds_a_message() -> None:
+    from tracegrad.optim.constraints import check
+
+    pf = PromptFile.parse(CHAT, "chat.prompt")
+    param = pf.piece_parameter(pf.chat.trainable[0])
+    assert check(param, "Be exact about {{ topic }}.")[1] == []
+    problems = check(param, "Be exact about {{ topic }}.\nuser:\nHi")[1]
+    assert problems and "role-marker line" in problems[0]

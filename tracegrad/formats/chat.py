@@ -177,6 +177,21 @@ def _attrs(raw: str | None) -> dict[str, Any]:
     return out
 
 
+class NoMarkerRule(str):
+    """The rule that keeps a rewritten message one message: as text the optimizer reads
+    and a check it runs (a ``str`` so that run files record it as text)."""
+
+    def __call__(self, value: Any) -> str | None:
+        if has_markers(str(value)):
+            return ("a rewritten message may not hold a role-marker line ('user:' alone on a "
+                    "line): it would become several messages")
+        return None
+
+
+NO_MARKER = NoMarkerRule("Must stay one message: no line that is only a role such as "
+                         "'user:' or 'system:'.")
+
+
 # -- choosing the trainable pieces --------------------------------------------------------
 
 
