@@ -97,3 +97,9 @@ def test_third_party_clients_stay_in_their_module() -> None:
     cli = {str(p.relative_to(PKG)) for p in (PKG / "cli").glob("*.py")}
     assert _importers("typer") <= cli
     assert _importers("rich") <= cli | {"train/progress.py"}
+
+
+def test_formats_import_no_optimizer_trainer_or_cli() -> None:
+    """Reading a prompt file never needs the training machinery (issue 16)."""
+    forbidden = ["tracegrad.optim", "tracegrad.train", "tracegrad.cli", "tracegrad.backward"]
+    assert _violations("formats", forbidden) == []

@@ -28,6 +28,8 @@ KNOWN_KEYS: dict[str, str] = {
     "system": "a fixed system message sent before the prompt",
     "params": "sampling parameters passed to the model (temperature, max_tokens, ...)",
     "description": "what the prompt is for (shown to the optimizer)",
+    "trainable": "with role markers in the template: the message(s) the optimizer rewrites "
+    "(a role, a name such as user_2, a message number from 1, or a list; default: system)",
 }
 
 
@@ -55,6 +57,28 @@ class PromptFileError(ValueError):
         if self.line is not None:
             where = f"{where}:{self.line}"
         return f"{where}: {self.message}"
+
+
+class PromptFileErrors(PromptFileError):
+    """Several problems of one file, reported together (each ``FILE:LINE: ...``, one a
+    line, in file order); ``message``, ``path`` and ``line`` are the first one's."""
+
+    def __init__(self, errors: list[PromptFileError]) -> None:
+        self.errors = sorted(errors, key=lambda e: e.line or 0)
+        first = self.errors[0]
+        super().__init__(first.message, first.path, first.line)
+
+    def __str__(self) -> str:
+        return "\n".join(PromptFileError.__str__(e) for e in self.errors)
+
+
+def raise_all(errors: list[PromptFileError]) -> None:
+    """Raise nothing, the one error, or all of them as :class:`PromptFileErrors`."""
+    unique = list({str(e): e for e in errors}.values())
+    if len(unique) == 1:
+        raise unique[0]
+    if unique:
+        raise PromptFileErrors(unique)
 
 
 @dataclass
@@ -136,20 +160,14 @@ class _FrontMatter:
         return node.value[i] if i < len(node.value) else None
 
     def check_key_names(self) -> None:
-        for key in self.data:
-            if key not in KNOWN_KEYS:
-                raise PromptFileError(
-                    f"unknown key '{key}'{_nearest(key, KNOWN_KEYS)} "
-                    f"(known keys: {', '.join(KNOWN_KEYS)})",
-                    self.ps, self.key_lines.get(key),
-                )
-        for key in REQUIRED_KEYS:
-            if key not in self.data:
-                raise PromptFileError(
-                    f"missing key '{key}' in the front matter (which ends on this line): "
-                    f"{KNOWN_KEYS[key]}",
-                    self.ps, self.key_lines.get("---end") or 1,
-                )
+        errors = [PromptFileError(
+            f"unknown key '{key}'{_nearest(key, KNOWN_KEYS)} (known keys: {', '.join(KNOWN_KEYS)})",
+            self.ps, self.key_lines.get(key)) for key in self.data if key not in KNOWN_KEYS]
+        errors += [PromptFileError(
+            f"missing key '{key}' in the front matter (which ends on this line): "
+            f"{KNOWN_KEYS[key]}", self.ps, self.key_lines.get("---end") or 1)
+            for key in REQUIRED_KEYS if key not in self.data]
+        raise_all(errors)
 
     def optional_text(self, key: str) -> str | None:
         v = self.data.get(key)

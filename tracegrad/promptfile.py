@@ -39,10 +39,14 @@ from . import template as tpl
 from .core.module import Module
 from .core.variable import Parameter, Variable
 from .fileio import InputFileError, atomic_write, read_input
+from .formats.chat import ChatTemplate, Piece
+from .formats.foreign import Problems
+from .formats.handlebars import uses_handlebars
 from .frontmatter import (
     DEFAULT_METRIC,
     KNOWN_KEYS,
     PromptFileError,
+    PromptFileErrors,
     _FrontMatter,
     _load_yaml,
     _nearest,
@@ -56,6 +60,7 @@ __all__ = [
     "KNOWN_KEYS",
     "PromptFile",
     "PromptFileError",
+    "PromptFileErrors",
     "PromptProgram",
     "atomic_write",
     "metric_spec_text",
@@ -85,6 +90,10 @@ class PromptFile:
     description: str = ""
     key_lines: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    format: str = "tracegrad"  # or "prompty", "dotprompt"
+    chat: ChatTemplate | None = None  # the messages, when the body holds several
+    defaults: dict[str, Any] = field(default_factory=dict)  # input values when a row has none
+    samples: dict[str, Any] = field(default_factory=dict)  # example values (Prompty 'example')
 
     # -- reading ------------------------------------------------------------------
     @classmethod
@@ -104,56 +113,97 @@ class PromptFile:
 
     @classmethod
     def parse(cls, text: str, path: str | os.PathLike[str] = "<prompt>") -> PromptFile:
+        """Parse a tracegrad prompt file, a Prompty file (``.prompty``) or a Dotprompt file
+        (told from a tracegrad ``.prompt`` file by its content)."""
+        from .formats import kind_of
+
         p = Path(path)
         ps = str(path)
+        kind = kind_of(p, text)
+        if kind != "tracegrad":
+            from .formats import parse_foreign
+
+            return parse_foreign(cls, kind, text, p)
         split = _split(text, ps)
         data, key_lines, nodes = _load_yaml(split, ps)
         pf = cls(
             path=p, text=text, prefix=split.prefix, body=split.body, body_line=split.body_line,
             inputs={}, output="", key_lines=key_lines,
         )
-        pf._read_keys(data, nodes, ps)
-        pf._check_template(split.body, ps)
+        problems = Problems(ps)
+        with problems.collect():
+            pf._read_keys(data, nodes, ps, problems)
+        with problems.collect():
+            pf._read_chat(data, ps)
+        if not problems.errors or pf.inputs:
+            with problems.collect():
+                pf._check_template(split.body, ps, check_inputs=bool(pf.inputs))
+        problems.raise_any()
         return pf
 
     def _line(self, key: str) -> int | None:
         return self.key_lines.get(key)
 
-    def _read_keys(self, data: dict[str, Any], nodes: dict[str, Any], ps: str) -> None:
+    def _read_keys(self, data: dict[str, Any], nodes: dict[str, Any], ps: str,
+                   problems: Problems) -> None:
+        """Every key is read even after one fails, so all mistakes are reported at once."""
         fm = _FrontMatter(data, nodes, ps, self.key_lines)
-        fm.check_key_names()
-        self.model = _stripped(fm.optional_text("model"))
-        self.optimizer_model = _stripped(fm.optional_text("optimizer_model"))
-        self.system = fm.optional_text("system")
-        self.description = fm.optional_text("description") or ""
-        self.inputs = fm.inputs()
-        self.output = fm.output(self.inputs)
-        self.metric = fm.metric()
-        self.constraints = fm.constraints()
-        self.params = fm.params()
+        with problems.collect():
+            fm.check_key_names()
+        for attr, read in (
+            ("model", lambda: _stripped(fm.optional_text("model"))),
+            ("optimizer_model", lambda: _stripped(fm.optional_text("optimizer_model"))),
+            ("system", lambda: fm.optional_text("system")),
+            ("description", lambda: fm.optional_text("description") or ""),
+            ("inputs", fm.inputs),
+            ("output", lambda: fm.output(self.inputs) if "output" in data else ""),
+            ("metric", fm.metric),
+            ("constraints", fm.constraints),
+            ("params", fm.params),
+        ):
+            if attr == "inputs" and "input" not in data:
+                continue
+            with problems.collect():
+                setattr(self, attr, read())
+
+    def _read_chat(self, data: dict[str, Any], ps: str) -> None:
+        """A body with role markers (``system:``, ``user:`` alone on a line) is several
+        messages; ``trainable`` says which the optimizer rewrites (default: system)."""
+        from .formats.chat import choose_trainable, has_markers, split_markers
+
+        line = self.key_lines.get("trainable")
+        if not has_markers(self.body):
+            if "trainable" in data:
+                raise PromptFileError("'trainable' names messages, but the template has no "
+                                      "role markers ('system:', 'user:' alone on a line)",
+                                      ps, line)
+            return
+        if self.system is not None:
+            raise PromptFileError("'system' and a 'system:' message in the template: keep "
+                                  "one of them", ps, self.key_lines.get("system"))
+        self.chat = split_markers(self.body, len(self.prefix), self.body_line)
+        problem = choose_trainable(self.chat, data.get("trainable"))
+        if problem:
+            raise PromptFileError(f"'trainable' {problem}", ps, line or self.body_line)
 
     # -- template checks -------------------------------------------------------------
-    def _check_template(self, body: str, ps: str) -> None:
+    def _check_template(self, body: str, ps: str, check_inputs: bool = True) -> None:
         if not body.strip():
             raise PromptFileError(
                 "the template (the text after the closing '---') is empty", ps, self.body_line
             )
-        fields = self._placeholders(body, ps)
-        if self.output in fields:
-            raise PromptFileError(
-                f"the template reads '{self.output}', the expected output: that would show "
-                "the model the answer",
-                ps, self.field_line(self.output, body),
-            )
-        undeclared = sorted(fields - set(self.inputs))
-        if undeclared:
-            name = undeclared[0]
-            raise PromptFileError(
+        fields = self._all_placeholders(body, ps)
+        problems = Problems(ps)
+        if self.output and self.output in fields:
+            problems.add(f"the template reads '{self.output}', the expected output: that "
+                         "would show the model the answer", self.field_line(self.output, body))
+        undeclared = sorted(fields - set(self.inputs)) if check_inputs else []
+        for name in undeclared:
+            problems.add(
                 f"the template uses '{name}', which is not declared in 'input'"
                 f"{_nearest(name, self.inputs)} (declared: {', '.join(self.inputs)}); add it to "
-                "'input' or fix the template",
-                ps, self.field_line(name, body),
-            )
+                "'input' or fix the template", self.field_line(name, body))
+        problems.raise_any()
         unused = [k for k in self.inputs if k not in fields]
         if unused:
             self.warnings.append(
@@ -161,11 +211,36 @@ class PromptFile:
                 "are declared but the template never uses them"
             )
 
-    def _placeholders(self, body: str, ps: str) -> set[str]:
+    def _all_placeholders(self, body: str, ps: str) -> set[str]:
+        """The fields of the template (of every message), each message checked on its own
+        so that every broken one is reported with its line."""
+        if self.chat is None:
+            return self._placeholders(body, ps)
+        problems = Problems(ps)
+        fields: set[str] = set()
+        for piece in self.chat.messages_pieces:
+            with problems.collect():
+                fields |= self._placeholders(piece.text, ps, piece.line)
+        problems.raise_any()
+        return fields
+
+    def _placeholders(self, body: str, ps: str, first_line: int | None = None) -> set[str]:
+        from .formats.handlebars import HandlebarsError
+
+        first_line = self.body_line if first_line is None else first_line
         try:
-            return tpl.placeholders(body)
-        except tpl.TemplateError as e:
-            line = self.body_line + (e.lineno - 1) if e.lineno else self.body_line
+            return self.chat.placeholders(body) if self.chat is not None \
+                else tpl.placeholders(body)
+        except (tpl.TemplateError, HandlebarsError) as e:
+            hb = uses_handlebars(body) if self.format == "tracegrad" else None
+            if hb is not None:
+                raise PromptFileError(
+                    f"the template uses Handlebars ('{hb[0]}'), but this is a tracegrad prompt "
+                    "file, whose templates are Jinja2 ({{ x }}, {% if x %}...{% endif %}, "
+                    "{% for x in xs %}...{% endfor %}); a Dotprompt file would have "
+                    "'input: {schema: ...}' or 'output: {format: ...}' and no 'metric'",
+                    ps, first_line + hb[1] - 1) from None
+            line = first_line + (e.lineno - 1) if e.lineno else first_line
             msg = str(e).split(" (line ")[0]
             raise PromptFileError(msg, ps, line) from None
 
@@ -185,12 +260,23 @@ class PromptFile:
     @property
     def fields(self) -> set[str]:
         """The input fields the template reads."""
+        if self.chat is not None:
+            return self.chat.fields()
         return tpl.placeholders(self.body)
+
+    @property
+    def required_fields(self) -> set[str]:
+        """The fields a dataset row must hold: those the file gives no default for."""
+        return {f for f in self.fields if f not in self.defaults}
 
     @property
     def name(self) -> str:
         n = self.path.name
         return n[: -len(".prompt")] if n.endswith(".prompt") else self.path.stem
+
+    @property
+    def param_name(self) -> str:
+        return _param_name(self.name)
 
     # -- datasets --------------------------------------------------------------------
     def check_dataset(self, dataset: Sequence[Any], source: str | os.PathLike[str] | None = None,
@@ -204,7 +290,7 @@ class PromptFile:
         if len(dataset) == 0:
             where = f"the dataset {source}" if source else "the dataset"
             raise PromptFileError(f"{where} is empty", source or ps)
-        fields = sorted(self.fields)
+        fields = sorted(self.required_fields)
         for i, row in enumerate(dataset):
             d = row_dict(row)
             is_example = hasattr(row, "expected") and not isinstance(row, Mapping)
@@ -223,10 +309,16 @@ class PromptFile:
         """Render the template once on a real row under the render limits, so a template
         that only blows up on data (``range(10**5)|join(word * 10**5)``) is refused here,
         before any call, rather than failing on every example of the run."""
+        from .formats.handlebars import HandlebarsError
+
         try:
-            tpl.check(self.body, {f: row.get(f) for f in self.fields})
-        except tpl.TemplateError as e:
-            line = self.body_line + (e.lineno - 1) if e.lineno else self.body_line
+            if self.chat is not None:
+                self.chat.render({k: v.value for k, v in self.field_variables(row, {}).items()})
+            else:
+                tpl.check(self.body, {f: row.get(f) for f in self.fields})
+        except (tpl.TemplateError, HandlebarsError, KeyError) as e:
+            line = self.body_line + (e.lineno - 1) if getattr(e, "lineno", None) else \
+                self.body_line
             raise PromptFileError(f"{str(e).split(' (line ')[0]} (rendering {where})",
                                   str(self.path), line) from None
 
@@ -257,7 +349,8 @@ class PromptFile:
         from .train.data import DatasetError
         from .train.data import load_dataset as _load
 
-        fields = sorted(self.fields)
+        # with defaults, a row may or may not hold a field: every column is read
+        fields = sorted(self.fields) if not self.defaults else None
         try:
             ds = _load(path, input_fields=fields, output_field=self.output)
         except DatasetError as e:
@@ -323,56 +416,160 @@ class PromptFile:
             value_kind="template",
         )
 
-    def to_module(self, engine: Any) -> PromptProgram:
+    def piece_parameter(self, piece: Piece) -> Parameter:
+        """The Parameter of one trainable message of a chat-shaped file."""
+        assert self.chat is not None
+        syntax = "Handlebars" if self.chat.syntax == "handlebars" else "Jinja2"
+        role = f"the {piece.role or 'prompt'} message ({syntax} template) of the '{self.name}' " \
+            "prompt"
+        if self.description:
+            role += f": {self.description.strip()}"
+        constraints: list[Any] = list(self.constraints)
+        kind = "template"
+        if self.chat.syntax != "handlebars":
+            from .formats.chat import NO_MARKER
+
+            constraints.append(NO_MARKER)
+        else:
+            from .formats.dotprompt import HandlebarsRule
+
+            kind = "text"  # the Jinja2 checks of "template" do not apply; the rule does
+            constraints.append(HandlebarsRule.for_text(piece.text))
+        return Parameter(piece.text, role=role, name=f"{self.param_name}_{piece.name}",
+                         constraints=constraints, value_kind=kind)
+
+    def to_module(self, engine: Any) -> Module:
         """A :class:`~tracegrad.Module` whose ``forward(**inputs)`` returns the output Variable."""
+        if self.chat is not None:
+            from .formats.chat import ChatProgram
+
+            return ChatProgram(self, engine)
         return PromptProgram(self, engine)
 
-    # -- writing ---------------------------------------------------------------------
-    def render_text(self, new_body: str) -> str:
-        """The file text with ``new_body`` as the template (scrubbed of secrets: a model wrote
-        it) and the front matter (the user's own) byte for byte."""
-        new_body = scrub_text(new_body)
-        if self.body.endswith("\n") and not new_body.endswith("\n"):
-            nl = "\r\n" if self.body.endswith("\r\n") else "\n"
-            new_body += nl
-        return self.prefix + new_body
+    def field_variables(self, row: Mapping[str, Any] | None, inputs: Mapping[str, Any]
+                        ) -> dict[str, Variable]:
+        """The fields the template reads, from ``row`` and ``inputs`` (else the file's
+        defaults), as Variables; extra fields such as the expected output are ignored."""
+        data = {**self.defaults, **(row_dict(row) if row is not None else {}), **inputs}
+        out: dict[str, Variable] = {}
+        for name in sorted(self.fields):
+            if name not in data:
+                raise KeyError(f"missing input field '{name}'")
+            value = data[name]
+            if isinstance(value, Variable):
+                out[name] = value
+            else:
+                role = self.inputs.get(name) or f"input field '{name}'"
+                out[name] = Variable(value, role=role, name=name)
+        return out
 
-    def check_body(self, new_body: str) -> None:
-        """A new template must parse and read exactly the fields the old one read."""
+    def prompt_text(self, row: Mapping[str, Any]) -> str:
+        """Everything the model is sent for ``row``, as one text (for token estimates)."""
+        if self.chat is None:
+            return tpl.render(self.body, {k: v for k, v in row.items() if k in self.fields})
+        fields = {k: v.value for k, v in self.field_variables(row, {}).items()}
+        return "\n".join(str(m.get("content", "")) for m in self.chat.render(fields))
+
+    # -- writing ---------------------------------------------------------------------
+    def trainable_values(self) -> dict[str, str]:
+        """The trainable texts by the name the program's state uses for them."""
+        if self.chat is None:
+            return {"prompt": self.body}
+        return {p.name: p.text for p in self.chat.trainable}
+
+    def _values(self, new: str | Mapping[str, str]) -> dict[str, str]:
+        if isinstance(new, Mapping):
+            return {k: str(v) for k, v in new.items() if k in self.trainable_values()}
+        names = list(self.trainable_values())
+        if len(names) != 1:
+            raise PromptFileError(f"this file has {len(names)} trainable messages "
+                                  f"({', '.join(names)}): give a value for each", str(self.path))
+        return {names[0]: new}
+
+    def body_with(self, new: str | Mapping[str, str]) -> str:
+        """The body (all text after the front matter) with ``new`` trainable text(s)."""
+        return self.render_text(new)[len(self.prefix):]
+
+    def render_text(self, new: str | Mapping[str, str]) -> str:
+        """The file text with ``new`` as the trainable text(s) and every other byte kept."""
+        new = _scrubbed(new)
+        values = self._values(new)
+        if self.chat is None:
+            new_body = values.get("prompt", self.body)
+            if self.body.endswith("\n") and not new_body.endswith("\n"):
+                nl = "\r\n" if self.body.endswith("\r\n") else "\n"
+                new_body += nl
+            return self.prefix + new_body
+        text = self.text
+        for piece in sorted(self.chat.trainable, key=lambda p: -p.start):
+            if piece.name in values:
+                value = values[piece.name].strip("\r\n")
+                if "\r\n" in piece.text or "\r\n" in self.text[piece.end:piece.end + 2]:
+                    value = re.sub(r"(?<!\r)\n", "\r\n", value)
+                text = text[:piece.start] + value + text[piece.end:]
+        return text
+
+    def check_body(self, new: str | Mapping[str, str]) -> None:
+        """New trainable text must parse and read exactly the fields the old one read."""
         ps = str(self.path)
+        values = self._values(new)
+        if self.chat is not None:
+            self._check_pieces(values)
+            return
+        new_body = values.get("prompt", self.body)
         try:
             new_fields = tpl.placeholders(new_body)
         except tpl.TemplateError as e:
             raise PromptFileError(f"the new template does not parse: {e}", ps) from None
-        if new_fields != self.fields:
-            lost = sorted(self.fields - new_fields)
-            extra = sorted(new_fields - self.fields)
-            parts = []
-            if lost:
-                parts.append(f"drops {', '.join(lost)}")
-            if extra:
-                parts.append(f"adds {', '.join(extra)}")
-            raise PromptFileError(
-                f"the new template {' and '.join(parts)}; its placeholders must stay the same",
-                ps,
-            )
+        _same_fields(self.fields, new_fields, "the new template", ps)
 
-    def write(self, path: str | os.PathLike[str] | None, new_body: str) -> Path:
-        """Write the file with ``new_body`` to ``path`` (default: this file), atomically.
+    def _check_pieces(self, values: Mapping[str, str]) -> None:
+        from .formats.chat import has_markers
+
+        assert self.chat is not None
+        ps = str(self.path)
+        for piece in self.chat.trainable:
+            value = values.get(piece.name, piece.text)
+            what = f"the new {piece.name} message"
+            if has_markers(value) and self.chat.syntax != "handlebars":
+                raise PromptFileError(f"{what} holds a role marker line, which would split it "
+                                      "into several messages", ps, piece.line)
+            try:
+                new_fields = self.chat.placeholders(value)
+            except ValueError as e:
+                raise PromptFileError(f"{what} does not parse: {e}", ps, piece.line) from None
+            _same_fields(self.chat.placeholders(piece.text), new_fields, what, ps)
+
+    def write(self, path: str | os.PathLike[str] | None, new: str | Mapping[str, str]) -> Path:
+        """Write the file with ``new`` trainable text(s) to ``path`` (default: this file),
+        atomically.
 
         An existing file at ``path`` is kept as ``NAME.bak`` first (``x.prompt`` ->
         ``x.prompt.bak``). Writing elsewhere (``--out``) leaves this file untouched.
         Returns the path written.
         """
-        self.check_body(scrub_text(new_body))
+        new = _scrubbed(new)  # a model wrote it: no secret reaches the disk
+        self.check_body(new)
         target = Path(path) if path is not None else self.path
-        data = self.render_text(new_body).encode("utf-8")
+        data = self.render_text(new).encode("utf-8")
         if target.exists():
             old = target.read_bytes()
             if old != data:
                 atomic_write(backup_path(target), old)
         atomic_write(target, data)
         return target
+
+
+def _same_fields(old: set[str], new: set[str], what: str, ps: str) -> None:
+    if new != old:
+        lost, extra = sorted(old - new), sorted(new - old)
+        parts = []
+        if lost:
+            parts.append(f"drops {', '.join(lost)}")
+        if extra:
+            parts.append(f"adds {', '.join(extra)}")
+        raise PromptFileError(f"{what} {' and '.join(parts)}; its placeholders must stay "
+                              "the same", ps)
 
 
 def backup_path(path: str | os.PathLike[str]) -> Path:
@@ -413,20 +610,9 @@ class PromptProgram(Module):
                      f"dataset's '{pf.output}' field.")
         return "\n".join(lines)
 
-    def _fields(self, row: Mapping[str, Any] | None, inputs: dict[str, Any]) -> dict[str, Any]:
-        data = {**row_dict(row), **inputs} if row is not None else dict(inputs)
-        pf = self.promptfile
-        out: dict[str, Any] = {}
-        for name in pf.fields:
-            if name not in data:
-                raise KeyError(f"missing input field '{name}'")
-            value = data[name]
-            if isinstance(value, Variable):
-                out[name] = value
-            else:
-                role = pf.inputs.get(name) or f"input field '{name}'"
-                out[name] = Variable(value, role=role, name=name)
-        return out
+    def _fields(self, row: Mapping[str, Any] | None, inputs: dict[str, Any]
+                ) -> dict[str, Variable]:
+        return self.promptfile.field_variables(row, inputs)
 
     def forward(self, row: Mapping[str, Any] | None = None, /, **inputs: Any) -> Variable:
         return self.call(**self._fields(row, inputs))
@@ -478,3 +664,8 @@ def _param_name(name: str) -> str:
     return s or "prompt"
 
 
+def _scrubbed(new: str | Mapping[str, str]) -> str | Mapping[str, str]:
+    """Trainable text(s) from a model, with any secret replaced (see tracegrad.redaction)."""
+    if isinstance(new, str):
+        return scrub_text(new)
+    return {k: scrub_text(v) for k, v in new.items()}

@@ -15,7 +15,7 @@ from typing import Any
 from .fileio import atomic_write
 from .promptfile import PromptFile, backup_path
 
-__all__ = ["NothingLearned", "WriteBack", "best_body", "write_back"]
+__all__ = ["NothingLearned", "WriteBack", "best_body", "best_values", "write_back"]
 
 
 class NothingLearned(RuntimeError):
@@ -31,15 +31,20 @@ class WriteBack:
     best_prompt: Path  # RUN_DIR/best.prompt, written in every case
 
 
-def best_body(pf: PromptFile, result: Any) -> str:
-    """The template among the best values (a prompt file has one text parameter)."""
+def best_values(pf: PromptFile, result: Any) -> dict[str, str]:
+    """The best trainable text(s) of the run, by the names :meth:`PromptFile.write` takes
+    (``prompt`` for a one-template file, the message names of a chat-shaped one)."""
     state = result.best_state or {}
-    if "prompt" in state:
-        return str(state["prompt"])
-    for v in state.values():
-        if isinstance(v, str):
-            return v
-    return pf.body
+    values = pf.trainable_values()
+    if len(values) == 1 and not any(k in state for k in values):
+        only = next((v for v in state.values() if isinstance(v, str)), None)  # older runs
+        return {k: only for k in values} if only is not None else values
+    return {k: str(state.get(k, v)) for k, v in values.items()}
+
+
+def best_body(pf: PromptFile, result: Any) -> str:
+    """The body (all text after the front matter) with the run's best values."""
+    return pf.body_with(best_values(pf, result))
 
 
 def write_back(pf: PromptFile, prompt_file: Path, out: Path | None, result: Any) -> WriteBack:
@@ -49,7 +54,8 @@ def write_back(pf: PromptFile, prompt_file: Path, out: Path | None, result: Any)
     when nothing improved), so a script can rely on it existing afterwards.
     """
     run_dir = Path(result.run_dir)
-    body = best_body(pf, result)
+    values = best_values(pf, result)
+    body = pf.body_with(values)
     improved = (
         result.best_score is not None and result.baseline_score is not None
         and result.best_score > result.baseline_score and body != pf.body
@@ -62,11 +68,11 @@ def write_back(pf: PromptFile, prompt_file: Path, out: Path | None, result: Any)
     backup: Path | None = None
     if out is not None and out.resolve() != prompt_file.resolve():
         had = out.exists()
-        written = pf.write(out, body if improved else pf.body)
+        written = pf.write(out, values if improved else pf.trainable_values())
         backup = backup_path(out) if had and backup_path(out).exists() else None
     elif improved:
-        written = pf.write(None, body)
+        written = pf.write(None, values)
         backup = backup_path(prompt_file)
-    best = run_dir / "best.prompt"
-    atomic_write(best, pf.render_text(body))
+    best = run_dir / f"best{pf.path.suffix or '.prompt'}"  # best.prompt, best.prompty
+    atomic_write(best, pf.render_text(values))
     return WriteBack(body, bool(improved), written, backup, best)

@@ -23,7 +23,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from ..optim.registry import optimizer_names
-from ..promptfile import PromptFile, PromptFileError
+from ..promptfile import PromptFile, PromptFileError, PromptFileErrors
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -143,6 +143,10 @@ def _errors() -> Iterator[None]:
         raise _fail("interrupted", EXIT_INTERRUPTED) from None
     except CLIError as e:
         raise _fail(str(e), e.code) from None
+    except PromptFileErrors as e:  # every problem of the file, one 'error: FILE:LINE:' each
+        for problem in e.errors[:-1]:
+            _err().print(f"[bold red]error:[/bold red] {_escape(_redact(str(problem)))}")
+        raise _fail(str(e.errors[-1]), EXIT_USAGE) from None
     except (PromptFileError, DatasetError, TemplateError, RunDirError) as e:
         raise _fail(str(e), EXIT_USAGE) from None
     except ConfigurationError as e:
@@ -234,8 +238,9 @@ OptimizerOpt = Annotated[
                  "themselves, Pareto search and merge, no backward calls)."),
 ]
 PromptArg = Annotated[
-    Path, typer.Argument(help="The prompt file: YAML front matter + a Jinja2 template.",
-                         show_default=False)
+    Path, typer.Argument(help="The prompt file: a tracegrad .prompt file (YAML front matter + "
+                         "a Jinja2 template), a Prompty .prompty file or a Dotprompt .prompt "
+                         "file.", show_default=False)
 ]
 
 OPTIMIZERS = tuple(optimizer_names(aliases=False))  # tgd, tgd-batched, trace, opro

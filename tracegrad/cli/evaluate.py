@@ -37,8 +37,10 @@ from ._shared import (
 @app.command(name="eval", no_args_is_help=True)
 def eval_(
     prompt_file: PromptArg,
-    data: Annotated[Path, typer.Option("--data", "-d", help="Dataset to score on (.jsonl, "
-                                       ".csv, .json).", show_default=False)],
+    data: Annotated[Path | None, typer.Option(
+        "--data", "-d", help="Dataset to score on (.jsonl, .csv, .json). Without it, one "
+        "example made of the inputs' defaults is run and shown (a smoke test).",
+        show_default=False)] = None,
     model: ModelOpt = None,
     optimizer_model: OptimizerModelOpt = None,
     base_url: BaseUrlOpt = None,
@@ -58,9 +60,13 @@ def eval_(
     net = {"timeout": timeout, "max_retries": max_retries}
     with _errors():
         pf = _load_prompt(prompt_file)
+        smoke = _smoke_row(pf) if data is None else None
         ds = _load_data(pf, data, "--data")
         m, om = _resolve_models(pf, model, optimizer_model)
         engine = _engine(m, base_url=base_url, no_cache=no_cache, concurrency=concurrency, **net)
+        if smoke is not None:
+            _smoke(pf, engine, smoke, m, json_output)
+            return
         judge = engine if om == m else _engine(om, base_url=base_url, no_cache=no_cache,
                                                concurrency=concurrency, meter=engine, **net)
         program = pf.to_module(engine)
@@ -91,6 +97,41 @@ def eval_(
         if usage["cut_replies"] or usage["empty_replies"]:  # scored as they came, said here
             _out(f"replies cut at the token limit: {usage['cut_replies']}  empty replies: "
                  f"{usage['empty_replies']} (raise max_tokens in params if answers are cut)")
+
+
+def _smoke_row(pf: PromptFile) -> dict[str, Any]:
+    """One example from the inputs' defaults (or examples), for ``eval`` without data."""
+    row = {**pf.samples, **pf.defaults}
+    missing = sorted(pf.fields - set(row))
+    if missing:
+        line = pf.key_lines.get("inputs") or pf.key_lines.get("input") or pf.field_line(missing[0])
+        raise CLIError(f"{pf.path}:{line}: without --data, every input the template reads needs a "
+                       f"default to run one example, and {', '.join(missing)} has none; pass "
+                       "--data FILE")
+    return row
+
+
+def _smoke(pf: PromptFile, engine: Any, row: dict[str, Any], model: str, json_output: bool
+           ) -> None:
+    """Run the prompt once on ``row`` and show what was sent and what came back."""
+    program = pf.to_module(engine)
+    _log(f"no --data: running one example from the inputs' defaults ({model}); nothing is "
+         "scored")
+    out = program(row)
+    sent = getattr(out.op, "messages", None)  # what the model was sent
+    usage = _usage_totals(engine.snapshot())
+    if json_output:
+        _out_json({"prompt_file": str(pf.path), "model": model, "inputs": row,
+                   "output": out.value, "usage": usage})
+        return
+    for name, value in row.items():
+        _out(f"{name}: {_one_line(value)}")
+    if sent:
+        for msg in sent:
+            _out(f"[{msg['role']}] {_one_line(msg.get('content'))}")
+    _out(f"\noutput: {out.value}")
+    _out(f"\ncalls: {usage['calls']} ({usage['cached_calls']} from cache)  tokens: "
+         f"{usage['total_tokens']:,}  cost: ${usage['usd']:.4f}")
 
 
 def _metric_label(pf: PromptFile) -> str:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import prompts
-from .. import template as tpl
 from ..core.shorten import render
 from ..llm.base import (
     DEFAULT_COMPLETION_LIMITS,
@@ -61,7 +60,7 @@ def prompt_file_shape(pf: Any, train: Iterable[Any], val: Iterable[Any] | None) 
     cap = pf.params.get("max_tokens") or pf.params.get("max_completion_tokens")
 
     def tokens(ex: Any) -> tuple[int, int]:
-        text = tpl.render(pf.body, {k: v for k, v in ex.inputs.items() if k in pf.fields})
+        text = pf.prompt_text(ex.inputs)  # every message, whatever the file's format
         prompt = estimate_tokens(text) + 4 + (estimate_tokens(pf.system) + 4 if pf.system else 0)
         want = estimate_tokens(render(ex.expected))
         reply = max(40, want + want // 2 + 4)  # the answer, or a short explanation of it
