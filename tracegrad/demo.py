@@ -499,6 +499,7 @@ def run_demo(run_dir: str | Path | None = None, *, steps: int = 4, optimizer: st
         "final_score": result.final_score,
         "val_scores": val_scores,
         "steps_done": result.steps_done,
+        "stopped_reason": result.stopped_reason,
         "calls": world.engine.calls,
         "calls_by_purpose": by_purpose,
         "prompt_file": str(prompt_path),

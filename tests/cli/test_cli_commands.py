@@ -251,3 +251,16 @@ def test_eval_counts_replies_cut_at_the_token_limit(counting: dict[str, Path],
     data = json.loads(cli("eval", counting["prompt"], "--data", counting["val"], "--base-url",
                           world_server.url, "--no-cache", "--json").stdout)
     assert data["usage"]["cut_replies"] == 0  # the faults were used up by the first run
+
+
+def test_help_shows_flags_as_flags_and_val_has_no_short_form() -> None:
+    text = cli("optimize", "--help").stdout
+    json_line = next(ln for ln in text.splitlines() if "--json" in ln)
+    assert "<bool>" not in json_line
+    assert "-v " not in next(ln for ln in text.splitlines() if "--val" in ln and "<path>" in ln)
+
+
+def test_demo_says_why_it_stopped_early(tmp_path: Path) -> None:
+    r = cli("demo", "--steps", "8", "--run-dir", tmp_path / "demo")
+    assert r.code == 0, r
+    assert "stopped after 3 steps of 8: the validation score reached 1.0" in r.stdout

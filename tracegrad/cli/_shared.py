@@ -213,9 +213,9 @@ ConcurrencyOpt = Annotated[
     int, typer.Option("--concurrency", "-j", min=1, help="Most LLM calls in flight at once.")
 ]
 NoCacheOpt = Annotated[
-    bool, typer.Option("--no-cache", help="Do not read or write the reply cache.")
+    bool, typer.Option("--no-cache", metavar=" ", help="Do not read or write the reply cache.")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+JsonOpt = Annotated[bool, typer.Option("--json", metavar=" ", help="Print one JSON object on stdout.")]
 TimeoutOpt = Annotated[
     float, typer.Option("--timeout", min=0.1, callback=_finite, help="Seconds to wait for one LLM reply before "
                         "retrying it.")
@@ -292,6 +292,11 @@ def _check_optimizer(name: str) -> str:
         hint = f" -- did you mean '{near[0]}'?" if near else ""
         raise CLIError(f"--optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}{hint}")
     return n
+
+
+def _plural(n: int, word: str) -> str:
+    """"1 step", "2 steps": the CLI says what it counts the way a person would."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _usage_totals(usage: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from ._shared import (
     _load_prompt,
     _out,
     _out_json,
+    _plural,
     _resolve_models,
     app,
 )
@@ -33,7 +34,7 @@ def estimate(
     prompt_file: PromptArg,
     train: Annotated[Path, typer.Option("--train", "-t", help="Training data.",
                                         show_default=False)],
-    val: Annotated[Path | None, typer.Option("--val", "-v", help="Validation data, as for "
+    val: Annotated[Path | None, typer.Option("--val", help="Validation data, as for "
                                              "optimize.")] = None,
     steps: StepsOpt = 8,
     batch_size: BatchOpt = 4,
@@ -71,7 +72,7 @@ def estimate(
 
 
 def _estimate_text(e: dict[str, Any]) -> str:
-    lines = [f"estimate for {e['optimizer']}, {e['steps']} steps x batch {e['batch_size']}, "
+    lines = [f"estimate for {e['optimizer']}, {_plural(e['steps'], 'step')} x batch {e['batch_size']}, "
              f"{e['train_size']} training / {e['val_size']} validation examples "
              "(no calls were made):", ""]
     lines.append(f"{'purpose':<12}{'model':<24}{'calls':>8}{'tokens in':>12}{'tokens out':>12}"

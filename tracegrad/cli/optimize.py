@@ -38,6 +38,7 @@ from ._shared import (
     _log,
     _out,
     _out_json,
+    _plural,
     _resolve_models,
     _usage_totals,
     app,
@@ -52,7 +53,7 @@ def optimize(
     train: Annotated[Path, typer.Option("--train", "-t", help="Training data (.jsonl, .csv, "
                                         ".json) with the input fields and the output field.",
                                         show_default=False)],
-    val: Annotated[Path | None, typer.Option("--val", "-v", help="Validation data: a rewrite "
+    val: Annotated[Path | None, typer.Option("--val", help="Validation data: a rewrite "
                                              "is kept only if it does not score worse here "
                                              "(default: it is checked on the training "
                                              "minibatch).")] = None,
@@ -152,8 +153,8 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
         _log("[yellow]note:[/yellow] no --val given: candidates are checked on the training "
              "minibatch, so scores are noisier; pass --val for a held-out score.")
     what = "resuming" if resume is not None else "optimizing"
-    _log(f"{what} [bold]{_escape(str(prompt_file))}[/bold] with {optimizer}: {steps} steps x "
-         f"{batch_size} examples, model {_escape(m)}, optimizer model {_escape(om)}")
+    _log(f"{what} [bold]{_escape(str(prompt_file))}[/bold] with {optimizer}: {_plural(steps, 'step')} x "
+         f"{_plural(batch_size, 'example')}, model {_escape(m)}, optimizer model {_escape(om)}")
     _log(f"run dir: {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:

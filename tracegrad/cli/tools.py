@@ -17,6 +17,7 @@ from ._shared import (
     _log,
     _out,
     _out_json,
+    _plural,
     app,
     cache_app,
 )
@@ -92,6 +93,10 @@ def demo(
         _out("")
         scores = " -> ".join(f"{s:.2f}" for s in res["val_scores"])
         _out(f"validation score by step: {scores}")
+        why = {"perfect": "the validation score reached 1.0, so there was nothing left to "
+               "learn", "patience": "no step improved for a while"}.get(res.get("stopped_reason"))
+        if why and res.get("steps_done", steps) < steps:
+            _out(f"stopped after {_plural(res['steps_done'], 'step')} of {steps}: {why}")
         _out(f"score: {res['baseline_score']:.3f} -> {res['best_score']:.3f} (SIMULATED)")
         _out(f"calls: {res['calls']} simulated (forward {res['calls_by_purpose'].get('forward', 0)}"
              f", backward {res['calls_by_purpose'].get('backward', 0)}, optimizer "
@@ -195,7 +200,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.",
+    version: Annotated[bool, typer.Option("--version", metavar=" ", help="Print the version and exit.",
                                           is_eager=True, callback=_version)] = False,
 ) -> None:
     """Optimize LLM prompts and pipelines with textual gradients."""

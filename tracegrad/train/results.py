@@ -83,7 +83,7 @@ class OptimizeResult:
         usd = (self.usage.get("total") or {}).get("usd")
         cost = f", ${usd:.4f}" if isinstance(usd, int | float) else ""
         return (
-            f"{self.steps_done} steps ({self.stopped_reason}): score {f(self.baseline_score)}"
+            f"{self.steps_done} step{'' if self.steps_done == 1 else 's'} ({self.stopped_reason}): score {f(self.baseline_score)}"
             f" -> best {f(self.best_score)}{cost}"
             + (f"; run in {self.run_dir}" if self.run_dir else "")
         )
