@@ -22,7 +22,7 @@ from ..ops.loss import MetricLoss
 from ..ops.python import ExecutionError
 from ..sandbox import SandboxUnavailable
 from .data import Example, load_dataset
-from .metrics import get_metric
+from .metrics import get_metric, takes_inputs
 from .results import EvalResult, Outcome
 from .runs import state_hash
 
@@ -87,7 +87,10 @@ def _score(
     grad: bool,
 ) -> Outcome:
     try:
-        score, explanation = metric(var.value, ex.expected)
+        if takes_inputs(metric):  # a judge needs the question, choice the options
+            score, explanation = metric(var.value, ex.expected, inputs=ex.inputs)
+        else:
+            score, explanation = metric(var.value, ex.expected)
     except Exception as e:
         if _stops_the_run(e):
             raise  # a judge the server could not reach: as above
