@@ -22,8 +22,9 @@ KNOWN_KEYS: dict[str, str] = {
     "optimizer_model": "the model that writes feedback and rewrites the prompt (default: model)",
     "input": "the input fields: a list of names, or a mapping name -> description",
     "output": "the dataset field that holds the expected output",
-    "metric": "how an output is scored: exact_match, contains, numeric, json_field_match, "
-    "token_f1, regex:PATTERN, or {judge: RUBRIC}",
+    "metric": "how an output is scored: exact_match, exact, contains, choice, numeric, "
+    "json_field_match, token_f1, regex:PATTERN, extract:REGEX, or {judge: RUBRIC} "
+    "(optionally with pass_score: 0-10)",
     "constraints": "rules every rewritten prompt must follow (list of strings)",
     "system": "a fixed system message sent before the prompt",
     "params": "sampling parameters passed to the model (temperature, max_tokens, ...)",
@@ -229,23 +230,34 @@ class _FrontMatter:
                            "answer")
         return out
 
-    def metric(self) -> str | dict[str, str]:
+    def metric(self) -> str | dict[str, Any]:
         metric = self.data.get("metric", DEFAULT_METRIC)
         if isinstance(metric, dict):
-            if set(metric) != {"judge"} or not isinstance(metric["judge"], str) \
-                    or not metric["judge"].strip():
-                raise self.err("metric", "as a mapping must be {judge: RUBRIC}, a rubric text "
-                               "for the LLM judge")
-            return metric
+            return self.judge_metric(metric)
         if not isinstance(metric, str) or not metric.strip():
             raise self.err("metric", "must be a metric name or {judge: RUBRIC}, got "
                            f"{_kind(metric)}")
         metric = metric.strip()
-        if metric.startswith("regex:"):
-            try:
-                re.compile(metric[len("regex:"):])
-            except re.error as e:
-                raise self.err("metric", f"has an invalid regular expression: {e}") from None
+        for prefix in ("regex:", "extract:"):
+            if metric.startswith(prefix):
+                try:
+                    re.compile(metric[len(prefix):])
+                except re.error as e:
+                    raise self.err("metric", f"has an invalid regular expression: {e}") from None
+        return metric
+
+    def judge_metric(self, metric: dict[str, Any]) -> dict[str, Any]:
+        """``{judge: RUBRIC}``, optionally with ``pass_score`` (0-10): the grade that counts
+        as a success instead of the judge's PASS verdict."""
+        if not set(metric) <= {"judge", "pass_score"} or not isinstance(metric.get("judge"), str) \
+                or not metric["judge"].strip():
+            raise self.err("metric", "as a mapping must be {judge: RUBRIC}, a rubric text "
+                           "for the LLM judge, optionally with pass_score: 0-10")
+        threshold = metric.get("pass_score")
+        if threshold is not None and (isinstance(threshold, bool)
+                                      or not isinstance(threshold, int | float)
+                                      or not 0 <= threshold <= 10):
+            raise self.err("metric", f"pass_score must be a number from 0 to 10, got {threshold!r}")
         return metric
 
     def constraints(self) -> list[str]:

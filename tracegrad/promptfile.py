@@ -7,7 +7,7 @@ A prompt file is text with YAML front matter (in the spirit of Dotprompt and Pro
     input:
       question: a word problem about counting objects
     output: answer                 # the dataset field that holds the expected value
-    metric: exact_match            # or numeric, contains, regex:PATTERN, {judge: RUBRIC}, ...
+    metric: exact_match            # or choice, numeric, contains, extract:REGEX, {judge: RUBRIC}, ...
     constraints:
       - Reply with the number only.
     ---
@@ -81,7 +81,7 @@ class PromptFile:
     body_line: int
     inputs: dict[str, str]
     output: str
-    metric: str | dict[str, str] = DEFAULT_METRIC
+    metric: str | dict[str, Any] = DEFAULT_METRIC
     model: str | None = None
     optimizer_model: str | None = None
     constraints: list[str] = field(default_factory=list)
@@ -372,7 +372,8 @@ class PromptFile:
 
         ps = str(self.path)
         if isinstance(self.metric, dict):
-            return get_metric(llm_judge(self.metric["judge"], engine=judge_engine))
+            return get_metric(llm_judge(self.metric["judge"], engine=judge_engine,
+                                        pass_score=self.metric.get("pass_score")))
         try:
             return get_metric(self.metric)
         except (ValueError, TypeError) as e:

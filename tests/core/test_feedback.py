@@ -32,3 +32,29 @@ def test_backward_drops_an_inputs_no_change_with_the_same_definition():
     out.backward("wrong", propagator=tg.TextualPropagator(engine))
     assert system.grads == []
     assert [g.text for g in question.grads] == ["ask more clearly"]
+
+
+@pytest.mark.parametrize("text, positive", [
+    ("The work fully meets the instruction.\nVERDICT: PASS", True),
+    ("The count is right and the format is as asked.\n**Verdict:** Pass", True),
+    ("verdict = passed", True),
+    ("The answer forgets the units.\nVERDICT: FAIL", False),
+    ("Looks good.\nVERDICT: FAIL", False),  # the verdict line decides, not the wording
+    ("VERDICT: FAIL\nOn second thought it is fine.\nVERDICT: PASS", True),  # the last one
+    ("The verdict passes over the question of units.", False),  # prose, not a verdict line
+])
+def test_a_judges_verdict_line_decides(text, positive):
+    assert is_positive(tg.Feedback(text)) is positive
+    assert says_no_change(text) is positive
+
+
+def test_a_passing_judge_costs_no_backward_call():
+    """judge_system.txt asks for a verdict line; with PASS the output needs no rewriting."""
+    judge = MockLLM(default="The answer counts every object once.\nVERDICT: PASS")
+    backward = MockLLM(default=json.dumps({"system": "be terser"}))
+    system = tg.Parameter("Answer.", role="system prompt")
+    out = tg.LLMCall(MockLLM(default="7"), system=system)("how many?")
+    loss = tg.TextLoss("Is the count right?", engine=judge)(out)
+    loss.backward(propagator=tg.TextualPropagator(backward))
+    assert "VERDICT" in tg.prompts.load("judge_system")
+    assert backward.calls == 0

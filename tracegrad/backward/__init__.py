@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.variable import Feedback, Variable
+from ..core.variable import Feedback, Variable, name_by_position
 from .result import BackwardResult
 from .textual import TextualPropagator
 from .trace import TracePropagator
 
 
 def backward(root: Variable, feedback: str | None = None, propagator: Any = None) -> BackwardResult:
+    name_by_position(root)  # before any name reaches a request (see name_by_position)
     if feedback is not None:
         root.add_feedback(Feedback(feedback, source="user"))
     elif root.is_objective:

@@ -76,13 +76,32 @@ def is_positive(fb: Feedback | FeedbackItem) -> bool:
     return says_no_change(fb.text)
 
 
+_VERDICT = re.compile(r"^[\W_]*verdict[\W_]*?\s*[:=\-]?\s*[\W_]*(pass|fail)(?:ed|es)?\b[\W_]*$",
+                      re.I | re.M)
+
+
+def verdict(text: str) -> bool | None:
+    """A judge's machine-readable verdict: True for a line ``VERDICT: PASS``, False for
+    ``VERDICT: FAIL`` (the last such line wins), None when the text has none.
+
+    The judge prompts ask for it last, after the reasoning, so that "is this example
+    fine?" is read off the line rather than guessed from the wording of the critique.
+    """
+    found = _VERDICT.findall(text or "")
+    return found[-1].lower() == "pass" if found else None
+
+
 def says_no_change(text: str) -> bool:
-    """True when every line of ``text`` is a stock "nothing to change" phrase.
+    """True when the text carries a PASS verdict (see :func:`verdict`), or when every line
+    of ``text`` is a stock "nothing to change" phrase.
 
     The one list of those phrases: backward uses it to drop an input's "no change
     needed", optimizers (through :func:`is_positive`) to skip feedback that asks for
     nothing.
     """
+    judged = verdict(text)
+    if judged is not None:
+        return judged
     lines = [_INDEX.sub("", ln).strip() for ln in text.splitlines()]
     lines = [ln for ln in lines if ln]
     return bool(lines) and all(_POSITIVE.fullmatch(ln) for ln in lines)
@@ -113,7 +132,7 @@ def render_feedback(items: list[FeedbackItem], *, context_limit: int = 400,
 
 __all__ = [
     "Evidence", "Feedback", "FeedbackItem", "collect_feedback", "is_positive",
-    "positive_feedback", "render_evidence", "render_feedback", "says_no_change",
+    "positive_feedback", "render_evidence", "render_feedback", "says_no_change", "verdict",
 ]
 
 

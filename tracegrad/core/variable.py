@@ -62,13 +62,24 @@ class Variable:
         self.role = role
         self.requires_grad = requires_grad
         self.name = name or f"{self.kind}{self.id}"
-        self.auto_name = name is None
+        self._generated = None if name else self.name
+        self.name_base = self.kind  # an auto name is this plus a number
+        self.position: int | None = None  # index in the last graph backward walked
         self.parents: tuple[Variable, ...] = ()
         self.op: Op | None = None
         self.grads: list[Feedback] = []
         self.is_objective = False
         self.score: float | None = None
         self.error: str | None = None
+
+    @property
+    def auto_name(self) -> bool:
+        """True while the name is generated (not given, nor assigned since)."""
+        return self.name == self._generated
+
+    def set_auto_name(self, base: str, number: int) -> None:
+        self.name_base = base
+        self.name = self._generated = f"{base}{number}"
 
     # -- value -----------------------------------------------------------------
     @property
@@ -187,7 +198,7 @@ def topo_order(
     ``within`` (a set of variable ids) restricts the walk to a subgraph. Iterative DFS:
     a 10,000-node chain must not hit the recursion limit.
     """
-    roots = [root] if isinstance(root, Variable) else sorted(root, key=lambda v: v.id)
+    roots = [root] if isinstance(root, Variable) else sorted(root, key=_walk_key)
     order: list[Variable] = []
     seen: set[int] = set()
     for start in roots:
@@ -205,6 +216,31 @@ def topo_order(
                 if p.id not in seen and (within is None or p.id in within):
                     stack.append((p, False))
     return order
+
+
+def _walk_key(v: Variable) -> tuple[bool, int, int]:
+    """Several roots are walked in graph position (set by :func:`name_by_position`), not by
+    id: ids count creation across threads, which differs from run to run."""
+    return (v.position is None, v.position or 0, v.id)
+
+
+def name_by_position(root: Variable) -> None:
+    """Name every auto-named node of ``root``'s graph by its position in it:
+    ``object_counting3`` is the third ``object_counting`` call in graph order.
+
+    The names reach requests (feedback sources, op signatures, trace listings). Numbered
+    from the process-wide id counter, which examples on several threads advance in any
+    order, they changed from run to run, so an identical re-run missed the cache. Graph
+    order follows the inputs' order (the batch's examples in dataset order), so these
+    names are the same in every run. Parameters keep their names: optimizers key their
+    memory by them.
+    """
+    counts: dict[str, int] = {}
+    for i, node in enumerate(topo_order(root)):
+        node.position = i
+        if node.auto_name and not isinstance(node, Parameter):
+            counts[node.name_base] = counts.get(node.name_base, 0) + 1
+            node.set_auto_name(node.name_base, counts[node.name_base])
 
 
 def generations(root: Variable) -> list[list[Variable]]:

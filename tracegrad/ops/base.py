@@ -62,5 +62,5 @@ def record(out: Variable, op: Op) -> Variable:
         out.set_parents(dict.fromkeys(op.inputs.values()).keys(), op)
         if out.auto_name:  # "llm_call12" reads better than "variable12" in a trace listing
             base = "".join(c if c.isalnum() or c == "_" else "_" for c in op.name)
-            out.name = f"{base}{out.id}"
+            out.set_auto_name(base, out.id)  # backward renames it by graph position
     return out

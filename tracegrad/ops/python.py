@@ -13,6 +13,7 @@ import functools
 import inspect
 import textwrap
 import traceback
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -117,6 +118,19 @@ class TracedFunction:
 
     def parameters(self) -> list[Parameter]:
         return [self.code] if self.code is not None and self.code.requires_grad else []
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        """``@tg.op`` on a method: ``obj.method(x)`` passes ``obj`` as ``self``, as a plain
+        ``def`` would (without this, the instance was never passed and the call failed).
+        ``self`` is an argument like any other, not a graph input."""
+        if obj is None:
+            return self
+        if self.code is not None:
+            raise TypeError(
+                f"@tg.op(trainable=True) cannot decorate the method {self.name}: a rewritten "
+                "function runs in a sandboxed subprocess, which cannot receive `self`; make "
+                "it a module-level function of JSON-able arguments")
+        return types.MethodType(self, obj)
 
     def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.code is None or self.code.value == self.original_source:

@@ -94,8 +94,10 @@ class _Listing:
         n = self._names.get(v.id)
         if n is None:
             n = v.name
-            if n in self._used:
-                n = f"{v.name}_{v.id}"
+            k = 1
+            while n in self._used:  # numbered in listing order: an id differs run to run
+                k += 1
+                n = f"{v.name}_{k}"
             self._used.add(n)
             self._names[v.id] = n
         return n

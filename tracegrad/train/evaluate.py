@@ -9,8 +9,10 @@ sandbox -- stops the run instead: scored as 0 it would sway an accept/revert dec
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from ..core.concurrency import ContextPool
@@ -24,7 +26,7 @@ from ..ops.loss import MetricLoss
 from ..ops.python import ExecutionError
 from ..sandbox import SandboxUnavailable
 from .data import Example, load_dataset
-from .metrics import get_metric
+from .metrics import get_metric, takes_inputs
 from .results import EvalResult, Outcome
 from .runs import state_hash
 
@@ -58,6 +60,33 @@ def _stops_the_run(e: BaseException) -> bool:
     return is_budget_error(e) or isinstance(e, ConfigurationError | RetryableError)
 
 
+def call_program(program: Callable[..., Any], inputs: dict[str, Any]) -> Any:
+    """``program(**inputs)``, run to completion when it is ``async def``.
+
+    An async forward returns a coroutine: scored as it is, it was "wrong" on every example
+    ("got '<coroutine object ...>'") and never ran. Examples run on worker threads with no
+    event loop, so each is driven by ``asyncio.run`` there (in the example's context).
+    """
+    out = program(**inputs)
+    if inspect.isawaitable(out):
+        out = _run_awaitable(out)
+    return out
+
+
+async def _wait(aw: Awaitable[Any]) -> Any:
+    return await aw
+
+
+def _run_awaitable(aw: Awaitable[Any]) -> Any:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_wait(aw))
+    # this thread already runs a loop (called from async code): a loop of its own elsewhere
+    with ContextPool(1, "tg-async") as pool:
+        return pool.map(lambda a: asyncio.run(_wait(a)), [aw])[0]
+
+
 def run_example(
     program: Callable[..., Any],
     metric: Callable[[Any, Any], tuple[float, str]],
@@ -68,7 +97,7 @@ def run_example(
     """Run and score one example; pipeline failures become feedback, not exceptions."""
     with enable_grad() if grad else no_grad():
         try:
-            out = program(**ex.inputs)
+            out = call_program(program, ex.inputs)
         except ExecutionError as e:
             return Outcome(ex, 0.0, str(e), error=str(e), loss=e.variable if grad else None)
         except Exception as e:  # noqa: BLE001 - one broken example must not end the run
@@ -90,7 +119,10 @@ def _score(
     grad: bool,
 ) -> Outcome:
     try:
-        score, explanation = metric(var.value, ex.expected)
+        if takes_inputs(metric):  # a judge needs the question, choice the options
+            score, explanation = metric(var.value, ex.expected, inputs=ex.inputs)
+        else:
+            score, explanation = metric(var.value, ex.expected)
     except Exception as e:
         if _stops_the_run(e):
             raise  # a judge the server could not reach: as above

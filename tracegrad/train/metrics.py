@@ -7,54 +7,41 @@ on. Any callable returning a float or ``(float, str)`` is a metric too.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
-import string
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..core.shorten import render, shorten
 from ..ops.loss import normalize_metric_result
+from .choice import choice
+from .judge import llm_judge, parse_judgement
+from .textmatch import LETTER_FORM, PUNCT, find_letter, normalize, occurs, show, text_of
 
 __all__ = [
     "Metric",
+    "choice",
     "contains",
+    "exact",
     "exact_match",
+    "extract",
     "get_metric",
     "json_field_match",
     "llm_judge",
     "metric_names",
+    "normalize",
     "numeric",
+    "parse_judgement",
     "regex",
     "token_f1",
 ]
 
-Metric = Callable[[Any, Any], Any]
-_SHOW = 300
-_PUNCT = string.punctuation + "\u201c\u201d\u2018\u2019\u00bf\u00a1\u2026"
-
-
-def _text(value: Any) -> str:
-    from ..core.variable import Variable
-
-    if isinstance(value, Variable):
-        value = value.value
-    return render(value)
-
-
-def normalize(text: Any) -> str:
-    """Lower case, one space between words, no punctuation at either end."""
-    t = " ".join(_text(text).lower().split())
-    prev = None
-    while t != prev:
-        prev = t
-        t = t.strip(_PUNCT).strip()
-    return t
-
-
-def _show(value: Any) -> str:
-    return repr(shorten(_text(value), _SHOW))
+Metric = Callable[..., Any]
+_PUNCT = PUNCT
+_text = text_of
+_show = show
 
 
 def _alternatives(expected: Any) -> list[Any]:
@@ -88,12 +75,37 @@ def exact_match(prediction: Any, expected: Any) -> tuple[float, str]:
     return 0.0, f"Wrong: expected {_expected_desc(expected)}, got {_show(prediction)}.{hint}"
 
 
-def contains(prediction: Any, expected: Any) -> tuple[float, str]:
-    """1 when the expected text occurs in the answer (case and spacing ignored)."""
-    got = " ".join(_text(prediction).lower().split())
+def exact(prediction: Any, expected: Any) -> tuple[float, str]:
+    """1 only when the answer is exactly the expected text (outer whitespace aside).
+
+    For outputs another program parses, where "Paris." or "paris" is not "Paris";
+    ``exact_match`` is the forgiving one. ``expected`` may be a list of acceptable answers.
+    """
+    got = _text(prediction).strip()
     for alt in _alternatives(expected):
-        want = normalize(alt)
-        if want and want in got:
+        if got == _text(alt).strip():
+            return 1.0, f"Correct: expected {_show(alt)} and got it."
+    hint = ""
+    if any(normalize(got) == normalize(alt) for alt in _alternatives(expected)):
+        hint = (" It differs only in case, spacing or punctuation, and the output must be "
+                "exactly the expected text.")
+    return 0.0, f"Wrong: expected exactly {_expected_desc(expected)}, got {_show(prediction)}.{hint}"
+
+
+def contains(prediction: Any, expected: Any) -> tuple[float, str]:
+    """1 when the expected text occurs in the answer as whole words (case and spacing ignored).
+
+    Literal: punctuation counts ("(A)" is not in "are"), and neither a word nor a number
+    may continue on either side ("1" is not in "12"). A single letter is an option label,
+    so it counts only where the answer picks it ("(B)", "Answer: B", "B"), never as the
+    pronoun "I" or the article "a".
+    """
+    for alt in _alternatives(expected):
+        letter = LETTER_FORM.match(_text(alt))
+        if letter:
+            if find_letter(prediction)[0] == letter.group(1).upper():
+                return 1.0, f"Correct: the output picks {_show(alt)}."
+        elif occurs(prediction, alt):
             return 1.0, f"Correct: the output contains {_show(alt)}."
     return (
         0.0,
@@ -201,6 +213,39 @@ def regex(pattern: str, flags: int = re.IGNORECASE) -> Metric:
 
     regex_match.__name__ = f"regex({pattern!r})"
     return regex_match
+
+
+def extract(pattern: str, flags: int = re.IGNORECASE) -> Metric:
+    """Read the answer out of the output with ``pattern`` and compare it like exact_match.
+
+    The answer is the first group of the first match (the whole match when the pattern
+    has no group), so ``extract(r"Answer:\\s*(.+)")`` lets a reply reason first and still
+    be scored on its answer line alone.
+    """
+    try:
+        compiled = re.compile(pattern, flags)
+    except re.error as e:
+        raise ValueError(f"extract:REGEX has an invalid regular expression: {e}") from None
+
+    def extract_match(prediction: Any, expected: Any) -> tuple[float, str]:
+        m = compiled.search(_text(prediction))
+        if m is None:
+            return 0.0, (
+                f"Wrong: the answer is read from the output with /{shorten(pattern, 200)}/, "
+                f"which does not match {_show(prediction)} (expected {_expected_desc(expected)})."
+            )
+        got = m.group(1) if compiled.groups else m.group(0)
+        got = "" if got is None else got
+        for alt in _alternatives(expected):
+            if normalize(got) == normalize(alt):
+                return 1.0, f"Correct: expected {_show(alt)} and read {_show(got)}."
+        return 0.0, (
+            f"Wrong: expected {_expected_desc(expected)}, read {_show(got)} from "
+            f"{_show(prediction)} with /{shorten(pattern, 200)}/."
+        )
+
+    extract_match.__name__ = f"extract({pattern!r})"
+    return extract_match
 
 
 # -- JSON ---------------------------------------------------------------------------------
@@ -324,104 +369,14 @@ def token_f1(prediction: Any, expected: Any) -> tuple[float, str]:
     return best
 
 
-# -- LLM judge --------------------------------------------------------------------------
-
-
-_SCORE_PATTERNS = [
-    re.compile(r"\bscore\W{0,3}\s*(?:is\s*)?[:=]?\s*\**\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*10\b)?", re.I),
-    re.compile(r"(-?\d+(?:\.\d+)?)\s*/\s*10\b"),
-    re.compile(r"(-?\d+(?:\.\d+)?)\s+out\s+of\s+10\b", re.I),
-]
-_REASON = re.compile(r"\breason(?:ing)?\W{0,3}\s*[:=]\s*(.+)", re.I | re.S)
-
-
-def parse_judgement(text: str) -> tuple[float, str] | None:
-    """(score 0-10, reason) from a judge reply in JSON, "Score: 7", "7/10" form; else None."""
-    try:
-        data = _parse_json(text)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        lowered = {str(k).lower(): v for k, v in data.items()}
-        raw = lowered.get("score", lowered.get("rating", lowered.get("grade")))
-        try:
-            score = float(raw) if raw is not None and not isinstance(raw, bool) else None
-        except (TypeError, ValueError):
-            score = None
-        if score is not None and score == score:
-            reason = (
-                lowered.get("reason") or lowered.get("explanation") or lowered.get("feedback") or ""
-            )
-            return score, str(reason).strip()
-    for pat in _SCORE_PATTERNS:
-        m = pat.search(text)
-        if m:
-            score = float(m.group(1))
-            r = _REASON.search(text)
-            reason = r.group(1).strip() if r else _reason_around(text, m)
-            return score, reason
-    stripped = text.strip().strip("*.").strip()
-    if re.fullmatch(r"-?\d+(?:\.\d+)?", stripped):
-        return float(stripped), ""
-    return None
-
-
-def _reason_around(text: str, m: re.Match[str]) -> str:
-    rest = (text[: m.start()] + " " + text[m.end() :]).strip()
-    return " ".join(rest.split())
-
-
-def _judge_prompt() -> str:
-    from .. import prompts
-
-    return prompts.load("metric_judge")
-
-
-def llm_judge(rubric: str, engine: Any = None, *, show_expected: bool = True) -> Metric:
-    """A metric that asks a model to grade the answer 0-10 against ``rubric``.
-
-    ``engine`` defaults to the backward engine (``tg.set_backward_llm``). Calls are made
-    with purpose "judge" so they are metered apart from forward calls. A reply without a
-    readable score counts 0, and the explanation says so, rather than failing the run.
-    """
-
-    def judge(prediction: Any, expected: Any) -> tuple[float, str]:
-        from ..core.context import get_backward_llm
-        from ..llm.base import Request
-
-        eng = engine or get_backward_llm()
-        user = f"Rubric:\n{rubric}\n\nAnswer to grade:\n<answer>\n{shorten(_text(prediction), 6000)}\n</answer>"
-        if show_expected and expected is not None and _text(expected).strip():
-            user += f"\n\nReference answer:\n<reference>\n{shorten(_text(expected), 3000)}\n</reference>"
-        request = Request(
-            messages=[
-                {"role": "system", "content": _judge_prompt()},
-                {"role": "user", "content": user},
-            ],
-            purpose="judge",
-        )
-        reply = eng.complete(request).text
-        parsed = parse_judgement(reply or "")
-        if parsed is None:
-            return 0.0, (
-                f"The judge's reply had no readable score (counted as 0): "
-                f"{shorten(reply or '<empty>', 300)!r}"
-            )
-        score, reason = parsed
-        score = min(10.0, max(0.0, score))
-        return score / 10.0, f"Judge score {score:g}/10. {reason}".strip()
-
-    judge.__name__ = "llm_judge"
-    return judge
-
-
 # -- lookup by name ---------------------------------------------------------------------
 
 _SIMPLE: dict[str, Metric] = {
     "exact_match": exact_match,
-    "exact": exact_match,
     "em": exact_match,
+    "exact": exact,
     "contains": contains,
+    "choice": choice,
     "token_f1": token_f1,
     "f1": token_f1,
 }
@@ -434,6 +389,7 @@ def metric_names() -> list[str]:
             "numeric",
             "numeric:TOLERANCE",
             "regex:PATTERN",
+            "extract:REGEX",
             "json_field_match",
             "json_field_match:FIELD,FIELD",
             "llm_judge:RUBRIC",
@@ -441,12 +397,13 @@ def metric_names() -> list[str]:
     )
 
 
-def get_metric(metric: str | Metric) -> Callable[[Any, Any], tuple[float, str]]:
+def get_metric(metric: str | Metric) -> Callable[..., tuple[float, str]]:
     """A metric from a name (for the CLI and prompt files) or any callable.
 
-    Names: exact_match, contains, token_f1, numeric[:TOLERANCE], regex:PATTERN,
-    json_field_match[:FIELD,FIELD], llm_judge:RUBRIC. The result always returns
-    ``(score, explanation)``.
+    Names: exact_match, exact, contains, choice, token_f1, numeric[:TOLERANCE],
+    regex:PATTERN, extract:REGEX, json_field_match[:FIELD,FIELD], llm_judge:RUBRIC. The
+    result always returns ``(score, explanation)``; it takes ``inputs=`` (the example's
+    inputs) and passes them on to a metric that has an ``inputs`` parameter.
     """
     if callable(metric):
         fn: Metric = metric() if getattr(metric, "_factory", False) else metric
@@ -467,6 +424,8 @@ def get_metric(metric: str | Metric) -> Callable[[Any, Any], tuple[float, str]]:
         return _normalized(numeric(tolerance=tol))
     if name == "regex" and arg:
         return _normalized(regex(arg))
+    if name == "extract" and arg:
+        return _normalized(extract(arg))
     if name == "json_field_match":
         fields = [f.strip() for f in arg.split(",") if f.strip()] or None
         return _normalized(json_field_match(fields=fields))
@@ -475,12 +434,28 @@ def get_metric(metric: str | Metric) -> Callable[[Any, Any], tuple[float, str]]:
     raise ValueError(f"unknown metric {metric!r}; known: {', '.join(metric_names())}")
 
 
-def _normalized(fn: Metric) -> Callable[[Any, Any], tuple[float, str]]:
-    def metric(prediction: Any, expected: Any) -> tuple[float, str]:
-        return normalize_metric_result(fn(prediction, expected), prediction, expected)
+def takes_inputs(fn: Any) -> bool:
+    """True when a metric declares an ``inputs`` parameter: it wants the example's inputs
+    (a judge grading an answer needs the question; ``choice`` reads the options)."""
+    if getattr(fn, "_normalized", False):
+        return bool(getattr(fn, "takes_inputs", False))
+    try:
+        return "inputs" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _normalized(fn: Metric) -> Callable[..., tuple[float, str]]:
+    wants = takes_inputs(fn)
+
+    def metric(prediction: Any, expected: Any, inputs: Mapping[str, Any] | None = None
+               ) -> tuple[float, str]:
+        result = fn(prediction, expected, inputs=inputs) if wants else fn(prediction, expected)
+        return normalize_metric_result(result, prediction, expected)
 
     metric.__name__ = getattr(fn, "__name__", "metric")
     metric.__doc__ = getattr(fn, "__doc__", None)
     metric._normalized = True  # type: ignore[attr-defined]
+    metric.takes_inputs = wants  # type: ignore[attr-defined]
     metric.wrapped = fn  # type: ignore[attr-defined]
     return metric
