@@ -22,7 +22,8 @@ docstrings, dspy 3.4):
 * MIPROv2: ``auto=None`` with ``num_candidates`` and a ``num_trials`` chosen so that the
   planned metric calls (bootstrapping + the default program's evaluation + minibatch
   trials + periodic full evaluations) fit the budget (:func:`plan_mipro`); MIPROv2 has no
-  stopping hook, so a spent dollar budget aborts it (:class:`peer_common.BudgetExhausted`).
+  stopping hook, so a spent dollar budget aborts it at the next LM call or rollout
+  (:class:`peer_common.BudgetExhausted`) and its line has no ``test_after``.
 
 The rollout count reported is the number of (example, program) evaluations during the
 optimization: calls of the metric without ``pred_name`` (GEPA also calls the metric with
@@ -79,9 +80,10 @@ def plan_mipro(budget: int, n_train: int, n_val: int, *, num_candidates: int = 6
             "fits_budget": cost(trials) <= budget}
 
 
-def _lm_class(dspy: Any, meter: pc.Meter) -> type:
+def _lm_class(dspy: Any, meter: pc.Meter, *, hard_budget: bool) -> type:
     class MeteredLM(dspy.LM):
-        """dspy.LM that tells the meter about every call it records in its history."""
+        """dspy.LM that tells the meter about every call it records in its history (and,
+        with ``hard_budget``, stops the run once the dollars are spent)."""
 
         def update_history(self, entry: dict[str, Any]) -> None:
             usage = entry.get("usage") or {}
@@ -91,6 +93,8 @@ def _lm_class(dspy: Any, meter: pc.Meter) -> type:
             else:
                 meter.llm_call(self.model, 0, 0, cached=True)
             super().update_history(entry)
+            if hard_budget:
+                meter.check_budget()
 
     return MeteredLM
 
@@ -133,7 +137,9 @@ def _run(which: str, cfg: dict[str, Any], meter: pc.Meter, res: dict[str, Any]) 
     res["import_s"] = round(time.perf_counter() - t_import, 2)
     opts = cfg.get("options") or {}
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
-    lm_cls = _lm_class(dspy, meter)
+    # GEPA stops between iterations on its own (a stop callback); MIPROv2 has no such hook,
+    # so its calls stop it as soon as the dollar budget is spent, proposals included
+    lm_cls = _lm_class(dspy, meter, hard_budget=which == "mipro")
     task_lm = _make_lm(lm_cls, cfg["model"], cfg["base_url"])
     refl_lm = _make_lm(lm_cls, cfg["optimizer_model"], cfg["base_url"], temperature=1.0,
                        max_tokens=int(opts.get("reflection_max_tokens", 8000)))

@@ -142,7 +142,7 @@ def _run(cfg: dict[str, Any], meter: pc.Meter, res: dict[str, Any]) -> None:
     res["val_before"] = kept_val
     rng = random.Random(int(cfg["seed"]))
     done, reverted, stop = 0, 0, "steps"
-    while done < steps and stop == "steps":
+    while train and done < steps and stop == "steps":
         order = list(train)
         rng.shuffle(order)
         for i in range(0, len(order), batch):

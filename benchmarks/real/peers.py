@@ -1,7 +1,7 @@
 """Run a peer framework's runner (DSPy GEPA, DSPy MIPROv2, TextGrad) from run.py.
 
 Each runner is a script executed by the peers' own Python (a separate venv with the
-``peers`` extra, see RESULTS.md), so tracegrad's environment never imports dspy or
+``peers`` extra, see benchmarks/README.md), so tracegrad's environment never imports dspy or
 textgrad. The exchange is two JSON files (``peer_common``): the configuration run.py writes
 and the result the runner writes. This module prices the runner's token counts with
 tracegrad's pricing table, so every framework's dollars come from one table (DSPy's own

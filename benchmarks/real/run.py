@@ -12,7 +12,7 @@ seed and the published figure beside it, so results can be shared.
 
 The peers (``dspy-gepa``, ``dspy-mipro``, ``textgrad``) run through ``peers.py``: their
 runners (``peer_dspy.py``, ``peer_textgrad.py``) execute in the peers' own venv
-(``--peers-python``; see RESULTS.md for how to build it) on the same split, with the same
+(``--peers-python``; benchmarks/README.md says how to build it) on the same split, with the same
 task and optimizer models and the same budget in metric calls (rollouts): ``--metric-calls``,
 else what the tracegrad run of this invocation used, else what tracegrad's estimate plans
 for ``--steps``. Every line carries ``test_before``/``test_after``, ``metric_calls``,
@@ -151,8 +151,8 @@ def _peer(fw: str, args: argparse.Namespace, rows: tuple[list[dict[str, str]], .
     need = peers.RUNNERS[fw][2]
     python = peers.peers_python(args.peers_python)
     if python is None:
-        return {"skipped": f"no peers venv with {need}: build one (see benchmarks/RESULTS.md, "
-                           "'Peers') or pass --peers-python", "metric_budget": budget}
+        return {"skipped": f"no peers venv with {need}: build one (see benchmarks/README.md, "
+                           "'Running it') or pass --peers-python", "metric_budget": budget}
     options = {"dspy_module": args.dspy_module, "gepa_auto": args.gepa_auto}
     out = peers.run_peer(fw, args, rows, task=TASKS[args.task], metric_budget=budget,
                          python=python, options={k: v for k, v in options.items() if v})
