@@ -58,26 +58,33 @@ def plan_mipro(budget: int, n_train: int, n_val: int, *, num_candidates: int = 6
     the set's size); then the default program is evaluated on the full valset; then each
     trial scores a minibatch, with a full evaluation every ``full_eval_steps`` trials and at
     the end (MIPROv2's schedule). Without minibatching every trial is a full evaluation.
+    When even one trial does not fit, fewer candidates are planned (down to 2); a plan that
+    still does not fit says so (``fits_budget``).
     """
-    boot = (num_candidates + 1) * min(n_train, 2 * max_bootstrapped_demos) \
-        if max_bootstrapped_demos else 0
     minibatch = n_val > MIPRO_MIN_MINIBATCH
     size = min(minibatch_size, n_val)
 
-    def cost(trials: int) -> int:
-        if not minibatch:
-            return boot + n_val + trials * n_val
-        fulls = trials // full_eval_steps + 1 + (1 if trials % full_eval_steps else 0)
-        return boot + n_val + trials * size + fulls * n_val
+    def boot(n: int) -> int:
+        return (n + 1) * min(n_train, 2 * max_bootstrapped_demos) if max_bootstrapped_demos \
+            else 0
 
+    def cost(n: int, trials: int) -> int:
+        if not minibatch:
+            return boot(n) + n_val + trials * n_val
+        fulls = trials // full_eval_steps + 1 + (1 if trials % full_eval_steps else 0)
+        return boot(n) + n_val + trials * size + fulls * n_val
+
+    n = num_candidates
+    while n > 2 and cost(n, 1) > budget:
+        n -= 1
     trials = 1
-    while cost(trials + 1) <= budget:
+    while cost(n, trials + 1) <= budget:
         trials += 1
-    return {"num_candidates": num_candidates, "num_trials": trials, "minibatch": minibatch,
+    return {"num_candidates": n, "num_trials": trials, "minibatch": minibatch,
             "minibatch_size": size, "minibatch_full_eval_steps": full_eval_steps,
             "max_bootstrapped_demos": max_bootstrapped_demos,
-            "planned_metric_calls": cost(trials), "planned_bootstrap_calls": boot,
-            "fits_budget": cost(trials) <= budget}
+            "planned_metric_calls": cost(n, trials), "planned_bootstrap_calls": boot(n),
+            "fits_budget": cost(n, trials) <= budget}
 
 
 def _lm_class(dspy: Any, meter: pc.Meter, *, hard_budget: bool) -> type:

@@ -156,6 +156,8 @@ def test_mipro_plan_fits_the_budget() -> None:
     assert p["planned_metric_calls"] <= 1336 < p["planned_metric_calls"] + 135
     p = plan_mipro(500, 10, 40)  # a valset of 50 or fewer is not minibatched
     assert p["minibatch"] is False and p["planned_metric_calls"] <= 500
+    p = plan_mipro(40, 4, 9)  # a small budget: fewer candidates, so bootstrapping fits
+    assert p["num_candidates"] < 6 and p["fits_budget"] and p["num_trials"] >= 1
     assert plan_mipro(10, 4, 9)["fits_budget"] is False  # one trial at least, flagged
 
 
