@@ -71,11 +71,13 @@ def test_offline_smoke_run_appends_one_result_line(tmp_path: Path) -> None:
                             "openai:gpt-4o-mini", "--base-url", srv.url, "--steps", "2",
                             "--data", str(DATA / "bbh_object_counting_sample.json"),
                             "--workdir", str(tmp_path / "work"), "--out", str(out), "--yes",
-                            "--timeout", "120"])
+                            "--timeout", "120", "--peers-python",
+                            str(tmp_path / "no-peers-venv" / "python")])
     assert rc == 0
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["framework"] for r in lines] == ["tracegrad", "textgrad"]
     tg_line = lines[0]
     assert 0.0 <= tg_line["test_before"] <= 1.0 and 0.0 <= tg_line["test_after"] <= 1.0
     assert tg_line["split"] == [4, 9, 11] and tg_line["versions"]["python"]
-    assert "skipped" in lines[1]
+    assert "no peers venv" in lines[1]["skipped"]
+    assert tg_line["metric_calls"] > 0 and tg_line["llm_calls"] > 0
