@@ -215,10 +215,13 @@ def test_an_optimize_run_in_a_user_span_is_one_trace(spans, backward_engine):
 
 
 def test_engines_built_before_enabling_are_named_in_a_warning(monkeypatch):
+    import weakref
+
     from tracegrad.core import telemetry
 
-    monkeypatch.setattr(telemetry, "untraced_engines", [0])
-    tg.LLM("mock")
+    monkeypatch.setattr(telemetry, "untraced_engines", weakref.WeakSet())
+    kept = tg.LLM("mock")  # noqa: F841 -- alive, so still untraced
+    tg.LLM("mock")  # gone at once: nothing to warn about
     with pytest.warns(UserWarning, match="1 engine.*traced\\(engine\\)"):
         tg.enable_tracing(InMemorySpanExporter(), batch=False)
     tg.disable_tracing()

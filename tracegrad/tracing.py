@@ -28,7 +28,8 @@ from .core import telemetry
 from .llm.base import ConfigurationError
 from .llm.calllog import redact
 
-__all__ = ["disable_tracing", "enable_tracing", "span", "traced", "tracing_enabled"]
+__all__ = ["disable_tracing", "enable_tracing", "instrument_optimizers", "span", "traced",
+           "tracing_enabled", "uninstrument_optimizers"]
 
 _TRUE = ("1", "true", "yes", "on")
 _state: dict[str, Any] = {"provider": None, "owned": False, "root": None}
@@ -154,10 +155,11 @@ def enable_tracing(
 
     tracer = provider.get_tracer("tracegrad", __version__)
     telemetry.install(_Backend(tracer, capture_content))
+    instrument_optimizers()
     _state.update(provider=provider, owned=owned)
-    if telemetry.untraced_engines[0]:
+    if len(telemetry.untraced_engines):
         warnings.warn(
-            f"{telemetry.untraced_engines[0]} engine(s) were built before enable_tracing() and "
+            f"{len(telemetry.untraced_engines)} engine(s) were built before enable_tracing() and "
             "are not traced: build engines after enabling, or wrap them with "
             "tracegrad.tracing.traced(engine)", stacklevel=2)
     return provider
@@ -174,10 +176,47 @@ def disable_tracing() -> None:
         with contextlib.suppress(ValueError):  # detached from another context at exit
             context.detach(token)
     telemetry.uninstall()
+    uninstrument_optimizers()
     provider, owned = _state["provider"], _state["owned"]
     _state.update(provider=None, owned=False, root=None)
     if provider is not None and owned:
         provider.shutdown()
+
+
+def _optimizer_classes() -> list[type]:
+    from .optim.base import Optimizer
+
+    out: list[type] = []
+    todo = [Optimizer]
+    while todo:
+        cls = todo.pop()
+        out.append(cls)
+        todo.extend(cls.__subclasses__())
+    return out
+
+
+def instrument_optimizers() -> None:
+    """Wrap the ``step`` of every optimizer class in an ``optimizer.step`` span.
+
+    Done when tracing is enabled and undone when it is disabled -- the OpenTelemetry
+    instrumentation pattern -- rather than at class creation, so with tracing off ``step``
+    is the optimizer's own function: no extra frame, and its warnings still point at the
+    caller. A class defined after enabling is covered through the ``step`` it inherits or
+    calls with ``super()``; one that defines its own ``step`` from scratch is not.
+    """
+    for cls in _optimizer_classes():
+        own = cls.__dict__.get("step")
+        if callable(own) and not getattr(own, "__tracegrad_traced__", False):
+            wrapped = telemetry.traced_step(own)
+            wrapped.__tracegrad_traced__ = True  # type: ignore[attr-defined]
+            cls.step = wrapped  # type: ignore[attr-defined]
+
+
+def uninstrument_optimizers() -> None:
+    for cls in _optimizer_classes():
+        own = cls.__dict__.get("step")
+        if getattr(own, "__tracegrad_traced__", False):
+            cls.step = own.__wrapped__  # type: ignore[attr-defined, union-attr]
 
 
 def tracing_enabled() -> bool:

@@ -51,8 +51,10 @@ class Recorder:
 def recorder():
     r = Recorder()
     telemetry.install(r)
+    tg.tracing.instrument_optimizers()
     yield r
     telemetry.uninstall()
+    tg.tracing.uninstrument_optimizers()
 
 
 def test_tracing_is_off_by_default_and_imports_nothing():
@@ -82,10 +84,15 @@ def test_hooks_cost_one_read_when_off():
     assert with_tracing(engine) is engine  # no wrapper layer at all
 
 
-def test_traced_steps_keep_their_signature():
-    """The trainer passes sample_id only to a step() whose signature has it."""
-    assert "sample_id" in inspect.signature(tg.TGD.step).parameters
+def test_steps_are_wrapped_only_while_tracing_is_on(recorder):
+    """Off: step is the optimizer's own function (its warnings point at the caller). On: the
+    wrapper keeps the signature, since the trainer passes sample_id only to a step() that
+    takes it."""
     assert tg.TGD.step.__wrapped__.__qualname__ == "TGD.step"
+    assert "sample_id" in inspect.signature(tg.TGD.step).parameters
+    tg.tracing.uninstrument_optimizers()
+    assert not hasattr(tg.TGD.step, "__wrapped__")
+    assert tg.TGD.step.__qualname__ == "TGD.step"
 
 
 def test_operations_total_the_calls_inside_them_across_threads(recorder):

@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import functools
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -56,7 +57,8 @@ _NULL = contextlib.nullcontext(None)
 _open: contextvars.ContextVar[tuple[Operation, ...]] = contextvars.ContextVar(
     "tg_telemetry_ops", default=())
 _in_step: contextvars.ContextVar[bool] = contextvars.ContextVar("tg_telemetry_step", default=False)
-untraced_engines = [0]  # engines built while tracing was off (enable_tracing warns about them)
+# live engines built while tracing was off: enable_tracing warns that they stay untraced
+untraced_engines: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def backend() -> Backend | None:
@@ -235,8 +237,9 @@ def record_outcomes(op: Operation, metric: str, outcomes: list[Any]) -> None:
 
 
 def traced_step(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap an optimizer's ``step`` in an ``optimizer.step`` span (the base class applies it
-    to every subclass). A ``step`` calling ``super().step()`` makes one span, not two."""
+    """Wrap an optimizer's ``step`` in an ``optimizer.step`` span (applied by
+    :func:`tracegrad.tracing.instrument_optimizers` while tracing is on). A ``step`` calling
+    ``super().step()`` makes one span, not two."""
 
     @functools.wraps(fn)
     def step(self: Any, *args: Any, **kwargs: Any) -> Any:

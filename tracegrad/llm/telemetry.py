@@ -13,6 +13,7 @@ made by the backend :mod:`tracegrad.tracing` installs in :mod:`tracegrad.core.te
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 from urllib.parse import urlsplit
@@ -131,7 +132,8 @@ def completion_attributes(c: Completion, model: str, capture_content: bool = Fal
 def with_tracing(engine: Engine) -> Engine:
     """``Traced(engine)`` while tracing is on; ``engine`` itself (and a note of it) when off."""
     if telemetry.backend() is None:
-        telemetry.untraced_engines[0] += 1
+        with contextlib.suppress(TypeError):  # an engine that cannot be weakly referenced
+            telemetry.untraced_engines.add(engine)
         return engine
     return Traced(engine)
 

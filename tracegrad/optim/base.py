@@ -36,7 +36,6 @@ from ..core.feedback import (
     render_feedback,
 )
 from ..core.shorten import render, shorten
-from ..core.telemetry import traced_step
 from ..core.variable import Parameter
 from ..llm.base import Request
 from . import constraints as cons
@@ -205,12 +204,6 @@ class Optimizer:
 
     needs_backward: bool = True
     default_history: int = 3
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Every optimizer's ``step`` gets an OpenTelemetry span while tracing is on."""
-        super().__init_subclass__(**kwargs)
-        if "step" in cls.__dict__:
-            cls.step = traced_step(cls.__dict__["step"])  # type: ignore[method-assign]
 
     def __init__(
         self,

@@ -111,7 +111,7 @@ class ReplayLLM(BaseEngine):
             try:
                 entry = json.loads(raw.decode("utf-8"))
                 key = entry["key"]
-                if not isinstance(key, str):
+                if not isinstance(key, str) or not isinstance(entry.get("namespace"), str | None):
                     raise TypeError(key)
                 # shape check: the completion must read back as one
                 completion_from_json(entry["completion"], Request(messages=[]), cached=False)
@@ -124,14 +124,19 @@ class ReplayLLM(BaseEngine):
             self._recorded_model = self._recorded_model or entry.get("engine_model")
             self._entries.setdefault(key, []).append(entry)
 
-    def key(self, request: Request) -> str:
+    @staticmethod
+    def key(request: Request) -> str:
+        return request_key(request)
+
+    def _key(self, request: Request) -> str:
+        """The key in this engine's namespace (no namespace: the plain key, as always)."""
         base = request_key(request)
         if self.namespace is None:
-            return base  # the key of every cassette recorded before namespaces existed
+            return base
         return hashlib.sha256(f"{self.namespace}\0{base}".encode()).hexdigest()
 
     def _lookup(self, request: Request) -> Completion | None:
-        key = self.key(request)
+        key = self._key(request)
         with self._lock:
             entries = self._entries.get(key)
             if not entries:
@@ -159,7 +164,7 @@ class ReplayLLM(BaseEngine):
     def _record(self, request: Request, c: Completion) -> None:
         fmt = request.response_format
         entry: dict[str, Any] = {
-            "key": self.key(request),
+            "key": self._key(request),
             **({"namespace": self.namespace} if self.namespace is not None else {}),
             "engine_model": getattr(self.inner, "model", None),
             "request": {
