@@ -10,7 +10,7 @@ import pytest
 import tracegrad as tg
 from tracegrad.testing import MockLLM
 
-pytest_plugins = ["tracegrad.testing.pytest_plugin"]
+pytest_plugins = ["tracegrad_pytest"]  # also auto-registered once installed: listing it is harmless
 
 _KEYS = re.compile(r"^- `([^`]+)`", re.M)
 

@@ -92,8 +92,10 @@ def _importers(package: str) -> set[str]:
 
 
 def test_third_party_clients_stay_in_their_module() -> None:
-    """The OpenAI SDK behind one engine; the terminal UI behind the CLI and the progress table."""
+    """The OpenAI SDK behind one engine, OpenTelemetry behind one module; the terminal UI
+    behind the CLI and the progress table."""
     assert _importers("openai") <= {"llm/openai.py"}
+    assert _importers("opentelemetry") <= {"tracing.py"}  # the optional otel extra
     cli = {str(p.relative_to(PKG)) for p in (PKG / "cli").glob("*.py")}
     assert _importers("typer") <= cli
     assert _importers("rich") <= cli | {"train/progress.py"}

@@ -7,7 +7,7 @@ parameters. See README.md for the tour.
 
 from __future__ import annotations
 
-from . import optim, prompts
+from . import optim, prompts, tracing
 from .backward import BackwardResult, TextualPropagator, TracePropagator, backward
 from .core import (
     Feedback,
@@ -51,6 +51,7 @@ from .ops import sum_losses as sum
 from .optim import OPRO, TGD, Optimizer, Reflect, StepResult, TraceOptimizer
 from .sandbox import SandboxError, SandboxUnavailable, allow_weak_sandbox
 from .template import TemplateError
+from .tracing import disable_tracing, enable_tracing
 from .train import (
     Dataset,
     DatasetError,
@@ -67,6 +68,7 @@ from .train import (
 )
 
 __version__ = "0.1.0"
+tracing.enable_from_env()  # TRACEGRAD_OTEL=1; imports OpenTelemetry only then
 
 
 def __getattr__(name: str):
@@ -88,4 +90,5 @@ __all__ = [
     "TextualPropagator", "TracePropagator", "Usage", "Variable", "aggregate", "backward",
     "backward_llm", "concat", "enable_grad", "format", "get_backward_llm", "graph", "no_grad",
     "op", "optim", "parameters_of", "prompts", "set_backward_llm", "shorten", "sum",
+    "disable_tracing", "enable_tracing", "tracing",
 ]

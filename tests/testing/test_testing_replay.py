@@ -100,3 +100,34 @@ def test_a_cassette_never_holds_the_key(cassette):
     assert key not in cassette.read_text() and "ECHO-0123456789" not in cassette.read_text()
     replayed = ReplayLLM(cassette=cassette, mode="replay").complete(make_request("q"))
     assert replayed.text == "hi\nBearer [REDACTED]"
+
+
+def test_namespaces_keep_engines_sharing_a_cassette_apart(cassette):
+    ReplayLLM(MockLLM(["small"], model="s"), cassette, "record", namespace="s").chat("q")
+    ReplayLLM(MockLLM(["big"], model="b"), cassette, "record", namespace="b", append=True).chat("q")
+    assert len(cassette.read_text().splitlines()) == 2  # append: the first engine's line kept
+    small = ReplayLLM(cassette=cassette, mode="replay", namespace="s")
+    big = ReplayLLM(cassette=cassette, mode="replay", namespace="b")
+    assert (small.chat("q").text, big.chat("q").text) == ("small", "big")
+    assert (small.model, big.model) == ("s", "b")  # as recorded: pricing replays too
+    with pytest.raises(LLMError, match="not recorded"):
+        ReplayLLM(cassette=cassette, mode="replay").chat("q")  # no namespace: none recorded
+
+
+def test_misses_are_kept_even_when_the_caller_catches_them(cassette):
+    from tracegrad.testing import CassetteMiss
+
+    ReplayLLM(MockLLM(["x"]), cassette, mode="record").chat("known")
+    play = ReplayLLM(cassette=cassette, mode="replay", hint="do the thing")
+    with pytest.raises(CassetteMiss, match="do the thing") as ei:
+        play.chat("unknown", purpose="judge")
+    assert ei.value.path == cassette and ei.value.request.purpose == "judge"
+    assert play.misses == [ei.value]
+
+
+def test_cassette_path_sits_beside_the_test(tmp_path):
+    from tracegrad.testing.cassette import cassette_path
+
+    assert cassette_path(tmp_path / "tests" / "test_qa.py", "test_a[x-1/2]") == (
+        tmp_path / "tests" / "cassettes" / "test_qa" / "test_a-x-1-2.jsonl"
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core import telemetry
 from ..core.variable import Feedback, Variable, name_by_position
 from .result import BackwardResult
 from .textual import TextualPropagator
@@ -30,7 +31,12 @@ def backward(root: Variable, feedback: str | None = None, propagator: Any = None
         )
     if propagator is None:
         propagator = TextualPropagator()
-    return propagator.run(root)
+    with telemetry.operation("backward", {"tracegrad.propagator": type(propagator).__name__,
+                                          "tracegrad.root": root.name}) as op:
+        result = propagator.run(root)
+        if op is not None:
+            telemetry.record_backward(op, root, result)
+    return result
 
 
 __all__ = ["BackwardResult", "TextualPropagator", "TracePropagator", "backward"]

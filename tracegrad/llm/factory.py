@@ -1,10 +1,11 @@
 """``LLM("openai:gpt-4o-mini")``: an engine with the production wrappers already on.
 
 Users should not have to know the wrapper order to get safe defaults, so the factory
-builds it: ``Meter -> [CallLog] -> [Cache] -> Limits -> engine``. The meter is outermost so
+builds it: ``Meter -> [Traced] -> [CallLog] -> [Cache] -> Limits -> engine``. The meter is outermost so
 it sees cache hits (free) and can refuse a call before anything else runs; the cache sits
 above the limits so hits neither wait for a slot nor count against rate limits; the call
-log sits above the cache so it records hits too.
+log sits above the cache so it records hits too. Traced (OpenTelemetry spans) is added only
+while tracing is on, so an untraced engine has no extra layer at all.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .calllog import CallLog
 from .limits import Limits
 from .meter import Budget, Meter
 from .openai import OpenAIEngine
+from .telemetry import with_tracing
 
 __all__ = ["LLM", "parse_spec"]
 
@@ -110,6 +112,7 @@ def LLM(
         engine = Cache(engine, path)
     if call_log is not None:
         engine = CallLog(engine, call_log)
+    engine = with_tracing(engine)
     if meter is not None:
         return Meter(engine, budget, share=meter)
     return Meter(engine, budget)

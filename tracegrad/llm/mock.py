@@ -70,6 +70,9 @@ class MockLLM(BaseEngine):
     * a mapping ``{regex: reply}``, matched against the request's text in order;
       a reply in a mapping may itself be a callable.
 
+    :meth:`on` and :meth:`add_replies` add rules and queued replies later; rules are
+    tried first, then the queue, then ``default``.
+
     A reply that is an exception instance is raised, for testing error paths.
     """
 
@@ -124,6 +127,19 @@ class MockLLM(BaseEngine):
             self.requests.clear()
         self._counter.reset_peak()
 
+    # -- scripting after construction (the pytest ``mock_llm`` fixture is built empty) ---
+    def add_replies(self, *replies: Reply) -> MockLLM:
+        """Queue replies, used in order once no rule matches."""
+        with self._lock:
+            self._queue.extend(replies)
+        return self
+
+    def on(self, pattern: str, reply: Reply) -> MockLLM:
+        """Answer requests whose text matches ``pattern`` (a regex) with ``reply``."""
+        with self._lock:
+            self._rules.append((re.compile(pattern, re.S), reply))
+        return self
+
     # -- engine -------------------------------------------------------------
     def _pick(self, request: Request) -> Reply:
         with self._lock:
@@ -135,7 +151,7 @@ class MockLLM(BaseEngine):
                 for pat, reply in self._rules:
                     if pat.search(text):
                         return reply
-            elif self._queue:
+            if self._queue:
                 return self._queue.pop(0)
         if self.default is None:
             raise AssertionError(

@@ -1,19 +1,12 @@
-"""pytest fixtures for testing against a fake OpenAI server.
+"""The old way to enable tracegrad's fixtures, kept so existing conftests keep working.
 
-Enable with ``pytest_plugins = ["tracegrad.testing.pytest_plugin"]`` in a conftest.py.
+The plugin is now ``tracegrad_pytest``, registered automatically when tracegrad is
+installed; ``pytest_plugins = ["tracegrad.testing.pytest_plugin"]`` is no longer needed.
+This module only re-exports the fixtures (no hooks, so listing it twice is harmless).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from tracegrad_pytest import fake_openai_server, llm_cassette, mock_llm
 
-import pytest
-
-from .server import FakeOpenAIServer
-
-
-@pytest.fixture
-def fake_openai_server() -> Iterator[FakeOpenAIServer]:
-    """A started :class:`FakeOpenAIServer`; script it with ``add_replies``/``inject``."""
-    with FakeOpenAIServer() as server:
-        yield server
+__all__ = ["fake_openai_server", "llm_cassette", "mock_llm"]

@@ -5,10 +5,15 @@ the sha256 of what decides the reply (model, messages, parameters, schema, sampl
 so a replayed test fails loudly when the pipeline starts asking something new. Cassettes
 are committed to repositories, so each entry is scrubbed of secrets before it is kept
 (:mod:`tracegrad.redaction`): a replayed reply reads ``[REDACTED]`` where the key was.
+
+Several engines may share one cassette (the pytest ``llm_cassette`` fixture records a
+test's forward and backward models into one file): each writes under its own
+``namespace``, so the same question asked of two models replays each model's answer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -17,12 +22,28 @@ from typing import Any, Literal
 
 from ..llm.base import BaseEngine, Completion, Engine, LLMError, Request
 from ..llm.cache import completion_from_json, completion_to_json, request_key
+from ..llm.calllog import _lock_for
 from ..redaction import collect_secrets, scrub
 from .mock import request_text
 
-__all__ = ["ReplayLLM"]
+__all__ = ["CassetteMiss", "ReplayLLM"]
 
 Mode = Literal["record", "replay", "auto"]
+
+
+class CassetteMiss(LLMError):
+    """A replayed request the cassette has no reply for: the pipeline asks something new.
+
+    A subclass of :class:`LLMError` so pipelines handle it like any failed call; the pytest
+    plugin also fails the test afterwards, in case the pipeline swallowed it.
+    """
+
+    def __init__(self, message: str, *, path: Path, request: Request | None = None,
+                 namespace: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.request = request
+        self.namespace = namespace
 
 
 class ReplayLLM(BaseEngine):
@@ -33,7 +54,9 @@ class ReplayLLM(BaseEngine):
     * ``"auto"``: replay what is recorded, call ``inner`` (and append) for the rest.
 
     Identical requests recorded several times replay in recorded order, the last one
-    repeating.
+    repeating. ``namespace`` separates engines sharing one file; ``append`` makes record
+    mode add to the file instead of starting it afresh (the caller cleared it once);
+    ``hint`` ends the message of a miss (how to re-record).
     """
 
     def __init__(
@@ -41,6 +64,10 @@ class ReplayLLM(BaseEngine):
         inner: Engine | None = None,
         cassette: str | os.PathLike[str] | None = None,
         mode: Mode = "auto",
+        *,
+        namespace: str | None = None,
+        append: bool = False,
+        hint: str = "re-record with mode='auto' or 'record'",
     ) -> None:
         if cassette is None:
             raise LLMError("ReplayLLM needs a cassette path")
@@ -51,18 +78,24 @@ class ReplayLLM(BaseEngine):
         self.inner = inner
         self.path = Path(cassette)
         self.mode = mode
+        self.namespace = namespace
+        self.hint = hint
         self._lock = threading.Lock()
+        self._file_lock = _lock_for(self.path)  # engines sharing the file never interleave
         self._entries: dict[str, list[dict[str, Any]]] = {}
         self._cursor: dict[str, int] = {}
-        self._truncate = mode == "record"
+        self._truncate = mode == "record" and not append
+        self._recorded_model: str | None = None
         self.recorded = 0
         self.replayed = 0
+        self.misses: list[CassetteMiss] = []
         if mode != "record":
             self._load()
 
     @property
     def model(self) -> str:  # type: ignore[override]
-        return getattr(self.inner, "model", None) or "replay"
+        """The recording engine's model, so metering and pricing replay as recorded."""
+        return getattr(self.inner, "model", None) or self._recorded_model or "replay"
 
     @property
     def max_concurrency(self) -> int | None:  # type: ignore[override]
@@ -81,7 +114,7 @@ class ReplayLLM(BaseEngine):
             try:
                 entry = json.loads(raw.decode("utf-8"))
                 key = entry["key"]
-                if not isinstance(key, str):
+                if not isinstance(key, str) or not isinstance(entry.get("namespace"), str | None):
                     raise TypeError(key)
                 # shape check: the completion must read back as one
                 completion_from_json(entry["completion"], Request(messages=[]), cached=False)
@@ -89,14 +122,24 @@ class ReplayLLM(BaseEngine):
                 raise LLMError(
                     f"cassette {self.path} line {n} is not a recorded call"
                 ) from None
+            if entry.get("namespace") != self.namespace:
+                continue
+            self._recorded_model = self._recorded_model or entry.get("engine_model")
             self._entries.setdefault(key, []).append(entry)
 
     @staticmethod
     def key(request: Request) -> str:
         return request_key(request)
 
+    def _key(self, request: Request) -> str:
+        """The key in this engine's namespace (no namespace: the plain key, as always)."""
+        base = request_key(request)
+        if self.namespace is None:
+            return base
+        return hashlib.sha256(f"{self.namespace}\0{base}".encode()).hexdigest()
+
     def _lookup(self, request: Request) -> Completion | None:
-        key = self.key(request)
+        key = self._key(request)
         with self._lock:
             entries = self._entries.get(key)
             if not entries:
@@ -107,17 +150,26 @@ class ReplayLLM(BaseEngine):
             data = entries[min(i, len(entries) - 1)]["completion"]
         return completion_from_json(data, request, cached=False)
 
-    def _missing(self, request: Request) -> LLMError:
+    def _missing(self, request: Request) -> CassetteMiss:
         text = request_text(request)
-        return LLMError(
-            f"ReplayLLM: request not recorded in {self.path} (mode={self.mode!r}); "
-            f"re-record with mode='auto' or 'record'. Request starts: {text[:200]!r}"
+        who = f", engine {self.namespace!r}" if self.namespace else ""
+        err = CassetteMiss(
+            f"ReplayLLM: request not recorded in {self.path} (mode={self.mode!r}, "
+            f"{request.purpose} call{who}); {self.hint}. Request starts: {text[:200]!r}",
+            path=self.path,
+            request=request,
+            namespace=self.namespace,
         )
+        with self._lock:
+            self.misses.append(err)
+        return err
 
     def _record(self, request: Request, c: Completion) -> None:
         fmt = request.response_format
-        entry = {
-            "key": self.key(request),
+        entry: dict[str, Any] = {
+            "key": self._key(request),
+            **({"namespace": self.namespace} if self.namespace is not None else {}),
+            "engine_model": getattr(self.inner, "model", None),
             "request": {
                 "model": request.model,
                 "purpose": request.purpose,
@@ -130,7 +182,7 @@ class ReplayLLM(BaseEngine):
         }
         entry = scrub(entry, collect_secrets(self.inner))
         line = json.dumps(entry, ensure_ascii=False, default=str)
-        with self._lock:
+        with self._file_lock, self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "w" if self._truncate else "a", encoding="utf-8") as f:
                 f.write(line + "\n")

@@ -15,6 +15,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+from ..core import telemetry
 from ..core.concurrency import ContextPool
 from ..core.context import enable_grad, no_grad
 from ..core.feedback import positive_feedback
@@ -161,12 +162,19 @@ class Runner:
         self.pool = ContextPool(max(1, concurrency), "tg-train")
         self.calls = 0  # examples run and scored (rollouts)
 
-    def run(self, examples: Sequence[Example], grad: bool) -> list[Outcome]:
+    def run(self, examples: Sequence[Example], grad: bool,
+            split: str | None = None) -> list[Outcome]:
         self.calls += len(examples)
-        return self.pool.map(
-            lambda ex: run_example(self.program, self.metric, self.metric_name, ex, grad),
-            examples,
-        )
+        attrs = {"tracegrad.eval.split": split, "tracegrad.metric": self.metric_name}
+        # training's forward pass (grad) is traced as "forward", any scoring as "evaluate"
+        with telemetry.operation("forward" if grad else "evaluate", attrs) as op:
+            outcomes = self.pool.map(
+                lambda ex: run_example(self.program, self.metric, self.metric_name, ex, grad),
+                examples,
+            )
+            if op is not None:
+                telemetry.record_outcomes(op, self.metric_name, outcomes)
+        return outcomes
 
     def close(self) -> None:
         self.pool.close()
@@ -219,7 +227,7 @@ class ScoreCache:
         h = state_hash(state)
         todo = [ex for ex in examples if (h, split, ex.id) not in self.known]
         if todo:
-            outcomes = self.runner.run(todo, grad=False)
+            outcomes = self.runner.run(todo, grad=False, split=split)
             # every example failing the same way is a broken setup (server down, bad key),
             # not a bad prompt: stop instead of optimizing against it
             raise_if_all_crashed(outcomes)
