@@ -31,7 +31,8 @@ class Noise:
     """Rates of the stand-ins' imperfections (each a probability per request)."""
 
     slip: float = 0.05          # task model gives a wrong answer anyway
-    long_prompt: int = 700      # instructions longer than this (chars) slip more
+    long_prompt: int = 700      # instructions longer than this (chars) slip more:
+    length_scale: int = 2000    # ... by (length - long_prompt) / length_scale
     direct: float = 0.85        # infer a rule from input + wrong output + expected output
     indirect: float = 0.35      # ... from input + wrong output only
     critique: float = 0.6       # ... from a critique that names it
@@ -58,10 +59,6 @@ def _text(request: Request, role: str | None = None) -> str:
                      if role is None or m.get("role") == role)
 
 
-def _delimited(needle: str, hay: str) -> bool:
-    return re.search(r"(?<![\w.$-])" + re.escape(needle) + r"(?![\w-])", hay) is not None
-
-
 class TaskModel:
     """The model that runs the prompt being optimized."""
 
@@ -80,9 +77,10 @@ class TaskModel:
         if any(h.lower() in instructions.lower() for h in self.world.harmful):
             missing.add(self.world.rules[0].name)
         rng = _rng(self.seed, "task", text)
-        slip = self.noise.slip + max(0, len(instructions) - self.noise.long_prompt) / 2000
+        slip = self.noise.slip + max(0, len(instructions) - self.noise.long_prompt) / (
+            self.noise.length_scale)
         if rng.random() < slip:
-            wrong = [o for o in self.world.outputs_by_missing(ex) if o != self.world.expected(ex)]
+            wrong = [o for o in self.world.possible_outputs(ex) if o != self.world.expected(ex)]
             return rng.choice(sorted(wrong))
         return self.world.output(ex, frozenset(missing))
 
@@ -116,25 +114,11 @@ class ReflectionModel:
     # -- evidence ----------------------------------------------------------------------
     def evidence(self, text: str) -> dict[str, float]:
         """rule name -> probability of inferring it from what ``text`` shows."""
-        found: dict[str, float] = {}
-        world = self.world
-        for inp, ex in world.by_input.items():
-            at = text.find(inp)
-            if at < 0:
-                continue
-            window = text[at + len(inp): at + len(inp) + 2500]
-            expected = world.expected(ex)
-            for output, missing in sorted(world.outputs_by_missing(ex).items(),
-                                          key=lambda kv: -len(kv[0])):
-                if output == expected or not missing or not _delimited(output, window):
-                    continue
-                p = self.noise.direct if _delimited(expected, window) else self.noise.indirect
-                for name in missing:
-                    found[name] = max(found.get(name, 0.0), p)
-                break
+        world, noise = self.world, self.noise
+        found = world.evidence(text, noise.direct, noise.indirect)
         for rule in world.rules:
             if any(c.lower() in text.lower() for c in rule.critiques):
-                found[rule.name] = max(found.get(rule.name, 0.0), self.noise.critique)
+                found[rule.name] = max(found.get(rule.name, 0.0), noise.critique)
         return found
 
     def infer(self, text: str, salt: str) -> list[str]:
@@ -201,7 +185,8 @@ class ReflectionModel:
         return f"I add what the feedback asks for.\n<new_value>\n{new}\n</new_value>"
 
     def rewrite_trace(self, user: str) -> str:
-        section = user.split("## Parameters you may change", 1)[-1]
+        # only the parameters' own section: the history below it also has ### headings
+        section = user.split("## Parameters you may change", 1)[-1].split("\n## ", 1)[0]
         params = {m.group(1).strip(): m.group(2) for m in re.finditer(
             r"^### (.+?)\n.*?<value>\n(.*?)\n</value>", section, re.S | re.M)}
         values = {k: self.improve(v, user, f"trace:{k}") for k, v in params.items()}

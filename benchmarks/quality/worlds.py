@@ -58,10 +58,46 @@ class World:
     render: Callable[[Any, bool], str]
     harmful: tuple[str, ...] = ()
     irrelevant: tuple[str, ...] = ()
+    # overrides of the stand-ins' Noise for this world (the harder worlds set some)
+    noise: dict[str, Any] = field(default_factory=dict)
     by_input: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _outputs: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.by_input = {ex[self.field]: ex for ex in self.examples}
+
+    def possible_outputs(self, ex: dict[str, Any]) -> dict[str, frozenset[str]]:
+        """:meth:`outputs_by_missing`, computed once per example."""
+        key = ex[self.field]
+        got = self._outputs.get(key)
+        if got is None:
+            got = self._outputs[key] = self.outputs_by_missing(ex)
+        return got
+
+    def evidence(self, text: str, direct: float, indirect: float) -> dict[str, float]:
+        """rule name -> probability that a reflection reading ``text`` infers the rule.
+
+        Evidence is an example's input followed (within 2,500 characters) by a wrong reply
+        the task model gives to it: the rules whose absence produces that reply can be
+        inferred, with probability ``direct`` when the expected reply is there too and
+        ``indirect`` when it is not. Nothing else in ``text`` counts.
+        """
+        found: dict[str, float] = {}
+        for inp, ex in self.by_input.items():
+            at = text.find(inp)
+            if at < 0:
+                continue
+            window = text[at + len(inp): at + len(inp) + 2500]
+            expected = self.expected(ex)
+            for output, missing in sorted(self.possible_outputs(ex).items(),
+                                          key=lambda kv: -len(kv[0])):
+                if output == expected or not missing or not delimited(output, window):
+                    continue
+                p = direct if delimited(expected, window) else indirect
+                for name in missing:
+                    found[name] = max(found.get(name, 0.0), p)
+                break
+        return found
 
     def output(self, ex: dict[str, Any], missing: frozenset[str]) -> str:
         """The reply text for ``ex`` when the rules in ``missing`` are not stated."""
@@ -92,6 +128,11 @@ class World:
         rng.shuffle(rows)
         a, b = n_train, n_train + n_val
         return rows[:a], rows[a:b], rows[b:b + n_test]
+
+
+def delimited(needle: str, hay: str) -> bool:
+    """``needle`` occurs in ``hay`` as a whole (not inside a longer word or number)."""
+    return re.search(r"(?<![\w.$-])" + re.escape(needle) + r"(?![\w-])", hay) is not None
 
 
 def _format_rule(recognise: tuple[str, ...], wordings: tuple[str, ...], critique: str) -> Rule:
