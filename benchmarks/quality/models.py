@@ -199,9 +199,13 @@ class ReflectionModel:
         blocks = re.findall(r'<value name="([^"]+)">\n?(.*?)\n?</value>', board, re.S)
         if not blocks:
             return "I cannot find the values."
-        name, best = blocks[-1]
-        new = self.improve(best, user, "opro")
-        return f'<value name="{name}">\n{new}\n</value>'
+        # every parameter the request asks for, each from the best (last) entry that has it
+        asked = re.search(r"block for each of: (.+?)\.\s*$", user, re.M)
+        names = [n.strip() for n in asked.group(1).split(",")] if asked else [blocks[-1][0]]
+        best = {n: v for n, v in blocks}
+        out = [f'<value name="{n}">\n{self.improve(best[n], user, "opro" if i == 0 else f"opro:{n}")}'
+               "\n</value>" for i, n in enumerate(names[::-1]) if n in best]
+        return "\n".join(out[::-1])
 
 
 def _insert(lines: list[str], new: list[str]) -> str:
