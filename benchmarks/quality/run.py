@@ -390,7 +390,7 @@ def _scatter_panel(rows: list[dict[str, Any]], world: str, x0: int, y0: int) -> 
 
 
 def _curve_panel(runs: list[dict[str, Any]], world: str, key: str, x0: int, y0: int,
-                 label: str) -> list[str]:
+                 label: str, ceiling_at: float | None = None) -> list[str]:
     """Hard world: test accuracy of the best-so-far candidate (median line, IQR band)
     against metric calls or dollars spent."""
     w, h, pad = 260, 200, 40
@@ -410,6 +410,12 @@ def _curve_panel(runs: list[dict[str, Any]], world: str, key: str, x0: int, y0: 
         return (f"{x0 + pad + x / top * (w - pad - 10):.1f},"
                 f"{y0 + 20 + (1 - v) * (h - 40):.1f}")
 
+    if ceiling_at is not None:
+        parts.append(f'<polyline points="{xy(0, ceiling_at)} {xy(top, ceiling_at)}" fill="none" '
+                     'stroke="#000" stroke-dasharray="4,3" stroke-width="0.8"/>')
+        parts.append(f'<text x="{x0 + pad + 4}" y="{y0 + 20 + (1 - ceiling_at) * (h - 40) - 3:.1f}" '
+                     f'fill="#555">ceiling {ceiling_at:.2f}</text>')
+
     for j, opt in enumerate(OPTIMIZERS):
         rs = [r for r in mine if r["optimizer"] == opt]
         if not rs:
@@ -427,7 +433,8 @@ def _curve_panel(runs: list[dict[str, Any]], world: str, key: str, x0: int, y0: 
     return parts
 
 
-def plot_svg(rows: list[dict[str, Any]], runs: list[dict[str, Any]] | None = None) -> str:
+def plot_svg(rows: list[dict[str, Any]], runs: list[dict[str, Any]] | None = None,
+             ceilings: dict[str, list[float]] | None = None) -> str:
     """SIMULATED. Row 1: the classic worlds, test accuracy (median, IQR bar) against
     rollouts. Rows 2 and 3: the hard worlds, test accuracy of the best candidate so far
     (median line, IQR band over seeds) against metric calls and against estimated dollars."""
@@ -447,15 +454,17 @@ def plot_svg(rows: list[dict[str, Any]], runs: list[dict[str, Any]] | None = Non
         y0 += h
     if hard:
         for i, world in enumerate(hard):
-            parts += _curve_panel(runs, world, "rollouts", i * w, y0, "metric calls")
-            parts += _curve_panel(runs, world, "usd", i * w, y0 + h, "est. USD")
+            ceil = statistics.median(ceilings[world]) if ceilings and world in ceilings else None
+            parts += _curve_panel(runs, world, "rollouts", i * w, y0, "metric calls", ceil)
+            parts += _curve_panel(runs, world, "usd", i * w, y0 + h, "est. USD", ceil)
         y0 += 2 * h
     parts.append(f'<text x="5" y="{y0 + 20}">SIMULATED: stand-in models, not a real LLM. '
                  'Top: classic worlds, test (median, IQR) vs rollouts after 8 steps.</text>')
     if hard:
+        seeds = len({r["seed"] for r in runs})
         parts.append(f'<text x="5" y="{y0 + 35}">Below: hard worlds, test accuracy of the '
-                     'best candidate so far (median, IQR band, 5 seeds) vs metric calls and '
-                     'vs estimated dollars.</text>')
+                     f'best candidate so far (median, IQR band, {seeds} seeds) vs metric calls '
+                     'and vs estimated dollars; dashed: every rule stated tersely.</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
@@ -517,13 +526,23 @@ def main(argv: list[str] | None = None) -> int:
     seconds = round(time.perf_counter() - t0, 1)
     print(f"\n{len(runs)} runs in {seconds} s")
     if not args.quick and not args.noise:
-        (HERE / "quality.svg").write_text(plot_svg(rows, hard_runs))
+        (HERE / "quality.svg").write_text(plot_svg(rows, hard_runs, ceilings))
     noises = {w: vars(world_noise(w)) for w in args.worlds.split(",")}
-    args.out.write_text(json.dumps({
+    args.out.write_text(dump({
         "simulated": True, "quick": args.quick, "config": config,
         "budgets": budgets, "seconds": seconds, "noise": noises, "summary": rows,
-        "budget_summary": brows, "runs": runs}, indent=1) + "\n")
+        "budget_summary": brows, "runs": runs}))
     return 0
+
+
+def dump(doc: dict[str, Any]) -> str:
+    """``doc`` as JSON: indented, except that each run is one line and its curve is stored
+    by column ({"step": [...], "rollouts": [...], ...}), which keeps the file small."""
+    runs = [{**r, "curve": {k: [pt[k] for pt in r["curve"]] for k in r["curve"][0]}}
+            for r in doc["runs"]]
+    head = json.dumps({**doc, "runs": []}, indent=1)
+    body = ",\n".join("  " + json.dumps(r, separators=(",", ":")) for r in runs)
+    return head.replace('"runs": []', '"runs": [\n' + body + "\n ]") + "\n"
 
 
 if __name__ == "__main__":
