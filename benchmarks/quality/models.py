@@ -10,8 +10,9 @@
   can only guess from a weak prior. It sometimes adds a harmful or irrelevant instruction,
   drops one that was there, or breaks the reply format.
 
-Every random choice is seeded by the request text and the run's seed, so a run is
-reproducible and a cached reply equals a fresh one.
+Every random choice is seeded by the request text and the run's seed (and, with
+``Noise.resample``, by how many times the reflection was sent that exact request before),
+so a run is reproducible.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import hashlib
 import json
 import random
 import re
+import threading
 from dataclasses import dataclass
 
-from quality.worlds import PipelineWorld, World
+from quality.worlds import PipelineWorld, TriageWorld, World
 from tracegrad.llm.base import Request, content_to_text
+from tracegrad.llm.meter import BudgetExceeded
 
 
 @dataclass
@@ -31,7 +34,8 @@ class Noise:
     """Rates of the stand-ins' imperfections (each a probability per request)."""
 
     slip: float = 0.05          # task model gives a wrong answer anyway
-    long_prompt: int = 700      # instructions longer than this (chars) slip more
+    long_prompt: int = 700      # instructions longer than this (chars) slip more:
+    length_scale: int = 2000    # ... by (length - long_prompt) / length_scale
     direct: float = 0.85        # infer a rule from input + wrong output + expected output
     indirect: float = 0.35      # ... from input + wrong output only
     critique: float = 0.6       # ... from a critique that names it
@@ -40,6 +44,9 @@ class Noise:
     irrelevant: float = 0.1     # add an instruction that does nothing
     drop: float = 0.05          # drop an instruction line that was there
     broken: float = 0.04        # reply in a format the optimizer cannot parse
+    # the reflection samples afresh when asked the same request again (temperature > 0);
+    # False: the same request always gets the same reply (the classic worlds' setting)
+    resample: bool = False
 
 
 _COUNTER = re.compile(r"\b([A-Za-z_]+?)\d+\b")
@@ -58,31 +65,48 @@ def _text(request: Request, role: str | None = None) -> str:
                      if role is None or m.get("role") == role)
 
 
-def _delimited(needle: str, hay: str) -> bool:
-    return re.search(r"(?<![\w.$-])" + re.escape(needle) + r"(?![\w-])", hay) is not None
-
-
 class TaskModel:
-    """The model that runs the prompt being optimized."""
+    """The model that runs the prompt being optimized.
 
-    def __init__(self, world: World, seed: int, noise: Noise) -> None:
+    ``rollouts`` counts program runs on one example (the first call of a pipeline run; every
+    call otherwise), i.e. metric calls. With ``cap`` set, the call that would start
+    rollout ``cap + 1`` raises :class:`BudgetExceeded`, which stops an ``optimize()`` run
+    cleanly at that point, the way a spending limit does.
+    """
+
+    def __init__(self, world: World, seed: int, noise: Noise, cap: int | None = None) -> None:
         self.world, self.seed, self.noise = world, seed, noise
+        self.rollouts, self.cap = 0, cap
+        self._lock = threading.Lock()
+
+    def _rollout(self) -> None:
+        with self._lock:
+            if self.cap is not None and self.rollouts >= self.cap:
+                raise BudgetExceeded(f"the benchmark's budget of {self.cap} metric calls is spent",
+                                     kind="calls", limit=self.cap, used=self.rollouts, needed=1)
+            self.rollouts += 1
+
+    def _slip(self, instructions: str) -> float:
+        return self.noise.slip + max(0, len(instructions) - self.noise.long_prompt) / (
+            self.noise.length_scale)
 
     def __call__(self, request: Request) -> str:
         text = _text(request)
+        if isinstance(self.world, TriageWorld):
+            return self.triage_step(request)
         if isinstance(self.world, PipelineWorld):
             return self.pipeline_step(request)
         ex = next((e for inp, e in self.world.by_input.items() if inp in text), None)
         if ex is None:
             return "I do not see a question."
+        self._rollout()
         instructions = text.replace(ex[self.world.field], " ")
         missing = {r.name for r in self.world.rules if not r.stated_in(instructions)}
         if any(h.lower() in instructions.lower() for h in self.world.harmful):
             missing.add(self.world.rules[0].name)
         rng = _rng(self.seed, "task", text)
-        slip = self.noise.slip + max(0, len(instructions) - self.noise.long_prompt) / 2000
-        if rng.random() < slip:
-            wrong = [o for o in self.world.outputs_by_missing(ex) if o != self.world.expected(ex)]
+        if rng.random() < self._slip(instructions):
+            wrong = [o for o in self.world.possible_outputs(ex) if o != self.world.expected(ex)]
             return rng.choice(sorted(wrong))
         return self.world.output(ex, frozenset(missing))
 
@@ -94,6 +118,8 @@ class TaskModel:
         ex = next((e for inp, e in world.by_input.items() if inp in user), None)
         if ex is None:
             return "I do not see a question."
+        if not user.startswith("Objects:"):
+            self._rollout()
         rng = _rng(self.seed, "task", system, user)
         if user.startswith("Objects:"):
             listing = user.split("\n\nQuestion:", 1)[0].removeprefix("Objects:\n")
@@ -106,44 +132,73 @@ class TaskModel:
         missing = {r.name for r in world.rules[1:] if not r.stated_in(system)}
         return world.listing(ex, frozenset(missing))
 
+    def triage_step(self, request: Request) -> str:
+        """A step of the triage pipeline: the router reads only the note, never the ticket."""
+        world = self.world
+        assert isinstance(world, TriageWorld)
+        system, user = _text(request, "system"), _text(request, "user")
+        rng = _rng(self.seed, "task", system, user)
+        slip = rng.random() < self._slip(system)
+        if user.lstrip().startswith("Note (ref "):
+            facts = world.parse_note(user)
+            missing = {r.name for r in world.stage_rules("route") if not r.stated_in(system)}
+            if any(h.lower() in system.lower() for h in world.harmful):
+                missing.add("format")
+            label = world.route(facts, frozenset(missing))
+            if slip:
+                label = rng.choice(sorted({world.route(frozenset({f}), frozenset())
+                                           for f in world.keep_for_fact} - {label}))
+            return world.render(label, "format" not in missing)
+        ex = next((e for inp, e in world.by_input.items() if inp in user), None)
+        if ex is None:
+            return "I do not see a ticket."
+        self._rollout()
+        missing = {r.name for r in world.stage_rules("summary") if not r.stated_in(system)}
+        kept = world.kept(ex, frozenset(missing))
+        if slip and kept:
+            kept = kept - {rng.choice(sorted(kept))}
+        return world.note_text(kept, ex["ref"])
+
 
 class ReflectionModel:
     """The model that writes feedback and rewrites (purposes ``backward`` and ``optimizer``)."""
 
     def __init__(self, world: World, seed: int, noise: Noise) -> None:
         self.world, self.seed, self.noise = world, seed, noise
+        self._asked: dict[str, int] = {}
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def _rng(self, *parts: str) -> random.Random:
+        """The random source of one decision; with ``resample``, the n-th identical request
+        draws differently from the first (a sampled model, not a greedy one)."""
+        sample = getattr(self._local, "sample", 0)
+        return _rng(self.seed, *parts, *((f"sample {sample}",) if sample else ()))
 
     # -- evidence ----------------------------------------------------------------------
     def evidence(self, text: str) -> dict[str, float]:
         """rule name -> probability of inferring it from what ``text`` shows."""
-        found: dict[str, float] = {}
-        world = self.world
-        for inp, ex in world.by_input.items():
-            at = text.find(inp)
-            if at < 0:
-                continue
-            window = text[at + len(inp): at + len(inp) + 2500]
-            expected = world.expected(ex)
-            for output, missing in sorted(world.outputs_by_missing(ex).items(),
-                                          key=lambda kv: -len(kv[0])):
-                if output == expected or not missing or not _delimited(output, window):
-                    continue
-                p = self.noise.direct if _delimited(expected, window) else self.noise.indirect
-                for name in missing:
-                    found[name] = max(found.get(name, 0.0), p)
-                break
+        world, noise = self.world, self.noise
+        found = world.evidence(text, noise.direct, noise.indirect)
         for rule in world.rules:
             if any(c.lower() in text.lower() for c in rule.critiques):
-                found[rule.name] = max(found.get(rule.name, 0.0), self.noise.critique)
+                found[rule.name] = max(found.get(rule.name, 0.0), noise.critique)
         return found
 
     def infer(self, text: str, salt: str) -> list[str]:
-        rng = _rng(self.seed, "infer", salt, text)
+        rng = self._rng("infer", salt, text)
         return [name for name, p in sorted(self.evidence(text).items()) if rng.random() < p]
 
     # -- requests ----------------------------------------------------------------------
     def __call__(self, request: Request) -> str:
         user = _text(request, "user")
+        sample = 0
+        if self.noise.resample:
+            key = _COUNTER.sub(r"\1", _text(request))
+            with self._lock:
+                sample = self._asked.get(key, 0)
+                self._asked[key] = sample + 1
+        self._local.sample = sample
         if "## Inputs to give feedback on" in user:
             return self.feedback(user)
         if "<version_a>" in user:
@@ -171,16 +226,25 @@ class ReflectionModel:
             advice = "no change needed"
         return json.dumps({k: advice for k in keys})
 
-    def improve(self, value: str, evidence_text: str, salt: str) -> str:
-        """``value`` with an instruction for each inferred unstated rule, plus noise."""
+    def improve(self, value: str, evidence_text: str, salt: str, param: str = "") -> str:
+        """``value`` with an instruction for each inferred unstated rule, plus noise.
+
+        In a pipeline, a rule goes only into the prompt of the step where it acts: the
+        step is read from the parameter the request names (``param``) where the world
+        knows its parameters, else from the value's first words."""
         world, noise = self.world, self.noise
-        rng = _rng(self.seed, "rewrite", salt, evidence_text, value)
+        rng = self._rng("rewrite", salt, evidence_text, value)
         todo = [n for n in self.infer(evidence_text, salt)
                 if not next(r for r in world.rules if r.name == n).stated_in(value)]
-        if isinstance(world, PipelineWorld) and world.stage_of(value) is not None:
+        by_param = getattr(world, "stage_of_param", None)
+        stage = by_param(param) if by_param and param else (
+            world.stage_of(value) if hasattr(world, "stage_of_rule") else None)
+        if stage is not None:
             # a reflection that knows which step it rewrites puts a rule only where it acts
-            todo = [n for n in todo if world.stage_of_rule[n] == world.stage_of(value)]
+            todo = [n for n in todo if world.stage_of_rule[n] == stage]
         unstated = [r.name for r in world.rules if not r.stated_in(value)]
+        if by_param and stage is not None:  # and guesses, too, only what could act there
+            unstated = [n for n in unstated if world.stage_of_rule[n] == stage]
         if not todo and unstated and rng.random() < noise.prior:
             todo = [rng.choice(unstated)]
         lines = value.split("\n")
@@ -197,8 +261,9 @@ class ReflectionModel:
 
     def rewrite_tagged(self, user: str) -> str:
         cur = re.search(r"<current_value>\n(.*?)\n</current_value>", user, re.S)
-        new = self.improve(cur.group(1) if cur else "", user, "tgd")
-        if _rng(self.seed, "broken", user).random() < self.noise.broken:
+        name = re.search(r"^name: (\S+)", user, re.M)
+        new = self.improve(cur.group(1) if cur else "", user, "tgd", name.group(1) if name else "")
+        if self._rng("broken", user).random() < self.noise.broken:
             return f"Here is a better prompt:\n{new}"
         return f"I add what the feedback asks for.\n<new_value>\n{new}\n</new_value>"
 
@@ -219,11 +284,12 @@ class ReflectionModel:
         return f"Both versions combined.\n<new_value>\n{merged}\n</new_value>"
 
     def rewrite_trace(self, user: str) -> str:
-        section = user.split("## Parameters you may change", 1)[-1]
+        # only the parameters' own section: the history below it also has ### headings
+        section = user.split("## Parameters you may change", 1)[-1].split("\n## ", 1)[0]
         params = {m.group(1).strip(): m.group(2) for m in re.finditer(
             r"^### (.+?)\n.*?<value>\n(.*?)\n</value>", section, re.S | re.M)}
-        values = {k: self.improve(v, user, f"trace:{k}") for k, v in params.items()}
-        if _rng(self.seed, "broken", user).random() < self.noise.broken:
+        values = {k: self.improve(v, user, f"trace:{k}", k) for k, v in params.items()}
+        if self._rng("broken", user).random() < self.noise.broken:
             return "values: " + str(values)
         return json.dumps({"reasoning": "Address the errors in the trace.", "values": values})
 
@@ -232,9 +298,13 @@ class ReflectionModel:
         blocks = re.findall(r'<value name="([^"]+)">\n?(.*?)\n?</value>', board, re.S)
         if not blocks:
             return "I cannot find the values."
-        name, best = blocks[-1]
-        new = self.improve(best, user, "opro")
-        return f'<value name="{name}">\n{new}\n</value>'
+        # every parameter the request asks for, each from the best (last) entry that has it
+        asked = re.search(r"block for each of: (.+?)\.\s*$", user, re.M)
+        names = [n.strip() for n in asked.group(1).split(",")] if asked else [blocks[-1][0]]
+        best = {n: v for n, v in blocks}
+        out = [f'<value name="{n}">\n{self.improve(best[n], user, "opro" if i == 0 else f"opro:{n}", n)}'
+               "\n</value>" for i, n in enumerate(names[::-1]) if n in best]
+        return "\n".join(out[::-1])
 
 
 def _insert(lines: list[str], new: list[str]) -> str:
