@@ -542,6 +542,7 @@ class Trainer:
         rec["values"] = self.values()
         rec["best_score"] = best["score"]
         rec["best"] = best["id"]
+        rec["best_values"] = dict(best["state"])  # the best need not be the current values
         rec["usage"] = Meters.delta(self.meters.snapshot(), usage0)
         rec["cost_usd"] = rec["usage"]["total"].get("usd", 0.0)
         rec["usage_total"] = self._usage()
