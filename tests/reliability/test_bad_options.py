@@ -97,13 +97,16 @@ def test_ctrl_c_while_the_cli_starts_exits_130_with_one_line(tmp_path: Path) -> 
         pytest.skip("the tracegrad console script is not installed in this environment")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACEGRAD_")}
     outcomes = []
-    for delay in (0.15, 0.1, 0.25, 0.2, 0.3):
+    for delay in (0.15, 0.2, 0.25, 0.3, 0.35):
         p = subprocess.Popen([str(script), "--version"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)
-        assert p.returncode in (0, 130), (p.returncode, err)  # 0: it had already finished
+        # 0: it had already finished; -2 with nothing printed: the signal came before the
+        # interpreter had started (its default action), before any of our code could run
+        assert p.returncode in (0, 130) or (p.returncode == -2 and not err.strip()), (
+            p.returncode, err)
         # a one-line exit, except when the interrupt lands inside a compiled extension's
         # own import (pydantic_core prints its panic first): rare, and still exit 130
         outcomes.append((p.returncode, err.strip() == "error: interrupted"))
