@@ -84,17 +84,14 @@ class Pool:
     def front(self) -> list[Candidate]:
         """Candidates with per-example scores that are best on at least one example and
         not dominated by another."""
-        entries = [e for e in self.entries if e["scores"]]
-        wins = _wins(entries)
-        return [e for e in entries if wins.get(e["id"]) and not _dominated(e, entries)]
+        return _front([e for e in self.entries if e["scores"]])[0]
 
     def offer(self, entry: Candidate) -> bool:
         """Keep a candidate that lost the gate if it joins the Pareto front; True if kept."""
         if any(e["hash"] == entry["hash"] for e in self.entries):
             return False
-        trial = [*self.entries, entry]
-        wins = _wins([e for e in trial if e["scores"]])
-        if not wins.get(entry["id"]) or _dominated(entry, [e for e in trial if e["scores"]]):
+        front, _ = _front([e for e in (*self.entries, entry) if e["scores"]])
+        if all(e is not entry for e in front):
             return False
         self.add(entry)
         return any(e["id"] == entry["id"] for e in self.entries)
@@ -107,11 +104,16 @@ class Pool:
         entries = [e for e in self.entries if e["scores"]]
         if len(entries) < 2:
             return self.current()
-        wins = _wins(entries)
-        front = self.front()
+        front, wins = _front(entries)
         if not front:
             return self.current()
         return rng.choices(front, weights=[wins.get(e["id"], 1) for e in front])[0]
+
+
+def _front(entries: list[Candidate]) -> tuple[list[Candidate], dict[str, int]]:
+    """The Pareto front of ``entries`` (each best somewhere, none dominated), and the wins."""
+    wins = _wins(entries)
+    return [e for e in entries if wins.get(e["id"]) and not _dominated(e, entries)], wins
 
 
 def _wins(entries: list[Candidate]) -> dict[str, int]:
