@@ -11,12 +11,15 @@ import sys
 
 
 def main() -> None:
+    # the whole of it: typer also builds the command (copying every option) before the
+    # app's own Ctrl-C handling starts, and an interrupt there was a traceback too
     try:
         from tracegrad.cli import main as cli_main
+
+        cli_main()
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         raise SystemExit(130) from None
-    cli_main()
 
 
 if __name__ == "__main__":
