@@ -1,23 +1,30 @@
 """The ``tracegrad`` console script, kept outside the package on purpose.
 
-Importing ``tracegrad`` takes a few hundred milliseconds; a Ctrl-C in that window used to
-end in a ``KeyboardInterrupt`` traceback and exit status -2. This module imports nothing
-heavy, so it can catch that interrupt and exit 130 with one line, like any other Ctrl-C.
+Importing ``tracegrad`` and building the typer command take a few hundred milliseconds; a
+Ctrl-C in that window used to end in a ``KeyboardInterrupt`` traceback and exit status -2.
+This module imports nothing heavy and handles SIGINT itself until the app's own handling
+takes over (``tracegrad.cli._shared``), so such a Ctrl-C exits 130 with one line.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    os.write(2, b"error: interrupted\n")
+    raise SystemExit(130)
+
+
 def main() -> None:
-    # the whole of it: typer also builds the command (copying every option) before the
-    # app's own Ctrl-C handling starts, and an interrupt there was a traceback too
+    signal.signal(signal.SIGINT, _interrupted)
     try:
         from tracegrad.cli import main as cli_main
 
         cli_main()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # after the app restored Python's handler
         sys.stderr.write("error: interrupted\n")
         raise SystemExit(130) from None
 

@@ -12,7 +12,9 @@ import difflib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +40,10 @@ class _OneLineErrors(TyperGroup):
     input error; typer would draw a box of five lines around them."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            # from here on Ctrl-C is a KeyboardInterrupt again: a run saves itself on it
+            # (the console script handled SIGINT itself while the CLI started)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
