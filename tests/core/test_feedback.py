@@ -58,3 +58,31 @@ def test_a_passing_judge_costs_no_backward_call():
     loss.backward(propagator=tg.TextualPropagator(backward))
     assert "VERDICT" in tg.prompts.load("judge_system")
     assert backward.calls == 0
+
+
+def _two_step(llm):
+    from tracegrad.core.feedback import step_io
+    summarize_prompt = tg.Parameter("Summarize the ticket.", role="summary prompt")
+    route_prompt = tg.Parameter("Route the summary.", role="routing prompt")
+    summarize = tg.LLMCall(llm, system=summarize_prompt, name="summarize")
+    route = tg.LLMCall(llm, system=route_prompt, name="route")
+    out = route(summarize(tg.Variable("printer on fire in room 4", role="ticket")))
+    return summarize_prompt, route_prompt, out, step_io(out)
+
+
+def test_each_step_of_a_pipeline_shows_what_it_read_and_wrote():
+    from tracegrad.core.feedback import Evidence, render_evidence
+    from tracegrad.testing import MockLLM
+    llm = MockLLM(replies=lambda r: ("a printer problem" if "Summarize" in r.messages[0]["content"]
+                                     else "hardware"))
+    first, second, out, steps = _two_step(llm)
+    assert steps[first.id] == ("", "a printer problem")  # its input is the example's own
+    assert steps[second.id] == ("a printer problem", "hardware")
+    row = Evidence({"ticket": "printer on fire in room 4"}, "safety", out.value, 0.0,
+                   "a fire is a safety ticket", steps=steps)
+    early = render_evidence([row], param=first)
+    assert "this step wrote: a printer problem" in early and "this step read" not in early
+    late = render_evidence([row], param=second)
+    # the last step's output is the final answer: shown once, as "got"
+    assert "this step read: a printer problem" in late and "this step wrote" not in late
+    assert "this step" not in render_evidence([row])

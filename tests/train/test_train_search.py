@@ -46,10 +46,10 @@ def test_reflect_runs_with_its_search_settings_unless_told_otherwise(tmp_path):
     t = Trainer(QA(forward_llm()), train, metric="exact_match", optimizer="reflect",
                 optimizer_engine=optimizer_llm(), run_dir=False)
     assert (t.opts.pareto, t.opts.beam, t.opts.merge, t.opts.gate) == (
-        True, 2, True, "minibatch-improve")
+        False, 2, True, "minibatch-improve")
     t = Trainer(QA(forward_llm()), train, metric="exact_match", optimizer="reflect",
-                optimizer_engine=optimizer_llm(), run_dir=False, beam=1, pareto=False)
-    assert (t.opts.pareto, t.opts.beam) == (False, 1)
+                optimizer_engine=optimizer_llm(), run_dir=False, beam=1, pareto=True)
+    assert (t.opts.pareto, t.opts.beam) == (True, 1)
     assert search_defaults("tgd") == {} and search_defaults(tg.Reflect)["merge"] is True
 
 
@@ -164,3 +164,15 @@ def test_the_task_reaches_the_update_request_when_asked(tmp_path):
         else:
             head = text.split("## The task\n", 1)[1].split("\n## ", 1)[0]
             assert (want if task != "auto" else "Answers quiz questions.") in head
+
+
+def test_an_example_every_candidate_gets_right_is_no_win_for_anyone():
+    from tracegrad.train.pool import _wins
+    shared = {f"s{i}": 1.0 for i in range(8)}
+    a = candidate("c1", 1, None, {"p": "a"}, 0.9, {**shared, "x": 1.0, "y": 0.0})
+    b = candidate("c2", 2, None, {"p": "b"}, 0.9, {**shared, "x": 0.0, "y": 1.0})
+    c = candidate("c3", 3, None, {"p": "c"}, 0.8, {**shared, "x": 0.0, "y": 0.0})
+    # eight examples all three get right would give each 8+ "wins" and equal weight
+    assert _wins([a, b, c]) == {"c1": 1, "c2": 1, "c3": 1}
+    d = candidate("c4", 4, None, {"p": "d"}, 1.0, {**shared, "x": 1.0, "y": 1.0})
+    assert _wins([a, b, d]) == {"c1": 1, "c2": 1, "c4": 2}

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .shorten import shorten
-from .variable import Feedback
+from .variable import Feedback, Parameter, Variable, topo_order
 
 
 @dataclass
@@ -166,14 +166,49 @@ class Evidence:
     score: float
     explanation: str = ""
     id: str = ""
+    # parameter id -> (what the step it configures read, what that step wrote), for the
+    # steps inside a pipeline; see :func:`step_io`
+    steps: dict[int, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
         return self.score < 1.0
 
 
+def step_io(output: Variable | None) -> dict[int, tuple[str, str]]:
+    """For each trainable parameter in ``output``'s graph: what its step read and wrote.
+
+    In a pipeline, an example's input, expected and final output do not show what an early
+    step did: a summary that dropped the fact the router needed looks fine next to the
+    ticket, and is wrong only next to the final label. A reflection on that step's prompt
+    needs the step's own output beside the final result (GEPA's per-module reflective
+    records make the same point). Only the first op a parameter configures is kept; the
+    texts are cut to keep a table row bounded.
+    """
+    if output is None:
+        return {}
+    found: dict[int, tuple[str, str]] = {}
+    for node in topo_order(output):
+        if node.op is None:
+            continue
+        params = [p for p in node.parents if isinstance(p, Parameter) and p.requires_grad]
+        if not params:
+            continue
+        read = " | ".join(shorten(v.value, 300) for v in node.parents
+                          if not isinstance(v, Parameter) and not _is_input(v))
+        wrote = shorten(node.value, 300)
+        for p in params:
+            found.setdefault(p.id, (read, wrote))
+    return found
+
+
+def _is_input(v: Variable) -> bool:
+    """A leaf the caller passed in (the example's own input): already in the row."""
+    return v.op is None
+
+
 def render_evidence(rows: Iterable[Evidence], *, budget: int = 4000, row_limit: int = 700,
-                    successes: int = 2, offset: int = 0) -> str:
+                    successes: int = 2, offset: int = 0, param: Variable | None = None) -> str:
     """A bounded table of a step's examples: failures grouped by problem, then a few successes.
 
     The cut is stratified, not "the first N": failures are grouped by their explanation
@@ -182,6 +217,8 @@ def render_evidence(rows: Iterable[Evidence], *, budget: int = 4000, row_limit: 
     rare one is not crowded out by one that repeats. A few correct examples follow, so a
     rewrite can fix what fails without breaking what works. ``offset`` rotates which
     problem comes first, so several proposals of one step can each lead with another.
+    ``param``: the parameter being rewritten; where it configures a step inside a pipeline,
+    each row also shows what that step read and wrote (see :func:`step_io`).
     """
     rows = list(rows)
     groups: dict[str, list[Evidence]] = {}
@@ -201,14 +238,14 @@ def render_evidence(rows: Iterable[Evidence], *, budget: int = 4000, row_limit: 
     size = len(out[0])
     for i, (r, n) in enumerate(picked, 1):
         same = f" (the same problem in {n} examples)" if n > 1 else ""
-        block = shorten(_evidence_block(f"Failing example {i}{same}", r), row_limit)
+        block = shorten(_evidence_block(f"Failing example {i}{same}", r, param), row_limit)
         if size + len(block) > budget:
             out.append(f"({len(picked) - i + 1} more failing examples not shown)")
             break
         out.append(block)
         size += len(block)
     for r in good:
-        block = shorten(_evidence_block("Correct example (keep this working)", r), row_limit)
+        block = shorten(_evidence_block("Correct example (keep this working)", r, param), row_limit)
         if size + len(block) <= budget:
             out.append(block)
             size += len(block)
@@ -226,9 +263,16 @@ def _problem_key(r: Evidence) -> str:
     return re.sub(r"\d+", "#", text)[:200]
 
 
-def _evidence_block(title: str, r: Evidence) -> str:
-    lines = [f"### {title}", f"input: {shorten(r.inputs, 400)}",
-             f"expected: {shorten(r.expected, 200)}", f"got: {shorten(r.output, 200)}"]
+def _evidence_block(title: str, r: Evidence, param: Variable | None = None) -> str:
+    shown_input = shorten(r.inputs, 400)
+    lines = [f"### {title}", f"input: {shown_input}"]
+    read, wrote = r.steps.get(param.id, ("", "")) if param is not None else ("", "")
+    final = shorten(r.output, 300)
+    if read:  # a later step of a pipeline: what the earlier steps handed it
+        lines.append(f"this step read: {read}")
+    if wrote and wrote != final:  # an earlier step: what it made of its input
+        lines.append(f"this step wrote: {wrote}")
+    lines += [f"expected: {shorten(r.expected, 200)}", f"got: {shorten(r.output, 200)}"]
     if r.explanation:
         lines.append(f"why: {shorten(r.explanation, 300)}")
     return "\n".join(lines)

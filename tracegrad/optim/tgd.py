@@ -222,7 +222,7 @@ class TGD(Optimizer):
             f"kind: {describe_kind(kind)}",
             f"## Current value\n<current_value>\n{value_text(p.value)}\n</current_value>",
             f"## Feedback on the current value\n{feedback_block}",
-            *self._evidence_section(),
+            *self._evidence_section(p),
             "## Constraints (the new value must satisfy every one)\n"
             + "\n".join(f"- {c}" for c in self.constraint_lines(p)),
         ]
@@ -236,12 +236,12 @@ class TGD(Optimizer):
         parts.append(f"## Your reply\nWrite {_FORMAT}. {reply_reminder(kind)}".rstrip())
         return "\n\n".join(parts)
 
-    def _evidence_section(self) -> list[str]:
+    def _evidence_section(self, p: Parameter | None = None) -> list[str]:
         """The step's own examples (inputs, expected, got, why), when the trainer gave them."""
         if not self.evidence or self.evidence_budget <= 0:
             return []
         table = render_evidence(self.evidence, budget=self.evidence_budget,
-                                offset=self._evidence_offset())
+                                offset=self._evidence_offset(), param=p)
         return [f"## What the examples of this step show\n{table}"]
 
     def _evidence_offset(self) -> int:

@@ -117,14 +117,27 @@ def _front(entries: list[Candidate]) -> tuple[list[Candidate], dict[str, int]]:
 
 
 def _wins(entries: list[Candidate]) -> dict[str, int]:
-    """For each candidate, on how many examples it has the top score (ties count for all)."""
+    """For each candidate, on how many examples it has the top score.
+
+    Only examples the candidates disagree on count: one every candidate gets equally
+    right says nothing about who is a specialist, and counting it (as ties for all) gave
+    every candidate about the same weight, so parents were drawn almost uniformly from the
+    front and most steps improved a weaker candidate. A candidate that ties everywhere
+    still counts one win, so it stays on the front.
+    """
     wins: dict[str, int] = {}
+    shared: list[str] = []
     for i in sorted({i for e in entries for i in e["scores"]}):
         have = [e for e in entries if i in e["scores"]]
         top = max(e["scores"][i] for e in have)
-        for e in have:
-            if e["scores"][i] == top:
-                wins[e["id"]] = wins.get(e["id"], 0) + 1
+        best = [e for e in have if e["scores"][i] == top]
+        if len(best) == len(have):
+            shared += [e["id"] for e in have]
+            continue
+        for e in best:
+            wins[e["id"]] = wins.get(e["id"], 0) + 1
+    for cid in shared:
+        wins.setdefault(cid, 1)
     return wins
 
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..core.context import backward_llm, get_backward_llm
-from ..core.feedback import Evidence
+from ..core.feedback import Evidence, step_io
 from ..core.shorten import shorten
 from ..core.variable import Variable
 from ..ops.loss import aggregate
@@ -333,7 +333,8 @@ class Trainer:
         observe = getattr(self.optimizer, "observe", None)
         if callable(observe):
             observe([Evidence(o.example.inputs, o.example.expected, o.output, o.score,
-                              o.explanation, o.example.id) for o in outcomes])
+                              o.explanation, o.example.id, step_io(o.output_var))
+                     for o in outcomes])
         self.progress.update(phase="backward")
         self.optimizer.zero_grad()
         if getattr(self.optimizer, "needs_backward", True):
