@@ -196,3 +196,34 @@ def test_match_keys_is_forgiving_about_form_and_strict_about_identity():
                        "post": "post.__code__", "prompt": "prompt", "Prompt#2": "prompt#2"}
     why = dict(rejected)
     assert "ambiguous" in why["system"] and "no parameter" in why["colour"]
+
+
+def test_the_plain_pytorch_form_sends_a_trace_and_makes_no_backward_call():
+    """``loss.backward(); opt.step()`` with no propagator named: the trace optimizer's own."""
+    system = tg.Parameter("Be brief.", role="system prompt", name="qa.system")
+    reply = '{"reasoning": "state the unit", "values": {"qa.system": "Answer in km."}}'
+    llm = MockLLM(lambda r: "It is 3" if r.purpose == "forward" else reply)
+    opt = TraceOptimizer([system], llm)
+    answer = tg.LLMCall(llm, system=system)("How far is it?")
+    loss = tg.MetricLoss(lambda p, e: p == e)(answer, "3 km")
+    result = loss.backward()
+    assert result.calls == 0 and llm.calls_for("backward") == 0
+    opt.step()
+    update = request_text(next(r for r in llm.requests if r.purpose == "optimizer"))
+    assert "(no trace recorded)" not in update and "It is 3" in update
+    assert system.value == "Answer in km."
+
+
+def test_parameters_of_optimizers_that_disagree_get_textual_feedback_with_a_warning():
+    import pytest
+
+    from tracegrad.backward import TextualPropagator, wanted_propagator
+    from tracegrad.optim import TGD
+    a, b = tg.Parameter("A", name="a"), tg.Parameter("B", name="b")
+    llm = MockLLM("ok")
+    _keep = (TraceOptimizer([a], llm), TGD([b], llm))
+    out = tg.LLMCall(llm, system=a)(tg.format("{{ x }}", x=b))
+    with pytest.warns(UserWarning, match="different propagators"):
+        assert isinstance(wanted_propagator(out), TextualPropagator)
+    del _keep
+    assert isinstance(wanted_propagator(out), TextualPropagator)  # no optimizer alive

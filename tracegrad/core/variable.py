@@ -125,10 +125,10 @@ class Variable:
         An objective (a loss, an execution error) starts from its own value. Any other
         variable needs ``feedback``: what is wrong with it, in words.
         """
-        from ..backward import TextualPropagator, backward
+        from ..backward import backward, wanted_propagator
 
-        if propagator is None:
-            propagator = TextualPropagator(engine=engine)
+        if propagator is None:  # the one the parameters' optimizers need (plain PyTorch form)
+            propagator = wanted_propagator(self, engine)
         return backward(self, feedback=feedback, propagator=propagator)
 
     # -- graph -------------------------------------------------------------------
@@ -169,6 +169,9 @@ class Parameter(Variable):
         self.value_kind = value_kind or infer_kind(value)
         self.value_type = value_type
         self.events: list[dict[str, Any]] = []
+        # set by the optimizer that owns it, so a plain backward() knows which propagator
+        # that optimizer reads (a weak reference: the optimizer is not kept alive by it)
+        self.optimizer_ref: Any = None
 
     @property
     def trainable(self) -> bool:

@@ -22,6 +22,7 @@ import json
 import re
 import string
 import warnings
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
@@ -266,6 +267,7 @@ class Optimizer:
             self.params.append(p)
             self.names[name] = p
             seen.add(id(p))
+            p.optimizer_ref = weakref.ref(self)
         if not self.params:
             raise ValueError("the optimizer got no parameters")
         self._engine = engine
