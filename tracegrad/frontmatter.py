@@ -29,6 +29,8 @@ KNOWN_KEYS: dict[str, str] = {
     "system": "a fixed system message sent before the prompt",
     "params": "sampling parameters passed to the model (temperature, max_tokens, ...)",
     "description": "what the prompt is for (shown to the optimizer)",
+    "demos": "few-shot demos optimize may choose: a number N (up to N), or "
+    "{max: N, examples: [{input: ..., output: ...}, ...]} (what optimize writes back)",
     "trainable": "with role markers in the template: the message(s) the optimizer rewrites "
     "(a role, a name such as user_2, a message number from 1, or a list; default: system)",
 }
@@ -274,6 +276,30 @@ class _FrontMatter:
                                f"{_kind(c)}", self.entry_node("constraints", i))
         return [c.strip() for c in cons]
 
+    def demos(self) -> tuple[int, list[dict[str, str]]]:
+        """(most demos the prompt may show, the ones it shows now); (0, []) without the key."""
+        raw = self.data.get("demos")
+        if raw is None:
+            return 0, []
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            raw = {"max": raw}
+        if not isinstance(raw, dict) or set(raw) - {"max", "examples"}:
+            raise self.err("demos", "must be a number, or a mapping with 'max' and "
+                           f"'examples', got {_kind(raw)}")
+        most, examples = raw.get("max"), raw.get("examples") or []
+        if not isinstance(most, int) or isinstance(most, bool) or not 1 <= most <= 32:
+            raise self.err("demos", f"'max' must be a whole number from 1 to 32, got {most!r}")
+        if not isinstance(examples, list) or len(examples) > most:
+            raise self.err("demos", f"'examples' must be a list of at most {most} entries")
+        out = []
+        for i, ex in enumerate(examples):
+            if not isinstance(ex, dict) or set(ex) != {"input", "output"} or not all(
+                    isinstance(v, str) and v.strip() for v in ex.values()):
+                raise self.err("demos", f"example {i + 1} must be a mapping with non-empty "
+                               "'input' and 'output' strings")
+            out.append({"input": ex["input"], "output": ex["output"]})
+        return most, out
+
     def params(self) -> dict[str, Any]:
         params = self.data.get("params", {})
         if params is None:
@@ -420,3 +446,36 @@ def _load_yaml(split: _Split, ps: str) -> tuple[dict[str, Any], dict[str, int], 
         if not isinstance(k, str):
             raise PromptFileError(f"front matter keys must be names, got {k!r}", ps, offset)
     return data, key_lines, nodes
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line demo texts as ``|`` blocks, readable and diffable in the prompt file."""
+
+
+def _str_block(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str_block)
+
+
+def demos_yaml(most: int, demos: list[dict[str, str]]) -> str:
+    """The ``demos`` key as optimize writes it back (read again by ``_FrontMatter.demos``)."""
+    shown = [{"input": str(d["input"]), "output": str(d["output"])} for d in demos]
+    return yaml.dump({"demos": {"max": most, "examples": shown}}, Dumper=_BlockDumper,
+                     sort_keys=False, allow_unicode=True, width=100)
+
+
+def replace_key(prefix: str, key_lines: dict[str, int], key: str, block: str) -> str:
+    """The front matter ``prefix`` with the lines of top-level ``key`` replaced by ``block``.
+
+    Only that key's lines change (up to the next key or the closing ``---``): comments
+    and formatting elsewhere are kept byte for byte.
+    """
+    start = key_lines[key]
+    end = min(n for n in key_lines.values() if n > start)
+    lines = prefix.splitlines(keepends=True)
+    if lines[0].endswith("\r\n"):
+        block = block.replace("\n", "\r\n")
+    return "".join(lines[:start - 1]) + block + "".join(lines[end - 1:])

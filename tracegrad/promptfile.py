@@ -52,7 +52,9 @@ from .frontmatter import (
     _nearest,
     _split,
     _stripped,
+    demos_yaml,
     metric_spec_text,
+    replace_key,
 )
 from .redaction import scrub_text
 
@@ -94,6 +96,8 @@ class PromptFile:
     chat: ChatTemplate | None = None  # the messages, when the body holds several
     defaults: dict[str, Any] = field(default_factory=dict)  # input values when a row has none
     samples: dict[str, Any] = field(default_factory=dict)  # example values (Prompty 'example')
+    demos_max: int = 0  # front matter 'demos': how many few-shot demos optimize may choose
+    demos: list[dict[str, str]] = field(default_factory=list)  # the ones the file holds
 
     # -- reading ------------------------------------------------------------------
     @classmethod
@@ -135,6 +139,9 @@ class PromptFile:
             pf._read_keys(data, nodes, ps, problems)
         with problems.collect():
             pf._read_chat(data, ps)
+            if pf.demos_max and pf.chat is not None:
+                raise PromptFileError("'demos' works with a one-template prompt; this body has "
+                                      "role markers (several messages)", ps, pf._line("demos"))
         if not problems.errors or pf.inputs:
             with problems.collect():
                 pf._check_template(split.body, ps, check_inputs=bool(pf.inputs))
@@ -165,6 +172,8 @@ class PromptFile:
                 continue
             with problems.collect():
                 setattr(self, attr, read())
+        with problems.collect():
+            self.demos_max, self.demos = fm.demos()
 
     def _read_chat(self, data: dict[str, Any], ps: str) -> None:
         """A body with role markers (``system:``, ``user:`` alone on a line) is several
@@ -491,8 +500,10 @@ class PromptFile:
         """The body (all text after the front matter) with ``new`` trainable text(s)."""
         return self.render_text(new)[len(self.prefix):]
 
-    def render_text(self, new: str | Mapping[str, str]) -> str:
-        """The file text with ``new`` as the trainable text(s) and every other byte kept."""
+    def render_text(self, new: str | Mapping[str, str],
+                    demos: list[dict[str, str]] | None = None) -> str:
+        """The file text with ``new`` as the trainable text(s) and every other byte kept
+        (``demos``: the few-shot demos to write into the front matter's ``demos`` key)."""
         new = _scrubbed(new)
         values = self._values(new)
         if self.chat is None:
@@ -500,7 +511,7 @@ class PromptFile:
             if self.body.endswith("\n") and not new_body.endswith("\n"):
                 nl = "\r\n" if self.body.endswith("\r\n") else "\n"
                 new_body += nl
-            return self.prefix + new_body
+            return self._prefix_with(demos) + new_body
         text = self.text
         for piece in sorted(self.chat.trainable, key=lambda p: -p.start):
             if piece.name in values:
@@ -509,6 +520,13 @@ class PromptFile:
                     value = re.sub(r"(?<!\r)\n", "\r\n", value)
                 text = text[:piece.start] + value + text[piece.end:]
         return text
+
+    def _prefix_with(self, demos: list[dict[str, str]] | None) -> str:
+        """The front matter with its ``demos`` key rewritten (only those lines change)."""
+        if demos is None or not self.demos_max or demos == self.demos:
+            return self.prefix
+        block = scrub_text(demos_yaml(self.demos_max, demos))  # model output: no secret
+        return replace_key(self.prefix, self.key_lines, "demos", block)
 
     def check_body(self, new: str | Mapping[str, str]) -> None:
         """New trainable text must parse and read exactly the fields the old one read."""
@@ -541,7 +559,8 @@ class PromptFile:
                 raise PromptFileError(f"{what} does not parse: {e}", ps, piece.line) from None
             _same_fields(self.chat.placeholders(piece.text), new_fields, what, ps)
 
-    def write(self, path: str | os.PathLike[str] | None, new: str | Mapping[str, str]) -> Path:
+    def write(self, path: str | os.PathLike[str] | None, new: str | Mapping[str, str],
+              demos: list[dict[str, str]] | None = None) -> Path:
         """Write the file with ``new`` trainable text(s) to ``path`` (default: this file),
         atomically.
 
@@ -552,7 +571,7 @@ class PromptFile:
         new = _scrubbed(new)  # a model wrote it: no secret reaches the disk
         self.check_body(new)
         target = Path(path) if path is not None else self.path
-        data = self.render_text(new).encode("utf-8")
+        data = self.render_text(new, demos).encode("utf-8")
         if target.exists():
             old = target.read_bytes()
             if old != data:
@@ -594,10 +613,17 @@ class PromptProgram(Module):
 
         self.promptfile = promptfile
         self.prompt = promptfile.to_parameter()
+        self.demos = None
+        if promptfile.demos_max:
+            from .core.demos import Demos
+
+            self.demos = Demos(promptfile.demos, max_demos=promptfile.demos_max,
+                               name=f"{_param_name(promptfile.name)}_demos")
         self.call = FormattedLLMCall(
             engine,
             self.prompt,
             system=promptfile.system,
+            demos=self.demos,
             role=f"the model's reply (compared with the expected '{promptfile.output}')",
             name=_param_name(promptfile.name),
             **promptfile.params,

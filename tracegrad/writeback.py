@@ -15,7 +15,8 @@ from typing import Any
 from .fileio import atomic_write
 from .promptfile import PromptFile, backup_path
 
-__all__ = ["NothingLearned", "WriteBack", "best_body", "best_values", "write_back"]
+__all__ = ["NothingLearned", "WriteBack", "best_body", "best_demos", "best_values",
+           "write_back"]
 
 
 class NothingLearned(RuntimeError):
@@ -42,6 +43,13 @@ def best_values(pf: PromptFile, result: Any) -> dict[str, str]:
     return {k: str(state.get(k, v)) for k, v in values.items()}
 
 
+def best_demos(pf: PromptFile, result: Any) -> list[dict[str, str]] | None:
+    """The run's best few-shot demos, for a prompt file whose front matter asks for them."""
+    state = result.best_state or {}
+    demos = state.get("demos") if pf.demos_max else None
+    return list(demos) if isinstance(demos, list) else None
+
+
 def best_body(pf: PromptFile, result: Any) -> str:
     """The body (all text after the front matter) with the run's best values."""
     return pf.body_with(best_values(pf, result))
@@ -54,11 +62,12 @@ def write_back(pf: PromptFile, prompt_file: Path, out: Path | None, result: Any)
     when nothing improved), so a script can rely on it existing afterwards.
     """
     run_dir = Path(result.run_dir)
-    values = best_values(pf, result)
+    values, demos = best_values(pf, result), best_demos(pf, result)
     body = pf.body_with(values)
+    changed = body != pf.body or (demos is not None and demos != pf.demos)
     improved = (
         result.best_score is not None and result.baseline_score is not None
-        and result.best_score > result.baseline_score and body != pf.body
+        and result.best_score > result.baseline_score and changed
     )
     if result.stopped_reason == "budget" and result.baseline_score is None and not improved:
         raise NothingLearned(
@@ -68,11 +77,11 @@ def write_back(pf: PromptFile, prompt_file: Path, out: Path | None, result: Any)
     backup: Path | None = None
     if out is not None and out.resolve() != prompt_file.resolve():
         had = out.exists()
-        written = pf.write(out, values if improved else pf.trainable_values())
+        written = pf.write(out, *((values, demos) if improved else (pf.trainable_values(),)))
         backup = backup_path(out) if had and backup_path(out).exists() else None
     elif improved:
-        written = pf.write(None, values)
+        written = pf.write(None, values, demos)
         backup = backup_path(prompt_file)
     best = run_dir / f"best{pf.path.suffix or '.prompt'}"  # best.prompt, best.prompty
-    atomic_write(best, pf.render_text(values))
+    atomic_write(best, pf.render_text(values, demos))
     return WriteBack(body, bool(improved), written, backup, best)

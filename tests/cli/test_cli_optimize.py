@@ -256,3 +256,57 @@ def test_tgd_batched_needs_fewer_backward_calls_and_still_improves(
     assert "tgd-batched" in json.dumps(config)
     # one backward request covered several runs of the prompt
     assert any("## Run #2" in json.dumps(b["messages"]) for b in world_server.requests)
+
+
+def _demos_world(body: dict) -> str:
+    """A task model that writes the expected 'A<n>' for a 'hard' question only when shown
+    a demo (an earlier assistant turn); every rewrite request gets an unusable reply."""
+    import re
+
+    messages = body.get("messages") or []
+    last = str(messages[-1].get("content", "")) if messages else ""
+    if "Question:" not in last or "current_value" in last or "feedback" in last.lower():
+        return "no usable reply"
+    n = re.search(r"(\d+)", last).group(1)
+    shown = any(m.get("role") == "assistant" for m in messages[:-1])
+    return f"A{n}" if "easy" in last or shown else f"the answer is {n}"
+
+
+def test_a_prompt_file_asking_for_demos_gets_them_chosen_and_written_back(tmp_path: Path) -> None:
+    work = tmp_path / "w"
+    work.mkdir()
+    prompt = work / "qa.prompt"
+    prompt.write_text("---\n# keep this comment\ninput: [question]\noutput: answer\n"
+                      "metric: exact_match\ndemos: 2\nparams:\n  temperature: 0\n---\n"
+                      "Question: {{ question }}\n")
+    for split, offset in (("train", 0), ("val", 20)):
+        rows = [{"question": f"{kind} {i}", "answer": f"A{i}"}
+                for i in range(offset, offset + 6) for kind in ("easy", "hard")]
+        (work / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with FakeOpenAIServer(_demos_world) as server:
+        r = cli("optimize", prompt, "--train", work / "train.jsonl", "--val",
+                work / "val.jsonl", "--base-url", server.url, "--model", "openai:fake-model",
+                "--steps", "3", "--batch-size", "4", "--run-dir", tmp_path / "run",
+                env={"OPENAI_API_KEY": SECRET})
+    assert r.code == 0, r
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("score:"))
+    baseline, best = (float(x) for x in line.split()[1:4:2])
+    assert (baseline, best) == (0.5, 1.0)
+    text = prompt.read_text()
+    assert text.startswith("---\n# keep this comment\ninput: [question]\n")
+    assert text.endswith("params:\n  temperature: 0\n---\nQuestion: {{ question }}\n")
+    after = PromptFile.load(prompt)
+    assert after.demos_max == 2 and 1 <= len(after.demos) <= 2
+    assert all(d["input"].startswith("Question: easy") for d in after.demos)
+    # the file with its demos runs again as written: the demos are sent as turns
+    assert after.prefix.count("examples:") == 1
+
+
+def test_bad_demos_key_is_an_input_error_with_its_line(tmp_path: Path) -> None:
+    prompt = tmp_path / "bad.prompt"
+    prompt.write_text("---\ninput: [q]\noutput: a\ndemos: {max: 0}\n---\n{{ q }}\n")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"q": "x", "a": "y"}\n')
+    r = cli("eval", prompt, "--data", data, "--model", "openai:fake-model")
+    assert r.code == 2, r
+    assert f"{prompt}:4:" in r.stderr and "'max' must be a whole number" in r.stderr

@@ -326,3 +326,17 @@ def test_json_expected_values_load_for_the_extraction_prompt() -> None:
     wrong = {"name": ex.expected["name"], "date": "1999-01-01", "amount": 0}
     half, why = metric(json.dumps(wrong), ex.expected)
     assert 0 < half < 1 and "date" in why
+
+
+def test_demos_written_into_the_front_matter_read_back_the_same_and_nothing_else_moves():
+    text = ("---\ninput: [question]  # the field\noutput: answer\ndemos: 2\n"
+            "params:\n  temperature: 0\n---\nQ: {{ question }}\n")
+    pf = PromptFile.parse(text)
+    demos = [{"input": "Q: two\nlines", "output": "A1"}, {"input": "x: 'y'  ", "output": "#2"}]
+    out = pf.render_text({"prompt": pf.body}, demos)
+    assert out.startswith("---\ninput: [question]  # the field\noutput: answer\ndemos:\n")
+    assert out.endswith("params:\n  temperature: 0\n---\nQ: {{ question }}\n")
+    again = PromptFile.parse(out)
+    assert again.demos == demos and again.demos_max == 2
+    assert again.render_text({"prompt": again.body}, demos) == out
+    assert pf.render_text({"prompt": pf.body}) == text  # no demos given: byte for byte

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import template as tpl
+from ..core.demos import Demos, demo_messages, field_values
 from ..core.variable import Parameter, Variable
 from ..llm.base import Completion, Engine, Message, Request, make_content
 from .base import Op, as_variable, record
@@ -55,6 +56,12 @@ class _Caller:
     def parameters(self) -> list[Parameter]:
         return [v for v in vars(self).values() if isinstance(v, Parameter)]
 
+    def _add_demos(self, inputs: dict[str, Variable], messages: list[Message]) -> None:
+        demos = getattr(self, "demos", None)
+        if demos is not None:
+            inputs["demos"] = demos
+            messages.extend(demo_messages(demos))  # type: ignore[arg-type]
+
 
 class LLMCall(_Caller):
     """``LLMCall(llm, system=...)(question)``: one chat call; system prompt and input are nodes."""
@@ -66,10 +73,12 @@ class LLMCall(_Caller):
         *,
         role: str = "response of the language model",
         name: str = "llm_call",
+        demos: Demos | None = None,
         **params: Any,
     ) -> None:
         super().__init__(llm, params, role)
         self.system = as_variable(system, "system prompt") if system is not None else None
+        self.demos = demos  # shown as user/assistant turns before the input
         self.name = name
 
     def _build(self, x: Any) -> tuple[list[Message], dict[str, Variable]]:
@@ -79,6 +88,7 @@ class LLMCall(_Caller):
         if self.system is not None:
             inputs["system"] = self.system
             messages.append({"role": "system", "content": self.system.text})
+        self._add_demos(inputs, messages)
         inputs["input"] = inp
         messages.append({"role": "user", "content": make_content(inp.value)})
         return messages, inputs
@@ -108,21 +118,24 @@ class FormattedLLMCall(_Caller):
         *,
         role: str = "response of the language model",
         name: str = "formatted_llm_call",
+        demos: Demos | None = None,
         **params: Any,
     ) -> None:
         super().__init__(llm, params, role)
         self.template = as_variable(template, "prompt template")
         self.system = as_variable(system, "system prompt") if system is not None else None
+        self.demos = demos
         self.name = name
 
     def _build(self, fields: dict[str, Any]) -> tuple[list[Message], dict[str, Variable]]:
         vars_ = {k: as_variable(v, k) for k, v in fields.items()}
-        text = tpl.render(self.template.text, {k: v.value for k, v in vars_.items()})
+        text = tpl.render(self.template.text, field_values(vars_))
         inputs: dict[str, Variable] = {}
         messages: list[Message] = []
         if self.system is not None:
             inputs["system"] = self.system
             messages.append({"role": "system", "content": self.system.text})
+        self._add_demos(inputs, messages)
         inputs["template"] = self.template
         inputs.update(vars_)
         messages.append({"role": "user", "content": text})

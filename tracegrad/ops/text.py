@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import template as tpl
+from ..core.demos import field_values
 from ..core.shorten import shorten
 from ..core.variable import Feedback, Variable
 from .base import Op, as_variable, carry, record
@@ -34,7 +35,7 @@ def format(template: str | Variable, /, role: str = "formatted text", **fields: 
     """
     t = as_variable(template, "template")
     vars_ = {k: as_variable(v, k) for k, v in fields.items()}
-    text = tpl.render(t.text, {k: v.value for k, v in vars_.items()})
+    text = tpl.render(t.text, field_values(vars_))
     inputs = {"template": t, **vars_} if isinstance(template, Variable) else vars_
     return record(Variable(text, role=role), FormatOp("format", inputs))
 

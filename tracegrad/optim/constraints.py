@@ -117,6 +117,12 @@ def describe(param: Parameter, extra: Iterable[Constraint] = ()) -> list[str]:
         out.append("Must be a single number, with no words or units.")
     elif kind == "json":
         out.append(f"Must be valid JSON; its top level stays a JSON {_json_type(param.value)}.")
+    elif kind == "demos":
+        out.append(
+            f"Must be a JSON list of at most {getattr(param, 'max_demos', '?')} objects, each "
+            '{"input": "...", "output": "..."}: keep demos that show what the step must get '
+            "right, drop or replace ones that mislead; never invent an output the step "
+            "should not give.")
     elif kind == "code":
         fn = _function_name(param)
         sig = getattr(param, "signature", None)
@@ -131,7 +137,7 @@ def describe(param: Parameter, extra: Iterable[Constraint] = ()) -> list[str]:
         )
     else:
         out.append("Must not be empty.")
-    if param.value_type is not None:
+    if param.value_type is not None and kind != "demos":  # said above in words
         out.append(f"Must validate as this type (JSON schema): {_schema_text(param.value_type)}")
     return out
 
@@ -194,7 +200,7 @@ def check(param: Parameter, raw: Any, extra: Iterable[Constraint] = ()) -> tuple
         if isinstance(old, int) and not isinstance(old, bool) and isinstance(value, float) \
                 and value.is_integer() and param.value_type is None:
             value = int(value)
-    elif kind == "json":
+    elif kind in ("json", "demos"):
         value, err = _as_json(raw)
         if err:
             return None, [err]

@@ -31,6 +31,11 @@ KIND_RULES: dict[str, KindRule] = {
                        "Only the number goes between the tags."),
     "json": KindRule("a JSON value", "JSON is valid JSON",
                      "Only valid JSON goes between the tags."),
+    "demos": KindRule(
+        "a JSON list of few-shot demonstrations, each {\"input\": ..., \"output\": ...}",
+        "demonstrations stay a JSON list of input/output objects",
+        "Only the JSON list goes between the tags.",
+    ),
     "code": KindRule(
         "Python source code of a function",
         "Python source keeps the function name and signature",

@@ -12,9 +12,9 @@ stopped by a budget, Ctrl-C or ``kill -9`` and resumed from its last finished st
 the same history. Sampling is derived from ``(seed, step)`` alone, so a resumed run draws
 the same batches it would have drawn uninterrupted.
 
-The other parts live beside this file: :mod:`.options` (every option, declared once),
-:mod:`.evaluate` (running and scoring examples), :mod:`.usage` (meters and budget),
-:mod:`.progress` (the terminal display), :mod:`.results` (what a run returns).
+Beside it: :mod:`.options` (every option), :mod:`.evaluate` (running and scoring),
+:mod:`.usage` (meters, budget), :mod:`.progress`, :mod:`.results`, :mod:`.search` (merge)
+and :mod:`.demos` (few-shot demos bootstrapped from correct examples).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from ..optim.base import REJECTIONS
 from ..optim.registry import build_optimizer, search_defaults
 from .checkpoint import Checkpoint, run_config
 from .data import Example, load_dataset
+from .demos import offer_successes, propose_demos
 from .evaluate import (
     BudgetStop,
     Runner,
@@ -326,6 +327,7 @@ class Trainer:
 
         self.progress.update(step=step, phase="forward")
         outcomes, parent_mb = self._forward(parent, batch, rec)
+        offer_successes(outcomes)  # correct examples become candidate demos
         failures = [o for o in outcomes if o.score < 1.0]
         rec["feedback"] = [o.feedback() for o in failures]
         if not failures:
@@ -422,15 +424,10 @@ class Trainer:
         return positive_losses(outcomes, self.opts.positive_examples, rng)
 
     def _call_step(self, j: int, step: int) -> Any:
-        fn = self.optimizer.step
-        if j > 0:
-            try:
-                accepts = "sample_id" in inspect.signature(fn).parameters
-            except (TypeError, ValueError):
-                accepts = False
-            if accepts:
-                return fn(sample_id=f"{self.opts.seed}:{step}:{j}")
-        return fn()
+        fn, accepts = self.optimizer.step, False
+        with contextlib.suppress(TypeError, ValueError):  # a builtin without a signature
+            accepts = j > 0 and "sample_id" in inspect.signature(fn).parameters
+        return fn(sample_id=f"{self.opts.seed}:{step}:{j}") if accepts else fn()
 
     def _propose(self, step: int, parent: Candidate, rec: dict[str, Any]) -> list[Proposal]:
         proposals: list[Proposal] = []
@@ -456,7 +453,8 @@ class Trainer:
             seen.add(h)
             cid = f"c{step}" if beam == 1 else f"c{step}.{j}"
             proposals.append((res, cand_state, candidate(cid, step, parent["id"], cand_state)))
-        return proposals
+        rng = random.Random(f"{self.opts.seed}:demos:{step}")
+        return proposals + propose_demos(self.named, parent, step, seen, rng, rec["events"])
 
     def _merge(self, step: int, rec: dict[str, Any]) -> list[Proposal]:
         rng = random.Random(f"{self.opts.seed}:merge:{step}")
