@@ -33,6 +33,12 @@ START = "CCCCCCc1ccccc1"  # hexylbenzene: a greasy, barely drug-like fragment
 LOGP_RANGE = (1.0, 3.0)
 MAX_RING = 6
 MAX_HEAVY = 30
+TASK = (
+    "Propose one drug-like molecule as a single SMILES string (no spaces, no explanation "
+    "between the tags). The score is 0.6 * QED + 0.4 * (logP inside "
+    f"{LOGP_RANGE}), minus a penalty for rings over {MAX_RING} atoms and for more than "
+    f"{MAX_HEAVY} heavy atoms; an unparseable SMILES scores 0."
+)
 INSTALL_HINT = ("error: examples/molecule.py needs RDKit, which is not installed; install it "
                 "with: pip install 'tracegrad[chem]'  (or: pip install rdkit)")
 
@@ -169,6 +175,7 @@ def optimize(engine, steps: int) -> tuple[Assessment, Assessment, str]:
     molecule = tg.Parameter(START, role="SMILES string of a drug candidate molecule",
                             name="molecule")
     optimizer = TGD([molecule], engine)
+    optimizer.set_task(TASK)
     loss_fn = tg.MetricLoss(metric, name="rdkit_objective")
     first = assess(molecule.value)
     best = (first, molecule.value)

@@ -170,3 +170,45 @@ def test_model_flag_uses_tracegrad_llm(name, extra, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert seen == [("openai:some-model", "http://127.0.0.1:9/v1")]
     assert "offline" not in out and "before: score=" in out and "after: score=" in out
+
+
+def _run_against(server, name: str, *extra: str, tmp_path: Path):
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), "--model", "openai:fake-model",
+         "--base-url", server.url, *extra],
+        capture_output=True, text=True, timeout=100, cwd=EXAMPLES.parent,
+        env=_env(TRACEGRAD_NO_CACHE="1", TRACEGRAD_CACHE_DIR=str(tmp_path)))
+
+
+def test_molecule_with_model_talks_to_an_openai_compatible_server(tmp_path):
+    """--model/--base-url: the real openai client, over HTTP, to a server on 127.0.0.1."""
+    if not HAS_RDKIT:
+        pytest.skip("rdkit is not installed")
+    from tracegrad.testing import FakeOpenAIServer
+
+    replies = ["Add an amide.\n<new_value>\nCC(=O)Nc1ccc(OCC)cc1\n</new_value>"]
+    with FakeOpenAIServer(replies, default="<new_value>\nCC(=O)Nc1ccc(OCC)cc1\n</new_value>") as s:
+        r = _run_against(s, "molecule.py", "--steps", "2", tmp_path=tmp_path)
+        sent = [m["content"] for m in s.requests[0]["messages"]]
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SCRIPTED" not in r.stdout and "smiles=CC(=O)Nc1ccc(OCC)cc1" in r.stdout
+    before, after = _scores(r.stdout)
+    assert after > before
+    assert "CCCCCCc1ccccc1" in sent[-1] and "logP 3.81 is above the target range" in sent[-1]
+
+
+def test_battleship_with_model_talks_to_an_openai_compatible_server(tmp_path):
+    import json
+
+    from tracegrad.testing import FakeOpenAIServer
+
+    ex = load("battleship.py")
+    reply = json.dumps({"reasoning": "hunt on parity", "values": {
+        "policy.__code__": ex.PARITY_HUNT_TARGET}})
+    with FakeOpenAIServer([reply], default='{"reasoning": "done", "values": {}}') as s:
+        r = _run_against(s, "battleship.py", "--steps", "2", "--games", "1", tmp_path=tmp_path)
+        sent = "\n".join(m["content"] for m in s.requests[0]["messages"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    before, after = _scores(r.stdout)
+    assert after > before + 0.3
+    assert "game seed 1: sank all 4 ships" in sent and "policy.__code__" in sent
