@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="a real model, e.g. openai:gpt-4o-mini (default: offline mock)")
     ap.add_argument("--base-url", help="OpenAI-compatible server URL")
-    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=8, help="optimizer steps at most")
     args = ap.parse_args(argv)
     try:
         import rdkit  # noqa: F401
