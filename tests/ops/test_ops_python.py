@@ -58,3 +58,16 @@ def test_rewritten_code_runs_in_the_sandbox_and_a_timeout_is_feedback():
     with pytest.raises(tg.ExecutionError) as info:
         inc(tg.Variable(1))
     assert "timed out" in info.value.variable.value
+
+
+def test_an_exception_in_the_sandbox_names_its_line_once():
+    @tg.op(trainable=True)
+    def first(xs):
+        return xs[0]
+
+    first.code.value = "def first(xs):\n    n = len(xs)\n    return xs[n]\n"
+    with pytest.raises(tg.ExecutionError) as info:
+        first(tg.Variable([1, 2]))
+    text = info.value.variable.value
+    assert "IndexError" in text and "line 3: `return xs[n]`" in text
+    assert text.count("at line") == 1, text

@@ -157,7 +157,7 @@ class TracedFunction:
         except SandboxUnavailable:
             raise  # a setup problem for the user, not feedback for the optimizer
         except SandboxError as e:
-            self._raise(op, e.describe(), e.line, e.code)
+            self._raise(op, e.describe(), None, "")  # describe() already names the line
         except Exception as e:  # noqa: BLE001 - any user exception becomes feedback
             line, text = _failing_line(e, self.fn)
             self._raise(op, f"{type(e).__name__}: {e}", line, text)
