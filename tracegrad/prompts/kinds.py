@@ -45,9 +45,14 @@ KIND_RULES: dict[str, KindRule] = {
 }
 
 
+# kinds whose rule is told only beside a parameter of that kind (its constraint lines say
+# it in full): every optimizer request would otherwise pay for a rule few runs need
+LOCAL_KINDS = ("demos",)
+
+
 def kind_rules() -> str:
-    """Every kind's rule in one sentence part, for ``$kind_rules`` in a system prompt."""
-    return ", ".join(r.keep for r in KIND_RULES.values())
+    """Every common kind's rule in one sentence part, for ``$kind_rules`` in a system prompt."""
+    return ", ".join(r.keep for k, r in KIND_RULES.items() if k not in LOCAL_KINDS)
 
 
 def describe_kind(kind: str) -> str:
