@@ -182,6 +182,14 @@ class _Listing:
         return "\n".join(lines), cut
 
 
+def trace_listing(root: Variable, *, max_chars: int = 12000, value_limit: int = 400) -> str:
+    """The code-like listing of ``root``'s graph that the trace optimizer is shown:
+    one ``out = op(arg=...)`` line per step with its value (``-> raised:`` for errors).
+    Handy to read what an agent did: every model turn, tool call and result."""
+    steps = {v.id: v for v in topo_order(root) if v.op is not None}  # leaves: declared
+    return _Listing(steps, {}, value_limit).render(max_chars)[0]
+
+
 # -- the optimizer ------------------------------------------------------------------------
 
 
