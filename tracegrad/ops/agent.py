@@ -45,6 +45,7 @@ class ToolOp(Op):
     def __init__(self, tool: Tool, call: ToolCall, turn: Variable) -> None:
         super().__init__(tool.name, {"call": turn}, tool.description.text)
         self.call = call
+        self.listing_note = f"arguments={shorten(call.arguments, 300)}"
 
     def context(self, out: Variable, limit: int = 600) -> dict[str, Any]:
         ctx = super().context(out, limit)

@@ -117,6 +117,8 @@ class _Listing:
             role = f"  # {inp.role}" if inp.role else ""
             lines.append(f"{self.name(inp)} = {self.short(inp.value)}{role}")
         args = ", ".join(f"{k}={self.name(x)}" for k, x in op.inputs.items())
+        note = getattr(op, "listing_note", "")  # e.g. a tool call's arguments
+        args = f"{args}, {note}" if note else args
         desc = " ".join(op.description.split()) if op.description else ""
         if desc and (op.name, desc) in self._described:
             desc = ""  # a batch repeats the same op: describe it once
