@@ -110,7 +110,8 @@ class Tool:
         self.fn = fn
         self.name = name or getattr(fn, "__name__", "tool")
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.name):
-            raise ValueError(f"tool name {self.name!r} must be 1-64 letters, digits, _ or -")
+            raise ValueError(f"tool name {self.name!r} must be 1-64 letters, digits, _ or -; "
+                             "pass name=...")
         summary, docs = parse_docstring(getattr(fn, "__doc__", None))
         if isinstance(description, Parameter):
             self.description = description
