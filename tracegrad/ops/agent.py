@@ -114,6 +114,7 @@ class _Run:
         self.base.update(chat._settings(params)[1])
         self.history: dict[str, Variable] = {}
         self.turns = 0
+        self.results = 0
         self.repaired = False
         self.request: Request | None = None
         self.pending: list[tuple[ToolCall, Variable]] = []
@@ -241,7 +242,8 @@ class _Run:
                 "The model chose the tool and wrote these arguments from the tool's "
                 "description and the conversation.", source=out.name,
                 context={"error": message, "tool": call.name}))
-        self.history[f"{tool.name}_result{len(self.history) + 1}"] = out
+        self.results += 1
+        self.history[f"{tool.name}_result{self.results}"] = out
         self.wire.append({"role": "tool", "tool_call_id": call.id, "content": text})
 
 

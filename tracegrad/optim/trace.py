@@ -24,7 +24,7 @@ from .. import prompts
 from ..backward import TracePropagator
 from ..core.keys import match_keys
 from ..core.shorten import shorten
-from ..core.variable import Parameter, Variable, topo_order
+from ..core.variable import Parameter, Variable, name_by_position, topo_order
 from ..llm.base import Completion, Request, StructuredOutputError
 from ..llm.structured import complete_json, extract_json
 from ..ops.loss import AGGREGATE_ITEM_LIMIT
@@ -188,6 +188,7 @@ def trace_listing(root: Variable, *, max_chars: int = 12000, value_limit: int = 
     """The code-like listing of ``root``'s graph that the trace optimizer is shown:
     one ``out = op(arg=...)`` line per step with its value (``-> raised:`` for errors).
     Handy to read what an agent did: every model turn, tool call and result."""
+    name_by_position(root)  # agent1, agent2, ...: the same names in every run
     steps = {v.id: v for v in topo_order(root) if v.op is not None}  # leaves: declared
     return _Listing(steps, {}, value_limit).render(max_chars)[0]
 
