@@ -156,3 +156,32 @@ def test_streaming_on_the_mock_hands_pieces_to_the_callback():
     pieces: list[str] = []
     out = tg.LLMCall(llm)("count", on_token=pieces.append)
     assert pieces == ["one", " two", " three"] and out.value == "one two three"
+
+
+def test_llm_call_sends_a_list_of_messages_as_a_history_not_one_string():
+    llm = MockLLM(default="ok")
+    earlier = tg.Variable("Paris.", role="earlier reply")
+    out = tg.LLMCall(llm, system="Be brief.")(
+        [{"role": "user", "content": "Capital?"}, ("assistant", earlier), ("user", "Sure?")])
+    assert [m["role"] for m in llm.requests[0].messages] == [
+        "system", "user", "assistant", "user"]
+    assert out.op.inputs["assistant2"] is earlier
+    with pytest.raises(ValueError, match="message 1: unknown role 'bot'"):
+        tg.LLMCall(llm)([("bot", "hi")])
+
+
+def test_a_module_finds_the_tool_descriptions_and_settings_of_its_agent():
+    class Shop(tg.Module):
+        def __init__(self):
+            self.agent = tg.Agent(MockLLM(), tools=[add],
+                                  temperature=tg.Parameter(0.5, role="temperature"))
+
+        def forward(self, q):
+            return self.agent(q)
+
+    shop = Shop()
+    state = shop.state_dict()
+    assert state["agent.tools.0.description"] == "Add two whole numbers."
+    assert state["agent.params.temperature"] == 0.5
+    shop.load_state_dict({**state, "agent.tools.0.description": "Sum two integers."})
+    assert shop.agent.tools[0].spec()["function"]["description"] == "Sum two integers."

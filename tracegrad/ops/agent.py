@@ -19,22 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..core.shorten import render, shorten
 from ..core.variable import Feedback, Parameter, Variable
-from ..llm.base import Completion, Engine, Message, Request, ToolCall, make_content
+from ..llm.base import Completion, Engine, Message, Request, ToolCall
 from ..llm.structured import parse_as, repair_messages
 from .base import Op, as_variable, record
-from .content import has_images
 from .llm import LLMOp, _Caller, raise_structured
+from .messages import ChatMessages, normalize_messages
 from .structured import StructuredVariable
 from .tools import Tool, as_tools
-
-ChatMessages = str | Variable | Sequence[Any]
-"""``"hi"``, a Variable, or a list of ``{"role": r, "content": x}`` / ``(role, x)`` / Variables
-(a bare item is a user message); ``x`` may be text, a Variable, a Parameter or an Image."""
 
 
 class ToolOp(Op):
@@ -58,41 +54,6 @@ def describe_calls(c: Completion) -> str:
     lines = [c.text.strip()] if c.text.strip() else []
     lines += [f"call {t.name}({t.arguments})" for t in c.tool_calls]
     return "\n".join(lines)
-
-
-def _wire_content(v: Variable) -> Any:
-    return make_content(v.value) if has_images(v.value) else v.text
-
-
-def _message(item: Any, index: int) -> tuple[Message, Variable | None]:
-    """One history item as a wire message and the variable holding its content."""
-    if isinstance(item, dict) and (item.get("role") == "tool" or item.get("tool_calls")):
-        return dict(item), None  # already in wire form: sent as given
-    if isinstance(item, dict):
-        role, content = str(item.get("role") or "user"), item.get("content")
-    elif isinstance(item, tuple) and len(item) == 2:
-        role, content = str(item[0]), item[1]
-    else:
-        role, content = "user", item
-    if role not in ("system", "user", "assistant", "developer"):
-        raise ValueError(f"message {index}: unknown role {role!r}")
-    var = as_variable(content, f"{role} message")
-    return {"role": role, "content": _wire_content(var)}, var
-
-
-def normalize_messages(messages: ChatMessages) -> tuple[list[Message], dict[str, Variable]]:
-    """Wire messages and their content variables keyed ``user1``, ``assistant2``, ..."""
-    items = [messages] if isinstance(messages, str | Variable) else list(messages)
-    if not items:
-        raise ValueError("a chat needs at least one message")
-    wire: list[Message] = []
-    inputs: dict[str, Variable] = {}
-    for i, item in enumerate(items, 1):
-        msg, var = _message(item, i)
-        wire.append(msg)
-        if var is not None:
-            inputs[f"{msg['role']}{i}"] = var
-    return wire, inputs
 
 
 class _Run:

@@ -21,6 +21,7 @@ from ..llm.base import (
 from ..llm.structured import acomplete_structured, complete_structured
 from .base import Op, as_variable, record
 from .content import render_content
+from .messages import is_message_list, normalize_messages
 from .python import ExecutionError
 from .structured import StructuredVariable, check_response_format
 
@@ -169,15 +170,23 @@ class LLMCall(_Caller):
         self.name = name
 
     def _build(self, x: Any, params: dict[str, Any]) -> tuple[list[Message], dict[str, Variable]]:
-        inp = as_variable(x, "input to the language model")
+        """A list of messages (``[{"role": ..., "content": ...}, ...]`` or ``(role, x)``
+        pairs) is sent as a history, each message an input; anything else is one user
+        message."""
         inputs: dict[str, Variable] = {}
         messages: list[Message] = []
         if self.system is not None:
             inputs["system"] = self.system
             messages.append({"role": "system", "content": self.system.text})
-        inputs["input"] = inp
+        if is_message_list(x):
+            wire, history = normalize_messages(x)
+            messages.extend(wire)
+            inputs.update(history)
+        else:
+            inp = as_variable(x, "input to the language model")
+            inputs["input"] = inp
+            messages.append({"role": "user", "content": make_content(inp.value)})
         inputs.update(self._settings(params)[1])
-        messages.append({"role": "user", "content": make_content(inp.value)})
         return messages, inputs
 
     def __call__(self, x: Any, **params: Any) -> Variable:
