@@ -166,3 +166,35 @@ def test_tools_are_part_of_the_cache_key(server, make_llm, tmp_path):
     plain = tg.Chat(llm)("hi")
     with_tools = tg.Chat(llm, tools=[times])("hi")
     assert (plain.value, with_tools.value) == ("one", "two") and server.request_count == 2
+
+
+def test_async_streaming_and_stream_true_without_a_callback(server, make_llm):
+    import asyncio
+
+    server.add_replies("async streamed reply", "plain streamed reply")
+    llm = make_llm()
+    pieces: list[str] = []
+    out = asyncio.run(tg.LLMCall(llm, on_token=pieces.append).acall("hi"))
+    assert out.value == "async streamed reply" and len(pieces) == 3
+    quiet = tg.LLMCall(llm, stream=True)("hi")
+    assert quiet.value == "plain streamed reply" and server.requests[1]["stream"] is True
+    assert llm.snapshot()["total"]["estimated_calls"] == 0
+
+
+def test_a_cached_agent_run_replays_its_tool_calls(server, make_llm, tmp_path):
+    server.add_replies(tool_reply(("multiply", {"a": 2, "b": 4})), "It is 8.")
+    llm = make_llm(cache=tmp_path / "cache.sqlite3")
+    first = tg.Agent(llm, tools=[times])("2 times 4?")
+    again = tg.Agent(llm, tools=[times])("2 times 4?")
+    assert (first.value, again.value) == ("It is 8.", "It is 8.")
+    assert server.request_count == 2  # the second run came from the cache, tool calls and all
+    assert "multiply" in tg.trace_listing(again)
+
+
+def test_the_call_log_records_tools_and_tool_calls(server, make_llm, tmp_path):
+    server.add_replies(tool_reply(("multiply", {"a": 2, "b": 4})), "It is 8.")
+    log = tmp_path / "calls.jsonl"
+    tg.Agent(make_llm(call_log=log), tools=[times])("2 times 4?")
+    first = json.loads(log.read_text().splitlines()[0])
+    assert first["request"]["tools"] == ["multiply"]
+    assert first["response"]["tool_calls"][0]["function"]["name"] == "multiply"
