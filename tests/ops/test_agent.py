@@ -185,3 +185,31 @@ def test_a_module_finds_the_tool_descriptions_and_settings_of_its_agent():
     assert state["agent.params.temperature"] == 0.5
     shop.load_state_dict({**state, "agent.tools.0.description": "Sum two integers."})
     assert shop.agent.tools[0].spec()["function"]["description"] == "Sum two integers."
+
+
+def test_trace_optimizer_sees_the_tool_calls_and_rewrites_a_description():
+    tool = tg.Tool(add)
+    system = tg.Parameter("Use tools.", role="system prompt", name="sys")
+    llm = MockLLM([tool_reply(("add", {"a": 2, "b": "two"})), "I could not add."])
+    out = tg.Agent(llm, system=system, tools=[tool])("2+2?")
+    out.backward("Wrong: the answer is 4.", propagator=tg.TracePropagator())
+    optimizer = MockLLM(['{"values": {"add.description": "Add two integers; write digits."}}'])
+    tg.TraceOptimizer([system, tool.description], optimizer).step()
+    sent = optimizer.texts()[0]
+    assert "arguments do not match the schema" in sent  # the failed call is in the listing
+    assert tool.description.value == "Add two integers; write digits."
+
+
+class Sum(BaseModel):
+    total: int
+
+
+def test_an_agent_can_type_its_final_answer():
+    llm = MockLLM([tool_reply(("add", {"a": 2, "b": 2})), '{"total": 4}'])
+    out = tg.Agent(llm, tools=[add], response_format=Sum)("2+2?")
+    assert out.value == Sum(total=4) and out["total"].value == 4
+
+
+def test_llm_call_refuses_tools_it_would_silently_drop():
+    with pytest.raises(TypeError, match=r"use tg.Agent\(llm, tools="):
+        tg.LLMCall(MockLLM(), tools=[{"type": "function", "function": {"name": "f"}}])

@@ -86,6 +86,10 @@ class _Caller:
     which then become inputs of the op), a typed ``response_format`` and streaming."""
 
     def __init__(self, llm: Engine | str, params: dict[str, Any], response_role: str) -> None:
+        if "tools" in params or "functions" in params:
+            raise TypeError(f"{type(self).__name__} does not run tools and would drop the "
+                            "model's tool calls; use tg.Agent(llm, tools=[fn, ...]) (or "
+                            "tg.Chat(..., tools=...)), which runs them and traces each call")
         self.llm = _resolve(llm)
         self.response_format = check_response_format(params.pop("response_format", None))
         self.stream = bool(params.pop("stream", False))
