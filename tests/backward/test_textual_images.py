@@ -43,3 +43,15 @@ def test_images_in_a_list_of_fields_keep_their_order_with_text():
     parts = llm.requests[0].messages[-1]["content"]
     assert [p.get("text") or p["image_url"]["url"][:14] for p in parts] == [
         "[", "data:image/png", "][", "data:image/gif", "]"]
+
+
+def test_the_setting_may_live_on_the_backward_engine():
+    llm = MockLLM(default="a cat")
+    template = tg.Parameter("Look: {{ pic }}", role="prompt template")
+    out = tg.FormattedLLMCall(llm, template)(pic=PIC)
+    backward = MockLLM({r"Inputs to give feedback on": backward_reply}, default=None)
+    backward.accepts_images = True
+    from tracegrad.llm.meter import Meter
+
+    out.backward("It is a dog.", engine=Meter(backward))  # found through the wrapper
+    assert isinstance(backward.requests[0].messages[-1]["content"], list)

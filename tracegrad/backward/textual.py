@@ -77,7 +77,7 @@ class TextualPropagator:
         value_limit: int = 2000,
         feedback_limit: int = 4000,
         prompt: str = "textual_backward",
-        send_images: bool = False,
+        send_images: bool | None = None,
     ) -> None:
         self.engine = engine
         self.max_concurrency = max_concurrency
@@ -87,13 +87,17 @@ class TextualPropagator:
         self.feedback_limit = feedback_limit
         self.prompt = prompt
         # True when the backward model takes images: inputs that are images are attached
-        # to its request; otherwise it reads a placeholder saying what it is not shown
+        # to its request; otherwise it reads a placeholder saying what it is not shown.
+        # None: the engine decides (``engine.accepts_images = True``, see accepts_images)
         self.send_images = send_images
+        self._images = bool(send_images)
 
     # -- driver ----------------------------------------------------------------
     def run(self, root: Variable) -> BackwardResult:
         t0 = time.perf_counter()
         engine = self.engine or get_backward_llm()
+        self._images = self.send_images if self.send_images is not None else \
+            accepts_images(engine)
         limit = self.max_concurrency or getattr(engine, "max_concurrency", None) or 8
         result = BackwardResult()
         gens = generations(root)
@@ -236,7 +240,7 @@ class TextualPropagator:
         for item in items:
             if not isinstance(item, Image):
                 out.append(str(item))
-            elif self.send_images and attached is not None:
+            elif self._images and attached is not None:
                 attached.append(item)
                 out.append(f"[image #{len(attached)}, attached below]")
             else:
@@ -297,6 +301,17 @@ class TextualPropagator:
                 continue
             assignments.append((t.var, Feedback(text, source=job[0].name, context=context)))
         return assignments, calls, events
+
+
+def accepts_images(engine: Any) -> bool:
+    """Whether an engine (or one it wraps) says it takes image input: ``accepts_images``."""
+    e = engine
+    while e is not None:
+        flag = vars(e).get("accepts_images") if hasattr(e, "__dict__") else None
+        if isinstance(flag, bool):
+            return flag
+        e = getattr(e, "inner", None)
+    return False
 
 
 def _feedback_by_key(data: dict[str, Any], keys: list[str]) -> dict[str, str]:
