@@ -15,7 +15,8 @@ from pydantic import BaseModel
 
 import tracegrad as tg
 from tests.conftest import backward_reply
-from tracegrad.testing import MockLLM, tool_reply
+from tests.llm.conftest import SECRET
+from tracegrad.testing import FakeOpenAIServer, MockLLM, tool_reply
 
 
 @tg.tool
@@ -46,9 +47,15 @@ def _agent_script(body: dict) -> object:
     return f"Three apples cost ${tool_msgs[-1]['content']}."
 
 
-def test_two_tool_agent_loop_trace_and_feedback_on_a_tool_description(server, make_llm):
-    server._fn = _agent_script
-    llm = make_llm()
+@pytest.fixture
+def shop_server():
+    with FakeOpenAIServer(_agent_script) as s:
+        yield s
+
+
+def test_two_tool_agent_loop_trace_and_feedback_on_a_tool_description(shop_server):
+    server = shop_server
+    llm = tg.LLM("openai:gpt-4o-mini", base_url=server.url, api_key=SECRET, cache=False)
     system = tg.Parameter("You are a shop assistant. Use the tools.", role="system prompt",
                           name="system")
     agent = tg.Agent(llm, system=system, tools=[lookup_price, times])

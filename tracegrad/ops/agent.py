@@ -24,7 +24,7 @@ from typing import Any
 
 from ..core.shorten import render, shorten
 from ..core.variable import Feedback, Parameter, Variable
-from ..llm.base import Completion, Engine, Message, Request, ToolCall
+from ..llm.base import Completion, Engine, Message, Request, StructuredOutputError, ToolCall
 from ..llm.structured import parse_as, repair_messages
 from .base import Op, as_variable, record
 from .llm import LLMOp, _Caller, raise_structured
@@ -117,8 +117,6 @@ class _Run:
         self._structured(c, fmt, op)
 
     def _structured(self, c: Completion, fmt: Any, op: LLMOp) -> None:
-        from ..llm.base import StructuredOutputError
-
         try:
             value = c.parsed if isinstance(c.parsed, fmt) else parse_as(c.text, fmt)
         except ValueError as e:
