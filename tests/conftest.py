@@ -17,7 +17,9 @@ _KEYS = re.compile(r"^- `([^`]+)`", re.M)
 
 def feedback_keys(request) -> list[str]:
     """The input keys a textual-backward request asks feedback for."""
-    text = request.messages[-1]["content"]
+    from tracegrad.llm.base import content_to_text  # content may be parts (images attached)
+
+    text = content_to_text(request.messages[-1]["content"])
     return _KEYS.findall(text.split("## Inputs to give feedback on")[-1])
 
 

@@ -33,23 +33,30 @@ from .llm.base import (
     Request,
     RetryableError,
     StructuredOutputError,
+    ToolCall,
     Usage,
 )
 from .llm.meter import Budget, BudgetExceeded
 from .ops import (
+    Agent,
+    Chat,
     ExecutionError,
     FormattedLLMCall,
     LLMCall,
     MetricLoss,
     MultiFieldEvaluation,
+    StructuredVariable,
     TextLoss,
+    Tool,
+    ToolArgumentsError,
     aggregate,
     concat,
     format,
     op,
+    tool,
 )
 from .ops import sum_losses as sum
-from .optim import OPRO, TGD, Optimizer, Reflect, StepResult, TraceOptimizer
+from .optim import OPRO, TGD, Optimizer, Reflect, StepResult, TraceOptimizer, trace_listing
 from .sandbox import SandboxError, SandboxUnavailable, allow_weak_sandbox
 from .template import TemplateError
 from .tracing import disable_tracing, enable_tracing
@@ -92,4 +99,6 @@ __all__ = [
     "backward_llm", "concat", "enable_grad", "format", "get_backward_llm", "graph", "no_grad",
     "op", "optim", "parameters_of", "prompts", "set_backward_llm", "shorten", "sum",
     "disable_tracing", "enable_tracing", "tracing",
+    "Agent", "Chat", "StructuredVariable", "Tool", "ToolArgumentsError", "ToolCall", "tool",
+    "trace_listing",
 ]

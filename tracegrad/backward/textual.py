@@ -31,6 +31,7 @@ from ..core.context import get_backward_llm
 from ..core.feedback import is_positive, says_no_change  # THE "asks for no change"
 from ..core.keys import match_keys
 from ..core.shorten import shorten
+from ..core.values import Image, has_images
 from ..core.variable import Feedback, Parameter, Variable, generations
 from ..llm.base import Request, StructuredOutputError
 from ..llm.structured import complete_json
@@ -76,6 +77,7 @@ class TextualPropagator:
         value_limit: int = 2000,
         feedback_limit: int = 4000,
         prompt: str = "textual_backward",
+        send_images: bool | None = None,
     ) -> None:
         self.engine = engine
         self.max_concurrency = max_concurrency
@@ -84,11 +86,18 @@ class TextualPropagator:
         self.value_limit = value_limit
         self.feedback_limit = feedback_limit
         self.prompt = prompt
+        # True when the backward model takes images: inputs that are images are attached
+        # to its request; otherwise it reads a placeholder saying what it is not shown.
+        # None: the engine decides (``engine.accepts_images = True``, see accepts_images)
+        self.send_images = send_images
+        self._images = bool(send_images)
 
     # -- driver ----------------------------------------------------------------
     def run(self, root: Variable) -> BackwardResult:
         t0 = time.perf_counter()
         engine = self.engine or get_backward_llm()
+        self._images = self.send_images if self.send_images is not None else \
+            accepts_images(engine)
         limit = self.max_concurrency or getattr(engine, "max_concurrency", None) or 8
         result = BackwardResult()
         gens = generations(root)
@@ -186,7 +195,8 @@ class TextualPropagator:
                 t.key = t.var.name
         return targets
 
-    def _render(self, job: list[Variable], targets: list[_Target]) -> str:
+    def _render(self, job: list[Variable], targets: list[_Target],
+                attached: list[Image] | None = None) -> str:
         shared_ids = {t.var.id for t in targets if len(job) > 1 and isinstance(t.var, Parameter)}
         lines: list[str] = []
         op0 = job[0].op
@@ -196,7 +206,7 @@ class TextualPropagator:
             lines.append("## Shared inputs (identical in every run)")
             for t in targets:
                 if t.var.id in shared_ids:
-                    lines.append(self._input_block(t.key, t.var, True))
+                    lines.append(self._input_block(t.key, t.var, True, attached))
         for i, n in enumerate(job):
             op = n.op
             assert op is not None
@@ -207,7 +217,7 @@ class TextualPropagator:
                 if var.id in shared_ids:
                     continue
                 label = key if len(job) == 1 else f"#{i + 1}.{key}"
-                lines.append(self._input_block(label, var, var.requires_grad))
+                lines.append(self._input_block(label, var, var.requires_grad, attached))
             lines.append(f"### Output ({n.role})\n<output>\n{shorten(n.value, self.value_limit)}\n</output>")
             fb = "\n".join(f"- {shorten(g.text, 1500)}" for g in n.grads)
             lines.append(f"### Feedback on the output\n{shorten(fb, self.feedback_limit)}")
@@ -216,9 +226,39 @@ class TextualPropagator:
             lines.append(f"- `{t.key}`: {t.var.role or 'input'}")
         return "\n\n".join(lines)
 
-    def _input_block(self, key: str, var: Variable, wants: bool) -> str:
+    def _input_block(self, key: str, var: Variable, wants: bool,
+                     attached: list[Image] | None = None) -> str:
         mark = " (give feedback on this)" if wants else ""
-        return f"<input key=\"{key}\" role=\"{var.role}\"{mark}>\n{shorten(var.value, self.value_limit)}\n</input>"
+        value = self._shown(var.value, attached) if has_images(var.value) else var.value
+        return f"<input key=\"{key}\" role=\"{var.role}\"{mark}>\n{shorten(value, self.value_limit)}\n</input>"
+
+    def _shown(self, value: Any, attached: list[Image] | None) -> str:
+        """An input holding images as text: each image a reference to the copy attached to
+        the request, or (``send_images`` off) a placeholder saying what it is."""
+        items = value if isinstance(value, list | tuple) else [value]
+        out = []
+        for item in items:
+            if not isinstance(item, Image):
+                out.append(str(item))
+            elif self._images and attached is not None:
+                attached.append(item)
+                out.append(f"[image #{len(attached)}, attached below]")
+            else:
+                out.append(f"[an image ({item.mime}, {len(item.data)} bytes) that the model "
+                           "saw; not shown to you]")
+        return "\n".join(out)
+
+    def _content(self, job: list[Variable], targets: list[_Target]) -> Any:
+        """The user message: text, plus the inputs' images when ``send_images`` is on."""
+        attached: list[Image] = []
+        text = self._render(job, targets, attached)
+        if not attached:
+            return text
+        parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        for i, img in enumerate(attached, 1):
+            parts.append({"type": "text", "text": f"image #{i}:"})
+            parts.append({"type": "image_url", "image_url": {"url": img.data_url()}})
+        return parts
 
     def _ask(self, engine: Any, job: list[Variable]) -> tuple[list[tuple[Variable, Feedback]], int, list[dict[str, Any]]]:
         targets = self._targets(job)
@@ -226,7 +266,7 @@ class TextualPropagator:
         request = Request(
             messages=[
                 {"role": "system", "content": prompts.load(self.prompt)},
-                {"role": "user", "content": self._render(job, targets)},
+                {"role": "user", "content": self._content(job, targets)},
             ],
             purpose="backward",
         )
@@ -261,6 +301,17 @@ class TextualPropagator:
                 continue
             assignments.append((t.var, Feedback(text, source=job[0].name, context=context)))
         return assignments, calls, events
+
+
+def accepts_images(engine: Any) -> bool:
+    """Whether an engine (or one it wraps) says it takes image input: ``accepts_images``."""
+    e = engine
+    while e is not None:
+        flag = vars(e).get("accepts_images") if hasattr(e, "__dict__") else None
+        if isinstance(flag, bool):
+            return flag
+        e = getattr(e, "inner", None)
+    return False
 
 
 def _feedback_by_key(data: dict[str, Any], keys: list[str]) -> dict[str, str]:

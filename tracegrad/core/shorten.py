@@ -16,6 +16,9 @@ def render(value: Any) -> str:
         return repr(value)
     if isinstance(value, bytes):
         return f"<{len(value)} bytes>"
+    dump = getattr(value, "model_dump_json", None)  # a typed reply: its JSON, not its repr
+    if callable(dump) and not isinstance(value, type):
+        return str(dump())
     try:
         return json.dumps(value, ensure_ascii=False, default=str)
     except (TypeError, ValueError):

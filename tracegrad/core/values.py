@@ -32,4 +32,10 @@ class Image:
         return f"<Image {self.mime} {len(self.data)} bytes>"
 
 
-__all__ = ["Image"]
+def has_images(value: object) -> bool:
+    """Whether ``value`` is an image or a list/tuple holding one (content that has parts)."""
+    return isinstance(value, Image) or (
+        isinstance(value, list | tuple) and any(isinstance(v, Image) for v in value))
+
+
+__all__ = ["Image", "has_images"]

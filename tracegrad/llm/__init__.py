@@ -14,6 +14,7 @@ from .base import (
     Request,
     RetryableError,
     StructuredOutputError,
+    ToolCall,
     Usage,
     find_engine,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "EngineWrapper",
     "Request",
     "Completion",
+    "ToolCall",
     "Usage",
     "Image",
     "Message",

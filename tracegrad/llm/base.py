@@ -9,8 +9,9 @@ in its own small module and composes in any order -- the same idea as httpx tran
 from __future__ import annotations
 
 import asyncio
+import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -105,13 +106,41 @@ class Usage:
         )
 
 
+@dataclass(frozen=True)
+class ToolCall:
+    """One function call the model asked for: ``arguments`` is the JSON text it wrote
+    (kept as text: a model may write invalid JSON, which the tool loop reports back)."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    def to_wire(self) -> dict[str, Any]:
+        """The call as it appears in an assistant message of the Chat Completions API."""
+        return {"id": self.id, "type": "function",
+                "function": {"name": self.name, "arguments": self.arguments}}
+
+    @classmethod
+    def from_wire(cls, d: Mapping[str, Any]) -> ToolCall:
+        fn = d.get("function") or {}
+        return cls(str(d.get("id") or ""), str(fn.get("name") or ""),
+                   str(fn.get("arguments") or "{}"))
+
+
+TokenCallback = Callable[[str], Any]
+"""Receives each piece of reply text as it arrives from a streaming server."""
+
+
 @dataclass
 class Request:
     """Everything that determines an LLM reply, plus bookkeeping that does not.
 
     ``params`` are sampling parameters passed through to the server unchanged.
+    ``tools`` are function specs in the Chat Completions ``tools`` format; they decide the
+    reply, so they are part of the cache key.
     ``sample_id`` lets a caller deliberately re-sample: it is part of the cache key.
-    ``purpose`` and ``cache`` affect metering and caching, never the reply.
+    ``purpose`` and ``cache`` affect metering and caching, never the reply; neither do
+    ``stream`` and ``on_token`` (stream the reply, handing each piece to ``on_token``).
     """
 
     messages: list[Message]
@@ -121,6 +150,18 @@ class Request:
     purpose: str = "forward"
     sample_id: str | None = None
     cache: bool = True
+    tools: list[dict[str, Any]] | None = None
+    stream: bool = False
+    on_token: TokenCallback | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def streaming(self) -> bool:
+        return self.stream or self.on_token is not None
+
+    def emit(self, piece: str) -> None:
+        """Hand ``piece`` of the reply to the token callback, if there is one."""
+        if piece and self.on_token is not None:
+            self.on_token(piece)
 
     def with_messages(self, messages: list[Message]) -> Request:
         return replace(self, messages=messages)
@@ -139,6 +180,7 @@ class Completion:
     finish_reason: str | None = None
     latency_s: float = 0.0
     completion_limit: int | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
     @property
     def problem(self) -> str | None:
@@ -150,7 +192,7 @@ class Completion:
         """
         if self.finish_reason in ("length", "content_filter"):
             return self.finish_reason
-        if not self.text.strip() and self.parsed is None:
+        if not self.text.strip() and self.parsed is None and not self.tool_calls:
             return "empty"
         return None
 
@@ -265,6 +307,16 @@ def find_engine(engine: Any, kind: type) -> Any:
     return None
 
 
+def describe_image_url(url: str) -> str:
+    """A placeholder for an image part, saying what it is without its bytes."""
+    head = url[:64]
+    if head.startswith("data:") and ";base64," in url:
+        mime = head[5:].split(";", 1)[0] or "image"
+        size = (len(url) - url.index(",") - 1) * 3 // 4
+        return f"<image {mime}, about {size} bytes>"
+    return "<image>"
+
+
 def content_to_text(content: Any) -> str:
     """Flatten message content (string or parts) to text; images become a short marker."""
     if content is None:
@@ -329,8 +381,18 @@ def estimate_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4) if text else 0
 
 
+def message_text(message: Mapping[str, Any]) -> str:
+    """A message's text as billed: its content plus any tool calls it carries."""
+    text = content_to_text(message.get("content"))
+    calls = message.get("tool_calls")
+    if calls:
+        text += json.dumps(calls, ensure_ascii=False, default=str)
+    return text
+
+
 def estimate_request_tokens(request: Request) -> int:
-    return sum(estimate_tokens(content_to_text(m.get("content"))) + 4 for m in request.messages)
+    tools = estimate_tokens(json.dumps(request.tools, default=str)) if request.tools else 0
+    return tools + sum(estimate_tokens(message_text(m)) + 4 for m in request.messages)
 
 
 # -- completion limits -------------------------------------------------------------------

@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..redaction import collect_secrets, find_secret
-from .base import Completion, ConfigurationError, Engine, EngineWrapper, Request, Usage
+from .base import Completion, ConfigurationError, Engine, EngineWrapper, Request, ToolCall, Usage
 from .structured import parse_as
 
 __all__ = [
@@ -140,6 +140,8 @@ def request_key(request: Request, engine: dict[str, Any] | None = None) -> str:
         "response_format": fmt.model_json_schema() if fmt is not None else None,
         "sample_id": request.sample_id,
     }
+    if request.tools:  # only when given: keys of requests without tools stay as they were
+        payload["tools"] = request.tools
     # surrogatepass: a lone surrogate (a model's broken escape, quoted in a later prompt)
     # must not make the key fail; every valid string hashes exactly as before
     return hashlib.sha256(canonical_json(payload).encode("utf-8", "surrogatepass")).hexdigest()
@@ -158,7 +160,9 @@ def _jsonable_parsed(parsed: Any) -> Any:
 
 
 def completion_to_json(c: Completion) -> dict[str, Any]:
+    extra = {"tool_calls": [t.to_wire() for t in c.tool_calls]} if c.tool_calls else {}
     return {
+        **extra,
         "text": c.text,
         "parsed": _jsonable_parsed(c.parsed),
         "usage": {
@@ -192,6 +196,7 @@ def completion_from_json(d: dict[str, Any], request: Request, *, cached: bool) -
         parsed=parsed,
         cached=cached,
         finish_reason=d.get("finish_reason"),
+        tool_calls=[ToolCall.from_wire(t) for t in d.get("tool_calls") or []],
     )
 
 
@@ -377,7 +382,7 @@ class Cache(EngineWrapper):
 
     @staticmethod
     def storable(request: Request, c: Completion) -> bool:
-        if c.finish_reason == "length" or not c.text.strip():
+        if c.finish_reason == "length" or (not c.text.strip() and not c.tool_calls):
             return False
         return not (request.response_format is not None and c.parsed is None)
 
@@ -423,6 +428,7 @@ class Cache(EngineWrapper):
         if hit is not None:
             self.hits += 1
             hit.latency_s = time.perf_counter() - t0
+            request.emit(hit.text)  # a streaming caller still sees the reply, in one piece
             return hit
         self.misses += 1
         c = self.inner.complete(request)
@@ -435,6 +441,7 @@ class Cache(EngineWrapper):
         if hit is not None:
             self.hits += 1
             hit.latency_s = time.perf_counter() - t0
+            request.emit(hit.text)
             return hit
         self.misses += 1
         c = await self.inner.acomplete(request)

@@ -116,6 +116,8 @@ class CallLog(EngineWrapper):
             "cached": False,
             "error": None,
         }
+        if request.tools:  # only when given: other entries keep their shape
+            entry["request"]["tools"] = [t.get("function", {}).get("name") for t in request.tools]
         if completion is not None:
             entry["cached"] = completion.cached
             entry["response"] = {
@@ -126,6 +128,8 @@ class CallLog(EngineWrapper):
                 "problem": completion.problem,
                 "completion_limit": completion.completion_limit,
                 "over_limit": _over_limit(completion),
+                **({"tool_calls": [t.to_wire() for t in completion.tool_calls]}
+                   if completion.tool_calls else {}),
                 "usage": {
                     "prompt_tokens": completion.usage.prompt_tokens,
                     "completion_tokens": completion.usage.completion_tokens,

@@ -13,6 +13,7 @@ Several engines (the forward model, the optimizer model, a judge) can share one 
 
 from __future__ import annotations
 
+import json
 import threading
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -132,8 +133,12 @@ def prompt_token_ceiling(request: Request) -> int:
             total += IMAGE_TOKEN_CEILING * sum(
                 isinstance(p, dict) and p.get("type") == "image_url" for p in content
             )
+        if m.get("tool_calls"):
+            total += len(json.dumps(m["tool_calls"], default=str).encode("utf-8"))
     if request.response_format is not None:
         total += len(str(request.response_format.model_json_schema()).encode("utf-8"))
+    if request.tools:
+        total += len(json.dumps(request.tools, default=str).encode("utf-8"))
     return total
 
 

@@ -8,6 +8,7 @@ call counts and concurrency rather than trusting them.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
@@ -18,6 +19,7 @@ from .base import (
     BaseEngine,
     Completion,
     Request,
+    ToolCall,
     Usage,
     content_to_text,
     estimate_request_tokens,
@@ -25,7 +27,37 @@ from .base import (
 )
 from .structured import parse_as
 
-Reply = str | Completion | Exception | Callable[[Request], Any]
+Reply = str | dict[str, Any] | Completion | Exception | Callable[[Request], Any]
+
+_PIECES = re.compile(r"\s*\S+|\s+")
+
+
+def tool_reply(*calls: tuple[str, Any], text: str = "") -> dict[str, Any]:
+    """A scripted reply in which the model calls tools: ``tool_reply(("add", {"a": 1}))``.
+
+    Both :class:`MockLLM` and :class:`~tracegrad.testing.FakeOpenAIServer` accept it. Each
+    call is ``(name, arguments)``; arguments that are not a string are written as JSON
+    (a string is sent as it is, so a test can script broken JSON).
+    """
+    out = []
+    for i, (name, args) in enumerate(calls, 1):
+        arguments = args if isinstance(args, str) else json.dumps(args)
+        out.append({"id": f"call_{i}", "name": name, "arguments": arguments})
+    return {"content": text, "tool_calls": out}
+
+
+def stream_pieces(text: str) -> list[str]:
+    """``text`` cut into word-sized pieces, the way a streaming server sends it."""
+    return _PIECES.findall(text)
+
+
+def scripted_tool_calls(reply: dict[str, Any]) -> list[ToolCall]:
+    calls = []
+    for i, c in enumerate(reply.get("tool_calls") or [], 1):
+        args = c.get("arguments", "{}")
+        calls.append(ToolCall(str(c.get("id") or f"call_{i}"), str(c["name"]),
+                              args if isinstance(args, str) else json.dumps(args)))
+    return calls
 
 
 class InFlight:
@@ -69,6 +101,9 @@ class MockLLM(BaseEngine):
     * a callable ``f(request) -> str | Completion``,
     * a mapping ``{regex: reply}``, matched against the request's text in order;
       a reply in a mapping may itself be a callable.
+
+    A reply may be text, a :class:`Completion`, or :func:`tool_reply` (the model calls
+    tools). A streaming request gets its text in word-sized pieces through ``on_token``.
 
     :meth:`on` and :meth:`add_replies` add rules and queued replies later; rules are
     tried first, then the queue, then ``default``.
@@ -165,8 +200,15 @@ class MockLLM(BaseEngine):
         if isinstance(reply, Exception):
             raise reply
         if isinstance(reply, Completion):
+            request.emit(reply.text)
             return reply
+        calls: list[ToolCall] = []
+        if isinstance(reply, dict):
+            calls = scripted_tool_calls(reply)
+            reply = reply.get("content") or ""
         text = str(reply)
+        for piece in stream_pieces(text) if request.streaming else ():
+            request.emit(piece)
         parsed = None
         if request.response_format is not None:
             try:
@@ -176,9 +218,12 @@ class MockLLM(BaseEngine):
         return Completion(
             text=text,
             model=self.model,
-            usage=Usage(estimate_request_tokens(request), estimate_tokens(text), estimated=True),
+            usage=Usage(estimate_request_tokens(request),
+                        estimate_tokens(text + "".join(c.name + c.arguments for c in calls)),
+                        estimated=True),
             parsed=parsed,
-            finish_reason="stop",
+            finish_reason="tool_calls" if calls else "stop",
+            tool_calls=calls,
         )
 
     def complete(self, request: Request) -> Completion:

@@ -40,6 +40,7 @@ from .base import (
     Message,
     Request,
     RetryableError,
+    ToolCall,
     Usage,
     check_completion_limits,
     completion_limit,
@@ -183,6 +184,66 @@ class _OwnedHttpClient(openai.DefaultHttpxClient):  # type: ignore[misc, valid-t
                 self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+def _estimated_usage(request: Request, text: str, calls: list[ToolCall]) -> Usage:
+    out = text + "".join(c.name + c.arguments for c in calls)
+    return Usage(estimate_request_tokens(request), estimate_tokens(out), estimated=True)
+
+
+def _parsed(request: Request, text: str) -> Any:
+    if request.response_format is None:
+        return None
+    try:
+        return parse_as(text, request.response_format)
+    except ValueError:
+        return None  # complete_structured decides whether to repair
+
+
+class _Streamed:
+    """A streamed reply put together chunk by chunk: text pieces go to the request's
+    callback as they arrive; tool-call fragments are joined by their index."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.pieces: list[str] = []
+        self.calls: dict[int, dict[str, str]] = {}
+        self.usage: Usage | None = None
+        self.model = ""
+        self.finish_reason: str | None = None
+
+    def add(self, chunk: Any) -> None:
+        self.model = getattr(chunk, "model", None) or self.model
+        if getattr(chunk, "usage", None) is not None:
+            u = chunk.usage
+            self.usage = Usage(u.prompt_tokens or 0, u.completion_tokens or 0)
+        for choice in getattr(chunk, "choices", None) or []:
+            delta = choice.delta
+            if delta is not None and delta.content:
+                self.pieces.append(delta.content)
+                self.request.emit(delta.content)
+            for tc in (delta.tool_calls if delta is not None else None) or []:
+                slot = self.calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+                slot["id"] = tc.id or slot["id"]
+                if tc.function is not None:
+                    slot["name"] += tc.function.name or ""
+                    slot["arguments"] += tc.function.arguments or ""
+            self.finish_reason = choice.finish_reason or self.finish_reason
+
+    def completion(self, kwargs: dict[str, Any], t0: float) -> Completion:
+        text = "".join(self.pieces)
+        calls = [ToolCall(c["id"] or f"call_{i}", c["name"], c["arguments"] or "{}")
+                 for i, c in sorted(self.calls.items())]
+        return Completion(
+            text=text,
+            model=self.model or kwargs["model"],
+            usage=self.usage or _estimated_usage(self.request, text, calls),
+            parsed=_parsed(self.request, text),
+            finish_reason=self.finish_reason,
+            latency_s=time.perf_counter() - t0,
+            completion_limit=_sent_limit(kwargs),
+            tool_calls=calls,
+        )
 
 
 class _SchemaRejected(Exception):
@@ -356,9 +417,8 @@ class OpenAIEngine(BaseEngine):
 
     def _kwargs(self, request: Request, *, native_schema: bool) -> dict[str, Any]:
         params = {**self.params, **request.params}
-        if params.get("stream"):
-            raise LLMError("streaming is not supported by OpenAIEngine; drop stream=True")
-        params.pop("stream", None)
+        stream = bool(params.pop("stream", False)) or request.streaming
+        params.pop("stream_options", None)
         timeout = params.pop("timeout", None)
         model = request.model or self.model
         for name in _LIMIT_NAMES:
@@ -380,6 +440,11 @@ class OpenAIEngine(BaseEngine):
                 params.pop("response_format", None)
                 messages = _append_schema(messages, fmt)
         kwargs: dict[str, Any] = {"model": model, "messages": messages}
+        if request.tools:
+            kwargs["tools"] = request.tools
+        if stream:  # usage comes in a last chunk, only when asked for
+            kwargs["stream"] = True
+            kwargs["stream_options"] = {"include_usage": True}
         extra = {}
         for k, v in params.items():
             (kwargs if k in _SDK_PARAMS else extra)[k] = v
@@ -454,24 +519,21 @@ class OpenAIEngine(BaseEngine):
             raise RetryableError(f"{url} sent a chat completion without choices")
         choice = resp.choices[0]
         text = choice.message.content or ""
+        calls = [ToolCall(c.id, c.function.name, c.function.arguments or "{}")
+                 for c in choice.message.tool_calls or [] if getattr(c, "function", None)]
         if resp.usage is not None:
             usage = Usage(resp.usage.prompt_tokens or 0, resp.usage.completion_tokens or 0)
         else:
-            usage = Usage(estimate_request_tokens(request), estimate_tokens(text), estimated=True)
-        parsed = None
-        if request.response_format is not None:
-            try:
-                parsed = parse_as(text, request.response_format)
-            except ValueError:
-                parsed = None  # complete_structured decides whether to repair
+            usage = _estimated_usage(request, text, calls)
         return Completion(
             text=text,
             model=resp.model or model,
             usage=usage,
-            parsed=parsed,
+            parsed=_parsed(request, text),
             finish_reason=choice.finish_reason,
             latency_s=time.perf_counter() - t0,
             completion_limit=_sent_limit(kwargs),
+            tool_calls=calls,
         )
 
     def _native_schema(self) -> bool:
@@ -482,20 +544,29 @@ class OpenAIEngine(BaseEngine):
         native = request.response_format is not None and self._native_schema()
         kwargs = self._kwargs(request, native_schema=native)
         try:
-            resp = self._send(kwargs, schema_fallback=native)
+            resp = self._send(kwargs, request, schema_fallback=native)
         except _SchemaRejected:
             kwargs = self._kwargs(request, native_schema=False)
-            resp = self._send(kwargs, schema_fallback=False)
+            resp = self._send(kwargs, request, schema_fallback=False)
             self.json_schema_supported = False  # only now: text mode worked, schema was the issue
         else:
             if native:
                 self.json_schema_supported = True
+        if isinstance(resp, _Streamed):
+            return resp.completion(kwargs, t0)
         return self._completion(resp, request, kwargs, t0)
 
-    def _send(self, kwargs: dict[str, Any], *, schema_fallback: bool) -> Any:
+    def _send(self, kwargs: dict[str, Any], request: Request, *, schema_fallback: bool) -> Any:
         try:
             with deadline(self._attempt_seconds(kwargs)):
-                return self.client.chat.completions.create(**kwargs)
+                resp = self.client.chat.completions.create(**kwargs)
+                if not kwargs.get("stream"):
+                    return resp
+                streamed = _Streamed(request)
+                with resp:  # the deadline covers reading the whole stream
+                    for chunk in resp:
+                        streamed.add(chunk)
+                return streamed
         except Exception as e:
             raise self._failed(e, kwargs, schema_fallback) from e
 
@@ -504,20 +575,30 @@ class OpenAIEngine(BaseEngine):
         native = request.response_format is not None and self._native_schema()
         kwargs = self._kwargs(request, native_schema=native)
         try:
-            resp = await self._asend(kwargs, schema_fallback=native)
+            resp = await self._asend(kwargs, request, schema_fallback=native)
         except _SchemaRejected:
             kwargs = self._kwargs(request, native_schema=False)
-            resp = await self._asend(kwargs, schema_fallback=False)
+            resp = await self._asend(kwargs, request, schema_fallback=False)
             self.json_schema_supported = False
         else:
             if native:
                 self.json_schema_supported = True
+        if isinstance(resp, _Streamed):
+            return resp.completion(kwargs, t0)
         return self._completion(resp, request, kwargs, t0)
 
-    async def _asend(self, kwargs: dict[str, Any], *, schema_fallback: bool) -> Any:
+    async def _asend(self, kwargs: dict[str, Any], request: Request, *,
+                     schema_fallback: bool) -> Any:
         try:
             client = await self._aclient()
             async with asyncio.timeout(self._attempt_seconds(kwargs)):
-                return await client.chat.completions.create(**kwargs)
+                resp = await client.chat.completions.create(**kwargs)
+                if not kwargs.get("stream"):
+                    return resp
+                streamed = _Streamed(request)
+                async with resp:
+                    async for chunk in resp:
+                        streamed.add(chunk)
+                return streamed
         except Exception as e:
             raise self._failed(e, kwargs, schema_fallback) from e

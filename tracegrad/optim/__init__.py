@@ -19,10 +19,10 @@ from .opro import OPRO
 from .reflect import Reflect
 from .registry import build_optimizer, optimizer_names
 from .tgd import TGD
-from .trace import TraceOptimizer
+from .trace import TraceOptimizer, trace_listing
 
 __all__ = [
     "ALLOWED_IMPORTS", "OPRO", "TGD", "Reflect", "Optimizer", "OptimizerOptions", "StepResult",
-    "TraceOptimizer", "build_optimizer", "check_value", "describe_constraints",
+    "TraceOptimizer", "trace_listing", "build_optimizer", "check_value", "describe_constraints",
     "optimizer_names", "validate_code",
 ]

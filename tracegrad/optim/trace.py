@@ -24,7 +24,7 @@ from .. import prompts
 from ..backward import TracePropagator
 from ..core.keys import match_keys
 from ..core.shorten import shorten
-from ..core.variable import Parameter, Variable, topo_order
+from ..core.variable import Parameter, Variable, name_by_position, topo_order
 from ..llm.base import Completion, Request, StructuredOutputError
 from ..llm.structured import complete_json, extract_json
 from ..ops.loss import AGGREGATE_ITEM_LIMIT
@@ -117,6 +117,8 @@ class _Listing:
             role = f"  # {inp.role}" if inp.role else ""
             lines.append(f"{self.name(inp)} = {self.short(inp.value)}{role}")
         args = ", ".join(f"{k}={self.name(x)}" for k, x in op.inputs.items())
+        note = getattr(op, "listing_note", "")  # e.g. a tool call's arguments
+        args = f"{args}, {note}" if note else args
         desc = " ".join(op.description.split()) if op.description else ""
         if desc and (op.name, desc) in self._described:
             desc = ""  # a batch repeats the same op: describe it once
@@ -180,6 +182,15 @@ class _Listing:
         if gap:
             lines.append(f"# ... {gap} step(s) cut here ...")
         return "\n".join(lines), cut
+
+
+def trace_listing(root: Variable, *, max_chars: int = 12000, value_limit: int = 400) -> str:
+    """The code-like listing of ``root``'s graph that the trace optimizer is shown:
+    one ``out = op(arg=...)`` line per step with its value (``-> raised:`` for errors).
+    Handy to read what an agent did: every model turn, tool call and result."""
+    name_by_position(root)  # agent1, agent2, ...: the same names in every run
+    steps = {v.id: v for v in topo_order(root) if v.op is not None}  # leaves: declared
+    return _Listing(steps, {}, value_limit).render(max_chars)[0]
 
 
 # -- the optimizer ------------------------------------------------------------------------

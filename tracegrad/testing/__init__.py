@@ -5,8 +5,8 @@ come with the ``tracegrad_pytest`` plugin, registered automatically.
 """
 
 from .cassette import Cassette, CassetteMiss
-from .mock import MockLLM
+from .mock import MockLLM, tool_reply
 from .replay import ReplayLLM
 from .server import FakeOpenAIServer
 
-__all__ = ["Cassette", "CassetteMiss", "MockLLM", "FakeOpenAIServer", "ReplayLLM"]
+__all__ = ["Cassette", "CassetteMiss", "MockLLM", "FakeOpenAIServer", "ReplayLLM", "tool_reply"]

@@ -39,7 +39,7 @@ FAULTS = (
     "400-json-schema",
 )
 
-ServerReply = str | Callable[[dict[str, Any]], Any]
+ServerReply = str | dict[str, Any] | Callable[[dict[str, Any]], Any]
 
 AUTHORIZATION_MARK = "<<Authorization>>"
 """With ``echo_authorization=True``, replaced in a reply by the request's Authorization header."""
@@ -83,6 +83,10 @@ class FakeOpenAIServer:
     ``replies`` takes the same forms as :class:`~tracegrad.testing.MockLLM`: a list
     consumed in order, a callable ``f(body) -> str``, or a mapping ``{regex: reply}``
     matched against the joined message text (a mapped reply may be a callable).
+    A reply made by :func:`~tracegrad.testing.tool_reply` makes the model call tools
+    (``tool_calls`` in the reply). A request with ``"stream": true`` is answered as
+    server-sent events, the text in word-sized chunks, with a usage chunk at the end
+    when ``stream_options.include_usage`` asks for it.
 
     ``echo_authorization`` makes it the server of a careless proxy or a hostile model that
     repeats the credential it was sent: every :data:`AUTHORIZATION_MARK` in a reply becomes
@@ -233,15 +237,15 @@ class FakeOpenAIServer:
         with self._lock:
             return self._faults.popleft() if self._faults else None
 
-    def _reply_for(self, body: dict[str, Any], authorization: str = "") -> str | None:
+    def _reply_for(self, body: dict[str, Any], authorization: str = "") -> str | dict[str, Any] | None:
         reply = self._scripted(body)
-        if reply is None or not self.echo_authorization:
+        if reply is None or isinstance(reply, dict) or not self.echo_authorization:
             return reply
         if AUTHORIZATION_MARK in reply:
             return reply.replace(AUTHORIZATION_MARK, authorization)
         return f"{reply}\n{authorization}"
 
-    def _scripted(self, body: dict[str, Any]) -> str | None:
+    def _scripted(self, body: dict[str, Any]) -> str | dict[str, Any] | None:
         reply: Any = None
         with self._lock:
             if self._fn is not None:
@@ -258,6 +262,8 @@ class FakeOpenAIServer:
             reply = self.default
         if callable(reply):
             reply = reply(body)
+        if isinstance(reply, dict):
+            return reply
         return None if reply is None else str(reply)
 
     def _record(self, body: dict[str, Any], headers: Mapping[str, str]) -> None:
@@ -270,10 +276,21 @@ class FakeOpenAIServer:
             self._requests.append(entry)
 
     def completion_body(
-        self, body: dict[str, Any], content: str, finish_reason: str = "stop"
+        self,
+        body: dict[str, Any],
+        content: str,
+        finish_reason: str = "stop",
+        tool_calls: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """An OpenAI-shaped reply to ``body``, with deterministic token counts."""
-        prompt, completion = _prompt_tokens(body), estimate_tokens(content)
+        calls = [_wire_call(c, i) for i, c in enumerate(tool_calls or [], 1)]
+        billed = content + "".join(c["function"]["name"] + c["function"]["arguments"]
+                                   for c in calls)
+        prompt, completion = _prompt_tokens(body), estimate_tokens(billed)
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if calls:
+            message = {"role": "assistant", "content": content or None, "tool_calls": calls}
+            finish_reason = "tool_calls" if finish_reason == "stop" else finish_reason
         reply: dict[str, Any] = {
             "id": f"chatcmpl-fake-{self.request_count}",
             "object": "chat.completion",
@@ -282,7 +299,7 @@ class FakeOpenAIServer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": content},
+                    "message": message,
                     "finish_reason": finish_reason,
                     "logprobs": None,
                 }
@@ -297,6 +314,38 @@ class FakeOpenAIServer:
         with self._lock:
             self._responses.append(reply)
         return reply
+
+
+def _wire_call(call: dict[str, Any], i: int) -> dict[str, Any]:
+    args = call.get("arguments", "{}")
+    return {"id": str(call.get("id") or f"call_{i}"), "type": "function",
+            "function": {"name": str(call["name"]),
+                         "arguments": args if isinstance(args, str) else json.dumps(args)}}
+
+
+def stream_events(body: dict[str, Any], reply: dict[str, Any]) -> bytes:
+    """A completion body re-sent as the server-sent events of a streamed reply."""
+    from ..llm.mock import stream_pieces
+
+    choice = reply["choices"][0]
+    message = choice["message"]
+    head = {k: reply[k] for k in ("id", "created", "model")}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **more: Any) -> bytes:
+        data = {**head, "object": "chat.completion.chunk", **more,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(data)}\n\n".encode()
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    out += [chunk({"content": p}) for p in stream_pieces(message.get("content") or "")]
+    for i, call in enumerate(message.get("tool_calls") or []):
+        out.append(chunk({"tool_calls": [{"index": i, **call}]}))
+    out.append(chunk({}, choice["finish_reason"]))
+    if (body.get("stream_options") or {}).get("include_usage") and "usage" in reply:
+        data = {**head, "object": "chat.completion.chunk", "choices": [], "usage": reply["usage"]}
+        out.append(f"data: {json.dumps(data)}\n\n".encode())
+    out.append(b"data: [DONE]\n\n")
+    return b"".join(out)
 
 
 def _error(message: str, type_: str, param: str | None = None) -> dict[str, Any]:
@@ -430,18 +479,37 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(400, _error(_SCHEMA_REFUSAL, "invalid_request_error", "response_format"))
         return True
 
+    def _reply(self, body: dict[str, Any], reply: dict[str, Any]) -> None:
+        """Send a completion body, or its event stream when the request asked to stream."""
+        if not body.get("stream"):
+            self._send(200, reply)
+            return
+        data = stream_events(body, reply)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        for line in data.split(b"\n\n")[:-1]:  # one event per write: chunks as they come
+            self.wfile.write(line + b"\n\n")
+            self.wfile.flush()
+
     def _answer(self, body: dict[str, Any], kind: str | None) -> None:
         content = self.fake._reply_for(body, self._authorization)
+        if isinstance(content, dict):
+            text = str(content.get("content") or "")
+            self._reply(body, self.fake.completion_body(
+                body, text, tool_calls=list(content.get("tool_calls") or [])))
+            return
         if content is None:
             self._send(500, _error("FakeOpenAIServer has no reply for this request",
                                    "server_error"))
         elif kind == "length":
             cut = content[: max(1, len(content) // 2)]
-            self._send(200, self.fake.completion_body(body, cut, "length"))
+            self._reply(body, self.fake.completion_body(body, cut, "length"))
         else:
             if kind == "huge":
                 content = _blown_up(content)
-            self._send(200, self.fake.completion_body(body, content))
+            self._reply(body, self.fake.completion_body(body, content))
 
 
 def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
