@@ -184,3 +184,21 @@ def test_a_contextvar_set_by_the_caller_is_visible_inside_the_backward_workers()
     assert len(seen) == 4
     assert all(name.startswith("tg-backward") for _, name in seen)  # really on the workers
     assert [v for v, _ in seen] == ["set by the caller"] * 4
+
+
+def test_a_structured_reply_reaches_the_parameter_as_labelled_lines_and_no_change_drops():
+    system = tg.Parameter("Answer.", role="system prompt")
+    reply = json.dumps({
+        "system": {"diagnosis": "the unit is missing", "evidence": "got '3'",
+                   "change": "ask for the unit"},
+        "input": {"diagnosis": "fine", "change": "no change needed"},
+    })
+    engine = MockLLM(lambda r: reply if r.purpose == "backward" else "3")
+    question = tg.Variable("How far?", role="question", requires_grad=True)
+    out = tg.LLMCall(engine, system=system)(question)
+    out.backward("the answer needs a unit", engine=engine)
+    assert system.grads[0].text == ("Diagnosis: the unit is missing\nEvidence: got '3'\n"
+                                    "Change: ask for the unit")
+    assert question.grads == []
+    asked = engine.requests[-1].messages[0]["content"]
+    assert '"diagnosis"' in asked and "general rule" in asked

@@ -20,6 +20,7 @@ All calls of one generation run concurrently, bounded by ``max_concurrency``.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -317,7 +318,30 @@ def accepts_images(engine: Any) -> bool:
 def _feedback_by_key(data: dict[str, Any], keys: list[str]) -> dict[str, str]:
     """The reply's non-empty feedback strings by the keys we asked for (the keys matched
     the way every reply in tracegrad is read: :func:`tracegrad.core.keys.match_keys`)."""
-    given = {k: v for k, v in data.items() if v is not None and str(v).strip()}
+    given = {k: t for k, v in data.items() if (t := _feedback_text(v))}
     matched, _ = match_keys(given, keys)
-    return {name: v if isinstance(v, str) else str(v)
-            for k, name in matched.items() for v in [given[k]]}
+    return {name: given[k] for k, name in matched.items()}
+
+
+_PARTS = ("diagnosis", "evidence", "change")
+
+
+def _feedback_text(v: Any) -> str:
+    """One input's feedback as text: a string as given, a structured reply as its parts.
+
+    The reply asks for diagnosis, evidence and change apart, so a critique cannot skip
+    the reason or the proof; the optimizer reads them as labelled lines. A structured
+    reply whose change says there is nothing to change counts as "no change needed".
+    """
+    if v is None:
+        return ""
+    if isinstance(v, dict):
+        parts = {str(k).strip().lower(): str(x).strip() for k, x in v.items()
+                 if x is not None and str(x).strip()}
+        if not any(p in parts for p in _PARTS):
+            return json.dumps(v, ensure_ascii=False) if parts else ""
+        change = parts.get("change", "")
+        if change and says_no_change(change):  # whatever the diagnosis, nothing to do
+            return change
+        return "\n".join(f"{p.capitalize()}: {parts[p]}" for p in _PARTS if p in parts)
+    return str(v).strip()
