@@ -128,6 +128,10 @@ class FormattedLLMCall(_Caller):
         messages.append({"role": "user", "content": text})
         return messages, inputs
 
+    def render_messages(self, **fields: Any) -> list[Message]:
+        """The messages a call with ``fields`` sends now, without calling (for exports)."""
+        return self._build(fields)[0]
+
     def __call__(self, params: dict[str, Any] | None = None, /, **fields: Any) -> Variable:
         messages, inputs = self._build(fields)
         c = self.llm.complete(self._request(messages, params or {}))

@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..core import telemetry
 from ..core.context import backward_llm, get_backward_llm
 from ..core.feedback import Evidence
 from ..core.shorten import shorten
@@ -144,6 +145,12 @@ class Trainer:
         """Usage of this run so far, including what was spent before a resume."""
         return self.meters.usage_since(self._usage_start, self._prior_usage)
 
+    def _span_attrs(self) -> dict[str, Any]:
+        return {"tracegrad.optimizer": self.optimizer_name, "tracegrad.metric": self.metric_name,
+                "tracegrad.steps": self.steps, "tracegrad.batch_size": self.opts.batch_size,
+                "tracegrad.train.examples": len(self.train),
+                "tracegrad.val.examples": len(self.val) if self.val is not None else 0}
+
     def _check_budget(self) -> None:
         # one meter enforces the budget itself; several each enforce it alone, so the
         # run checks their sum between steps
@@ -199,14 +206,16 @@ class Trainer:
             notes = self.meters.attach(self.budget, self._prior_usage.get("total", {}))
             for n in notes:
                 warnings.warn(n, stacklevel=3)
-        self.progress = Progress(self.opts.progress, self.steps)
+        self.progress = Progress(self.opts.progress, self.steps, self._usage)
+        self.runner.observer = self.progress  # every evaluation shows its count and spend
         ctx = (
             backward_llm(self.optimizer_engine)
             if self.optimizer_engine is not None
             else contextlib.nullcontext()
         )
         try:
-            with ctx:
+            # one root span: baseline, steps, backward and every LLM call nest under it
+            with ctx, telemetry.operation("optimize", self._span_attrs()):
                 c0 = self.pool.entries[0]
                 if self.val is not None and c0["score"] is None and self.step_done == 0:
                     self._baseline()
@@ -298,7 +307,10 @@ class Trainer:
             cap = self.opts.max_metric_calls
             if cap is not None and self._metric_calls() >= cap:
                 return "metric_calls"
-            record = self._step(step)
+            with telemetry.operation("step", {"tracegrad.step": step}) as span:
+                record = self._step(step)
+                if span is not None:
+                    span.span.set({"tracegrad.step.result": record["result"]})
             if notes and step == 1:
                 record["events"].extend({"event": "budget_note", "note": n} for n in notes)
             self.history.append(record)
