@@ -10,6 +10,7 @@ sandbox -- stops the run instead: scored as 0 it would sway an accept/revert dec
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -254,6 +255,8 @@ class ScoreCache:
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
         self.known: dict[tuple[str, str, str], tuple[float, str]] = {}
+        # the outcomes themselves (graph dropped), for the run's per-example table
+        self.outcomes: dict[tuple[str, str, str], Outcome] = {}
 
     def score(self, split: str, examples: Sequence[Example],
               state: dict[str, Any]) -> tuple[float, dict[str, float], list[Note]]:
@@ -273,6 +276,8 @@ class ScoreCache:
     def add(self, h: str, split: str, outcomes: Iterable[Outcome]) -> None:
         for o in outcomes:
             self.known.setdefault((h, split, o.example.id), (o.score, o.feedback()))
+            self.outcomes.setdefault((h, split, o.example.id),
+                                     dataclasses.replace(o, output_var=None, loss=None))
 
 
 def fail_summary(notes: Iterable[Note], limit: int) -> str:

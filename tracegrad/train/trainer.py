@@ -50,6 +50,7 @@ from .evaluate import (
     raise_if_all_crashed,
     score_note,
 )
+from .examples import EXAMPLES, example_rows, summarize
 from .gate import PRECHECKED, Verdict, decide, needs_validation
 from .metrics import get_metric
 from .options import TrainOptions, signature_with_options
@@ -574,6 +575,7 @@ class Trainer:
         self.load_values(best["state"])
         with contextlib.suppress(Exception):
             self.progress.close()
+        self._write_examples(best)
         if self.ckpt.rd is not None:
             self.ckpt.mark_stopped(stopped, self.step_done, lambda: self._state_doc(stopped),
                                    self._usage(), self._elapsed())
@@ -591,6 +593,26 @@ class Trainer:
             stopped_reason=stopped,
             steps_done=self.step_done,
         )
+
+
+    def _write_examples(self, best: Candidate) -> None:
+        """The best candidate's per-example table (``examples.json``) for the report: the
+        outputs and explanations behind its score, not just the score."""
+        rd = self.ckpt.rd
+        split, data = ("val", self.val) if self.val is not None else ("train", self.train)
+        if rd is None or data is None:
+            return
+        found = (self.scores.outcomes.get((best["hash"], split, ex.id)) for ex in data)
+        outcomes = [o for o in found if o is not None]
+        if not outcomes:  # e.g. resumed: the best was scored before this process started
+            return
+        prompt_of = getattr(self.program, "rendered_messages", None)
+        rows = example_rows(outcomes, prompt_of if callable(prompt_of) else None)
+        try:
+            rd.write_json(EXAMPLES, {"candidate": best["id"], "split": split,
+                                     "summary": summarize(rows), "rows": rows})
+        except OSError as e:  # the run itself is saved apart; say what is missing
+            warnings.warn(f"could not write {EXAMPLES} in {rd.path}: {e}", stacklevel=2)
 
 
 def optimize(program: Callable[..., Any], train: Any, val: Any = None,
