@@ -264,3 +264,12 @@ def test_demo_says_why_it_stopped_early(tmp_path: Path) -> None:
     r = cli("demo", "--steps", "8", "--run-dir", tmp_path / "demo")
     assert r.code == 0, r
     assert "stopped after 3 steps of 8: the validation score reached 1.0" in r.stdout
+
+
+@pytest.mark.parametrize("command", [["optimize"], ["eval"], ["estimate"], ["demo"], [],
+                                     ["cache", "clear"]])
+def test_no_flag_is_shown_as_taking_a_value(command: list[str]) -> None:
+    text = cli(*command, "--help", env={"COLUMNS": "150"}).stdout
+    flags = [ln for ln in text.splitlines()
+             if any(f in ln for f in ("--help ", "--json ", "--no-cache ", "--quiet "))]
+    assert flags and all("<bool>" not in ln for ln in flags), flags
