@@ -136,3 +136,11 @@ def run_config(t: Any) -> dict[str, Any]:
         },
         "user": dict(o.config or {}),
     }
+
+
+def span_attributes(t: Any) -> dict[str, Any]:
+    """The attributes of a run's root span (``tracegrad.optimize``): what ran, on what."""
+    return {"tracegrad.optimizer": t.optimizer_name, "tracegrad.metric": t.metric_name,
+            "tracegrad.steps": t.steps, "tracegrad.batch_size": t.opts.batch_size,
+            "tracegrad.train.examples": len(t.train),
+            "tracegrad.val.examples": len(t.val) if t.val is not None else 0}

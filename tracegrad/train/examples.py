@@ -15,6 +15,7 @@ import html
 import io
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from .judge import UNREADABLE
 from .results import Outcome
 
 __all__ = ["EXAMPLES", "FORMATS", "example_rows", "examples_table_html", "export_format",
-           "messages_text", "summarize", "write_examples"]
+           "messages_text", "save_best_examples", "summarize", "write_examples"]
 
 EXAMPLES = "examples.json"  # in a run directory: the best candidate's per-example table
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".html": "html", ".htm": "html"}
@@ -178,3 +179,26 @@ def write_examples(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any
     else:
         text = _html(rows, scrub(dict(summary or summarize(rows))), title)
     atomic_write(path, text)
+
+
+def save_best_examples(rd: Any, outcomes: Mapping[tuple[str, str, str], Outcome],
+                       best: Mapping[str, Any], split: str, data: Any, program: Any) -> None:
+    """The best candidate's rows as ``examples.json`` in the run directory ``rd``, for the
+    report: the outputs and explanations behind its score, not just the score.
+
+    ``outcomes`` are the run's scored outcomes by (state hash, split, example id); the
+    program's parameters must hold the best values (its prompt is rendered from them).
+    """
+    if rd is None or data is None:
+        return
+    found = (outcomes.get((best["hash"], split, ex.id)) for ex in data)
+    kept = [o for o in found if o is not None]
+    if not kept:  # e.g. resumed: the best was scored before this process started
+        return
+    prompt_of = getattr(program, "rendered_messages", None)
+    rows = example_rows(kept, prompt_of if callable(prompt_of) else None)
+    try:
+        rd.write_json(EXAMPLES, {"candidate": best["id"], "split": split,
+                                 "summary": summarize(rows), "rows": rows})
+    except OSError as e:  # the run itself is saved apart; say what is missing
+        warnings.warn(f"could not write {EXAMPLES} in {rd.path}: {e}", stacklevel=2)

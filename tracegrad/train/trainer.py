@@ -36,7 +36,7 @@ from ..core.variable import Variable
 from ..ops.loss import aggregate
 from ..optim.base import REJECTIONS
 from ..optim.registry import build_optimizer, search_defaults
-from .checkpoint import Checkpoint, run_config
+from .checkpoint import Checkpoint, run_config, span_attributes
 from .data import Example, load_dataset
 from .evaluate import (
     BudgetStop,
@@ -50,7 +50,7 @@ from .evaluate import (
     raise_if_all_crashed,
     score_note,
 )
-from .examples import EXAMPLES, example_rows, summarize
+from .examples import save_best_examples
 from .gate import PRECHECKED, Verdict, decide, needs_validation
 from .metrics import get_metric
 from .options import TrainOptions, signature_with_options
@@ -146,12 +146,6 @@ class Trainer:
         """Usage of this run so far, including what was spent before a resume."""
         return self.meters.usage_since(self._usage_start, self._prior_usage)
 
-    def _span_attrs(self) -> dict[str, Any]:
-        return {"tracegrad.optimizer": self.optimizer_name, "tracegrad.metric": self.metric_name,
-                "tracegrad.steps": self.steps, "tracegrad.batch_size": self.opts.batch_size,
-                "tracegrad.train.examples": len(self.train),
-                "tracegrad.val.examples": len(self.val) if self.val is not None else 0}
-
     def _check_budget(self) -> None:
         # one meter enforces the budget itself; several each enforce it alone, so the
         # run checks their sum between steps
@@ -216,7 +210,7 @@ class Trainer:
         )
         try:
             # one root span: baseline, steps, backward and every LLM call nest under it
-            with ctx, telemetry.operation("optimize", self._span_attrs()):
+            with ctx, telemetry.operation("optimize", span_attributes(self)):
                 c0 = self.pool.entries[0]
                 if self.val is not None and c0["score"] is None and self.step_done == 0:
                     self._baseline()
@@ -575,7 +569,8 @@ class Trainer:
         self.load_values(best["state"])
         with contextlib.suppress(Exception):
             self.progress.close()
-        self._write_examples(best)
+        split, data = ("val", self.val) if self.val is not None else ("train", self.train)
+        save_best_examples(self.ckpt.rd, self.scores.outcomes, best, split, data, self.program)
         if self.ckpt.rd is not None:
             self.ckpt.mark_stopped(stopped, self.step_done, lambda: self._state_doc(stopped),
                                    self._usage(), self._elapsed())
@@ -593,26 +588,6 @@ class Trainer:
             stopped_reason=stopped,
             steps_done=self.step_done,
         )
-
-
-    def _write_examples(self, best: Candidate) -> None:
-        """The best candidate's per-example table (``examples.json``) for the report: the
-        outputs and explanations behind its score, not just the score."""
-        rd = self.ckpt.rd
-        split, data = ("val", self.val) if self.val is not None else ("train", self.train)
-        if rd is None or data is None:
-            return
-        found = (self.scores.outcomes.get((best["hash"], split, ex.id)) for ex in data)
-        outcomes = [o for o in found if o is not None]
-        if not outcomes:  # e.g. resumed: the best was scored before this process started
-            return
-        prompt_of = getattr(self.program, "rendered_messages", None)
-        rows = example_rows(outcomes, prompt_of if callable(prompt_of) else None)
-        try:
-            rd.write_json(EXAMPLES, {"candidate": best["id"], "split": split,
-                                     "summary": summarize(rows), "rows": rows})
-        except OSError as e:  # the run itself is saved apart; say what is missing
-            warnings.warn(f"could not write {EXAMPLES} in {rd.path}: {e}", stacklevel=2)
 
 
 def optimize(program: Callable[..., Any], train: Any, val: Any = None,
