@@ -58,6 +58,14 @@ class Checkpoint:
         doc["elapsed_s"] = round(elapsed, 3)
         self.rd.write_json(STATE, doc)
 
+    def save_examples(self, outcomes: Any, best: Candidate, val: Any, train: Any,
+                      program: Any) -> None:
+        """The best candidate's per-example table, on validation (else training) data."""
+        from .examples import save_best_examples
+
+        split, data = ("val", val) if val is not None else ("train", train)
+        save_best_examples(self.rd, outcomes, best, split, data, program)
+
     def save_best(self, best: Candidate, baseline_score: float | None, split: str) -> None:
         if self.rd is None:
             return

@@ -50,7 +50,6 @@ from .evaluate import (
     raise_if_all_crashed,
     score_note,
 )
-from .examples import save_best_examples
 from .gate import PRECHECKED, Verdict, decide, needs_validation
 from .metrics import get_metric
 from .options import TrainOptions, signature_with_options
@@ -201,16 +200,14 @@ class Trainer:
             notes = self.meters.attach(self.budget, self._prior_usage.get("total", {}))
             for n in notes:
                 warnings.warn(n, stacklevel=3)
-        self.progress = Progress(self.opts.progress, self.steps, self._usage)
-        self.runner.observer = self.progress  # every evaluation shows its count and spend
+        self.runner.observer = self.progress = Progress(self.opts.progress, self.steps, self._usage)
         ctx = (
             backward_llm(self.optimizer_engine)
             if self.optimizer_engine is not None
             else contextlib.nullcontext()
         )
         try:
-            # one root span: baseline, steps, backward and every LLM call nest under it
-            with ctx, telemetry.operation("optimize", span_attributes(self)):
+            with ctx, telemetry.operation("optimize", span_attributes(self)):  # the root span
                 c0 = self.pool.entries[0]
                 if self.val is not None and c0["score"] is None and self.step_done == 0:
                     self._baseline()
@@ -281,7 +278,6 @@ class Trainer:
 
     def _baseline(self) -> None:
         assert self.val is not None
-        self.progress.update(phase="baseline on val")
         score, scores, notes = self.scores.score("val", list(self.val), self.values())
         c0 = self.pool.entries[0]
         c0["score"], c0["scores"] = score, scores
@@ -302,10 +298,7 @@ class Trainer:
             cap = self.opts.max_metric_calls
             if cap is not None and self._metric_calls() >= cap:
                 return "metric_calls"
-            with telemetry.operation("step", {"tracegrad.step": step}) as span:
-                record = self._step(step)
-                if span is not None:
-                    span.span.set({"tracegrad.step.result": record["result"]})
+            record = self._step(step)
             if notes and step == 1:
                 record["events"].extend({"event": "budget_note", "note": n} for n in notes)
             self.history.append(record)
@@ -319,6 +312,7 @@ class Trainer:
         return "steps"
 
     # -- one step ---------------------------------------------------------------------
+    @telemetry.traced_operation("step", lambda self, step: {"tracegrad.step": step})
     def _step(self, step: int) -> dict[str, Any]:
         t0, usage0 = time.perf_counter(), self.meters.snapshot()
         rng = random.Random(f"{self.opts.seed}:parent:{step}")
@@ -554,9 +548,8 @@ class Trainer:
         rec["cost_usd"] = rec["usage"]["total"].get("usd", 0.0)
         rec["usage_total"] = self._usage()
         rec["elapsed_s"] = round(time.perf_counter() - t0, 3)
-        self.progress.update(
-            val=rec.get("val_score"), best=best["score"], phase=result, usage=rec["usage_total"]
-        )
+        self.progress.update(val=rec.get("val_score"), best=best["score"], phase=result,
+                             usage=rec["usage_total"])
         return rec
 
     def _finish(self, stopped: str) -> OptimizeResult:
@@ -569,8 +562,7 @@ class Trainer:
         self.load_values(best["state"])
         with contextlib.suppress(Exception):
             self.progress.close()
-        split, data = ("val", self.val) if self.val is not None else ("train", self.train)
-        save_best_examples(self.ckpt.rd, self.scores.outcomes, best, split, data, self.program)
+        self.ckpt.save_examples(self.scores.outcomes, best, self.val, self.train, self.program)
         if self.ckpt.rd is not None:
             self.ckpt.mark_stopped(stopped, self.step_done, lambda: self._state_doc(stopped),
                                    self._usage(), self._elapsed())
