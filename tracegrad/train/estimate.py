@@ -333,6 +333,7 @@ def _range(rows: list[dict[str, Any]], worst: list[dict[str, Any]], optimizer: s
     low = _tally(r for r in rows if r["purpose"] in early)
     repairs = steps * calls_per_step(optimizer, 1, batch, batch, worst=True)["repair"]
     high = _tally(worst, reply_factor=2.0, extra_reply=40)
+    high["rows"] = [{k: r[k] for k in ("purpose", "model", "calls")} for r in worst]
     if repairs:
         opt = [r for r in worst if r["purpose"] == "optimizer"]
         mean = _tally(opt) if opt else None
