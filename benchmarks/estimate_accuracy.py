@@ -85,7 +85,11 @@ class PromptFileWorld:
         if purpose == "backward":
             return self._feedback(text)
         if purpose == "optimizer":
-            return self._rewrite(text) if "<current_value>" in text else self._summary(text)
+            if "<current_value>" in text:
+                return self._rewrite(text)
+            if "## Parameters you may change" in text:
+                return self._rewrite_trace(text)
+            return self._summary(text)
         return self._answer(text)
 
     # -- the task model ------------------------------------------------------------------
@@ -134,14 +138,26 @@ class PromptFileWorld:
                 "required format, and parts of the input are skipped. The prompt should ask "
                 "the model to read every part of the input and to reply with the answer only.")
 
-    def _rewrite(self, text: str) -> str:
+    def _add_rule(self, template: str, text: str) -> str:
         from tracegrad.demo import _insert_instruction
 
-        cur = re.search(r"<current_value>\n(.*?)\n</current_value>", text, re.S)
-        template = cur.group(1) if cur else ""
         todo = [r for r in _RULES if r not in template]
         # which rule depends on the request (its feedback), as a model's choice would
-        new = _insert_instruction(template, todo[int(_u(text) * len(todo))]) if todo else template
+        return _insert_instruction(template, todo[int(_u(text) * len(todo))]) if todo else template
+
+    def _rewrite_trace(self, text: str) -> str:
+        from tracegrad.demo import _trace_params
+
+        values = {name: self._add_rule(v, text) for name, v in _trace_params(text).items()
+                  if "{{" in v}
+        return json.dumps({"reasoning": "The outputs skip parts of the input and add words "
+                           "around the answer; one rule addresses the most frequent problem.",
+                           "values": values})
+
+    def _rewrite(self, text: str) -> str:
+        cur = re.search(r"<current_value>\n(.*?)\n</current_value>", text, re.S)
+        template = cur.group(1) if cur else ""
+        new = self._add_rule(template, text)
         return ("The feedback says the model skips parts of the input and adds words around "
                 "the answer. I add one rule that addresses the most frequent problem and keep "
                 f"the rest of the prompt unchanged.\n<new_value>\n{new}\n</new_value>")

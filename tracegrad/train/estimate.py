@@ -122,16 +122,20 @@ class _Rows:
         return sum(r["calls"] for r in self.rows if r["purpose"] in purposes)
 
 
-def _optimizer_prompt(optimizer: str, task: TaskShape, batch: int, steps: int) -> float:
-    """Tokens of one update request: meta-prompt, the text, feedback, history, rules."""
+def _optimizer_prompt(optimizer: str, task: TaskShape, batch: int, steps: int,
+                      failing: int | None = None) -> float:
+    """Tokens of one update request: meta-prompt, the text, feedback, history, rules.
+    TGD reads the feedback of the ``failing`` examples; trace lists the whole batch."""
     body, mean_tr = task.template_tokens, task.means("train")
+    failing = batch if failing is None else failing
     rules = 40 * task.constraints + 150
     if optimizer.startswith("tgd"):
-        feedback = min(batch * (BACKWARD_REPLY_TOKENS + 20), 1500)
+        feedback = min(failing * (BACKWARD_REPLY_TOKENS + 20), 1500)
         return _meta_tokens("tgd_update") + body + feedback + 3 * body + rules
     if optimizer == "trace":
-        listing = min(batch * (mean_tr[0] + mean_tr[1] + 30), 4000)
-        return _meta_tokens("trace_update") + body + listing + batch * 40 + 3 * body + rules
+        # per example: its inputs, the call and its output, the metric's line and verdict
+        listing = min(batch * (mean_tr[0] + mean_tr[1] + 80), 4000)
+        return _meta_tokens("trace_update") + body + listing + failing * 40 + 3 * body + rules
     board = min(steps, 20) / 2 * (body + 80)  # opro: a scoreboard of scored candidates
     return _meta_tokens("opro_update") + board + rules
 
@@ -204,9 +208,9 @@ def _task_rows(task: TaskShape, *, optimizer: str, steps: int, batch: int, model
             sums.add("summary", optimizer_model, learn * beam * per["summary"],
                      _meta_tokens("feedback_summary") + failing * (BACKWARD_REPLY_TOKENS + 20),
                      SUMMARY_REPLY_TOKENS)
-        opt_prompt = max(opt_prompt, _optimizer_prompt(optimizer, t, failing, steps))
-        sums.add("optimizer", optimizer_model, learn * beam * per["optimizer"],
-                 _optimizer_prompt(optimizer, t, failing, steps),
+        prompt = _optimizer_prompt(optimizer, t, batch, steps, failing)
+        opt_prompt = max(opt_prompt, prompt)
+        sums.add("optimizer", optimizer_model, learn * beam * per["optimizer"], prompt,
                  t.template_tokens + REASONING_TOKENS)
         candidate = grown + GROWTH_TOKENS  # a candidate is one rewrite longer
         if task.val:

@@ -284,7 +284,7 @@ class Trainer:
         self.baseline = {"score": score, "split": "val"}
         self.optimizer.record_score(score, self._score_note("val", notes))
         self.baseline_recorded = True
-        self.progress.update(val=score, best=score)
+        self.progress.update(val=score, best=score, phase="baseline scored")
         self._save()
 
     def _loop(self, notes: list[str]) -> str:
