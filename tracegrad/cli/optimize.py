@@ -267,6 +267,14 @@ def _finish(pf: PromptFile, prompt_file: Path, out: Path | None, result: Any, js
              + ("" if improved else " (none beat the baseline, so the file is unchanged)"))
 
 
+_WHY_STOPPED = {  # a run that ends before --steps says why (the demo does the same)
+    "perfect": "the validation score reached 1.0, so there was nothing left to learn",
+    "patience": "no step improved the best score for a while",
+    "metric_calls": "--max-metric-calls examples were scored",
+    "budget": "the budget ran out",
+}
+
+
 def _fmt_score(x: Any) -> str:
     return "n/a" if x is None else f"{float(x):.3f}"
 
@@ -279,7 +287,9 @@ def _summary_text(d: dict[str, Any]) -> str:
         delta = f" ({best - b:+.3f})"
     lines = [
         f"score: {_fmt_score(b)} -> {_fmt_score(best)}{delta}  (baseline -> best, validation)",
-        f"steps: {d['steps_done']} ({d['stopped_reason']}), optimizer {d['optimizer']}",
+        f"steps: {d['steps_done']} ({d['stopped_reason']}), optimizer {d['optimizer']}"
+        + (f" -- stopped early: {_WHY_STOPPED[d['stopped_reason']]}"
+           if d["stopped_reason"] in _WHY_STOPPED else ""),
         f"calls: {u['calls']} ({u['cached_calls']} from cache)  tokens: {u['total_tokens']:,}  "
         f"cost: ${u['usd']:.4f}",
     ]

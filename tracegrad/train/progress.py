@@ -81,6 +81,7 @@ class _Observer:
         self.count: _Count | None = None
         self.lock = threading.Lock()
         self._last_line = 0.0
+        self._printed: int | None = None  # the count the last status line showed
         self.console: Any = None
         if enabled:
             from rich.console import Console
@@ -113,6 +114,7 @@ class _Observer:
         if not force and now - self._last_line < self.interval:
             return
         self._last_line = now
+        self._printed = self.count.done if self.count is not None else None
         self.console.print(scrub_text(self.status_line()), markup=False, soft_wrap=True)
 
     # -- the Runner's observer protocol -------------------------------------------------
@@ -138,7 +140,7 @@ class _Observer:
         if not self.enabled or self.count is None:
             return
         with self.lock:
-            if not self.terminal and self.count.total > 0 and \
+            if not self.terminal and self.count.done != self._printed and \
                     time.perf_counter() - self.count.t0 >= self.interval:
                 self._print_line(force=True)  # a long evaluation ends with its last count
             self._on_end()
