@@ -131,3 +131,10 @@ def test_the_run_report_has_the_per_example_table(counting, world_server, tmp_pa
     page = (run / "report.html").read_text()
     assert '<table class="examples">' in page
     assert page.count('<tr class="') - page.count('<tr class="step') >= 15
+
+
+def test_output_without_data_is_refused(judged, tmp_path: Path) -> None:
+    prompt, _, server = judged
+    r = cli("eval", prompt, "--base-url", server.url, "-o", tmp_path / "r.jsonl")
+    assert r.code == 2 and "--output writes the rows of a scored dataset" in r.stderr
+    assert server.request_count == 0

@@ -74,6 +74,8 @@ def eval_(
     with _errors():
         pf = _load_prompt(prompt_file)
         _check_output(output)
+        if output is not None and data is None:
+            raise CLIError("--output writes the rows of a scored dataset: pass --data FILE")
         smoke = _smoke_row(pf) if data is None else None
         ds = _load_data(pf, data, "--data")
         m, om = _resolve_models(pf, model, optimizer_model)
