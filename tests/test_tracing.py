@@ -286,3 +286,68 @@ def test_trace_env_exports_a_cli_run_over_otlp(tmp_path):
     assert len({s.trace_id for s in spans}) == 1
     assert SECRET.encode() not in b"".join(b for _, _, b in _Collector.bodies)
 
+
+
+def _ancestors(span, by_id):
+    out = []
+    while span.parent is not None and span.parent.span_id in by_id:
+        span = by_id[span.parent.span_id]
+        out.append(span)
+    return out
+
+
+def _one_root(exporter, name):
+    """The run's spans form one tree: a single root, named ``name``, above every span."""
+    all_spans = exporter.get_finished_spans()
+    by_id = {s.context.span_id: s for s in all_spans}
+    roots = [s for s in all_spans if s.parent is None or s.parent.span_id not in by_id]
+    assert [r.name for r in roots] == [name], [r.name for r in roots]
+    (root,) = roots
+    assert len({s.context.trace_id for s in all_spans}) == 1
+    for s in all_spans:
+        if s is not root:
+            assert _ancestors(s, by_id)[-1] is root, s.name
+    return root, all_spans, by_id
+
+
+def test_an_optimize_run_is_one_trace_under_a_tracegrad_optimize_root(spans, backward_engine):
+    llm = tg.tracing.traced(MockLLM({r"pear": "3"}, default="7", model="gpt-4o-mini"))
+    system = tg.Parameter("Answer.", role="system prompt", name="system")
+    qa = tg.LLMCall(llm, system=system)
+    backward_engine.on(r"<new_value>|new value", "<new_value>Count carefully.</new_value>")
+    data = [{"question": "two apples and a pear", "answer": "3"},
+            {"question": "a banana and a kiwi", "answer": "2"}]
+    with tg.backward_llm(tg.tracing.traced(backward_engine)):
+        tg.optimize(lambda question: qa(question), data, data, metric="exact_match", steps=2,
+                    batch_size=2, progress=False, parameters=[system])
+    root, all_spans, by_id = _one_root(spans, "invoke_workflow tracegrad.optimize")
+    a = root.attributes
+    assert a["gen_ai.operation.name"] == "invoke_workflow"
+    assert a["gen_ai.workflow.name"] == "tracegrad.optimize"
+    assert (a["tracegrad.steps"], a["tracegrad.metric"]) == (2, "exact_match")
+    steps = [s for s in all_spans if s.name == "invoke_workflow tracegrad.step"]
+    assert sorted(s.attributes["tracegrad.step"] for s in steps) == [1, 2]
+    assert all(s.parent.span_id == root.context.span_id for s in steps)
+    chats = [s for s in all_spans if s.name.startswith("chat ")]
+    purposes = {c.attributes["tracegrad.purpose"] for c in chats}
+    assert {"forward", "backward", "optimizer"} <= purposes
+    # every call nests under a step, except the baseline's (its evaluate span is the root's)
+    for c in chats:
+        chain = _ancestors(c, by_id)
+        assert any(x in steps for x in chain) or any(
+            x.attributes.get("tracegrad.eval.split") == "val"
+            and x.parent.span_id == root.context.span_id for x in chain), c.name
+    assert a["tracegrad.llm.calls"] == len(chats)  # the root totals every call
+
+
+def test_an_evaluation_is_one_trace_under_a_tracegrad_eval_root(spans):
+    llm = tg.tracing.traced(MockLLM({r"pear": "3", r"kiwi": "5"}, model="gpt-4o-mini"))
+    data = [{"question": "two apples and a pear", "answer": "3"},
+            {"question": "a banana and a kiwi", "answer": "2"}]
+    qa = tg.LLMCall(llm, system="Count.")
+    tg.evaluate(lambda question: qa(question), data, metric="exact_match", concurrency=2)
+    root, all_spans, _ = _one_root(spans, "invoke_workflow tracegrad.eval")
+    assert root.attributes["gen_ai.workflow.name"] == "tracegrad.eval"
+    assert root.attributes["tracegrad.eval.examples"] == 2
+    assert root.attributes["tracegrad.llm.calls"] == 2
+    assert len([s for s in all_spans if s.name.startswith("chat ")]) == 2

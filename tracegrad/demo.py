@@ -464,7 +464,7 @@ def run_demo(run_dir: str | Path | None = None, *, steps: int = 4, optimizer: st
     engine = Meter(world.engine)  # so the run directory and report count calls and tokens
     program = pf.to_module(engine)
     say(f"SIMULATED world: {len(train)} training and {len(val)} validation questions; "
-        f"optimizer {optimizer}, {steps} steps")
+        f"optimizer {optimizer}, {steps} step{'' if steps == 1 else 's'}")
 
     say("SIMULATED baseline: scoring the starting prompt on the validation questions")
 

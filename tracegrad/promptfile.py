@@ -641,6 +641,12 @@ class PromptProgram(Module):
                 ) -> dict[str, Variable]:
         return self.promptfile.field_variables(row, inputs)
 
+    def rendered_messages(self, row: Mapping[str, Any] | None = None, /, **inputs: Any
+                          ) -> list[dict[str, Any]]:
+        """What the model is sent for ``row`` with the current template (no call): the
+        "rendered prompt" of an eval export and of the run report."""
+        return self.call.render_messages(**self._fields(row, inputs))
+
     def forward(self, row: Mapping[str, Any] | None = None, /, **inputs: Any) -> Variable:
         return self.call(**self._fields(row, inputs))
 

@@ -90,7 +90,9 @@ def plan(args: argparse.Namespace, rows: tuple[list[dict[str, str]], ...]) -> di
                 args.optimizer], [], 120)
     test_usd = float(_cli(["estimate", str(prompt), "--train", test, "--steps", "1"], [], 120)
                      ["total"].get("usd", 0))
-    rollouts = sum(int(r["calls"]) for r in est.get("rows", []) if r.get("model") == args.model)
+    # the rollouts a run of --steps may make (every step validating): a budget, not a guess
+    planned = (est.get("range") or {}).get("high", {}).get("rows") or est.get("rows", [])
+    rollouts = sum(int(r["calls"]) for r in planned if r.get("model") == args.model)
     return {"usd": float(est["total"]["usd"]),
             "upper_usd": float(est.get("upper_usd") or 0) + 2 * test_usd,
             "metric_calls": rollouts}

@@ -44,8 +44,9 @@ def test_estimate_makes_no_request_and_bounds_a_real_run(
     rows = {row["purpose"]: row for row in est["rows"]}
     assert rows["baseline"]["calls"] == 15  # one per validation example
     assert rows["forward"]["calls"] == 3 * 4
-    assert rows["optimizer"]["calls"] == 3
-    assert rows["validation"]["calls"] == 3 * 15
+    # a step whose minibatch is all right makes no rewrite and no validation
+    assert 0 < rows["optimizer"]["calls"] <= 3
+    assert 0 < rows["validation"]["calls"] <= 3 * 15
     assert est["total"]["usd"] > 0  # gpt-4o-mini is in the pricing table
     assert est["upper_usd"] >= est["total"]["usd"]
     assert est["suggested_budget_usd"] >= est["upper_usd"]
@@ -56,7 +57,8 @@ def test_estimate_makes_no_request_and_bounds_a_real_run(
               world_server.url, "--run-dir", tmp_path / "run", "--json", "--no-cache",
               "--out", tmp_path / "o.prompt")
     assert run.code == 0, run
-    assert 0 < world_server.request_count <= est["total"]["calls"]
+    assert est["range"]["low"]["calls"] <= world_server.request_count
+    assert world_server.request_count <= est["range"]["high"]["calls"]
 
 
 def test_estimate_text_output_and_unpriced_models(counting: dict[str, Path]) -> None:
@@ -70,8 +72,11 @@ def test_estimate_text_output_and_unpriced_models(counting: dict[str, Path]) -> 
             "--batch-size", "3", "--json")
     rows = {row["purpose"]: row["calls"] for row in json.loads(j.stdout)["rows"]}
     # without --val there is no baseline run and rewrites are checked on the minibatch
-    assert "baseline" not in rows and rows["validation"] == rows["forward"] == 5 * 3
-    assert rows["backward"] == 5 * 3 and rows["optimizer"] == 5
+    assert "baseline" not in rows and rows["forward"] == 5 * 3
+    assert 0 < rows["validation"] <= 5 * 3 and 0 < rows["backward"] <= 5 * 3
+    assert 0 < rows["optimizer"] <= 5
+    # at the low end every minibatch is already right: only the forward calls are made
+    assert json.loads(j.stdout)["range"]["low"]["calls"] == 5 * 3
 
 
 def test_estimate_rejects_a_broken_prompt_file(counting: dict[str, Path]) -> None:
@@ -264,3 +269,12 @@ def test_demo_says_why_it_stopped_early(tmp_path: Path) -> None:
     r = cli("demo", "--steps", "8", "--run-dir", tmp_path / "demo")
     assert r.code == 0, r
     assert "stopped after 3 steps of 8: the validation score reached 1.0" in r.stdout
+
+
+@pytest.mark.parametrize("command", [["optimize"], ["eval"], ["estimate"], ["demo"], [],
+                                     ["cache", "clear"]])
+def test_no_flag_is_shown_as_taking_a_value(command: list[str]) -> None:
+    text = cli(*command, "--help", env={"COLUMNS": "150"}).stdout
+    flags = [ln for ln in text.splitlines()
+             if any(f in ln for f in ("--help ", "--json ", "--no-cache ", "--quiet "))]
+    assert flags and all("<bool>" not in ln for ln in flags), flags

@@ -21,7 +21,7 @@ def _calls(est: dict, purpose: str) -> int:
 def test_meta_calls_are_the_optimizers_declaration_times_steps(optimizer: str) -> None:
     task = _shape()
     est = estimate_run(task, optimizer=optimizer, steps=5, batch_size=4, model="openai:gpt-4o-mini",
-                       optimizer_model="openai:gpt-4o")
+                       optimizer_model="openai:gpt-4o", accuracy=0.0, improves=0.0)
     per = calls_per_step(optimizer, 1, 4, 4, feedback_chars=4 * BACKWARD_REPLY_TOKENS,
                          example_chars=4 * 320)
     assert est["calls_per_step"] == per
@@ -36,15 +36,16 @@ def test_meta_calls_are_the_optimizers_declaration_times_steps(optimizer: str) -
 def test_summary_calls_appear_when_the_feedback_outgrows_the_optimizers_budget() -> None:
     """The hand-kept estimate left these out; a batch of 16 failures is over TGD's budget."""
     est = estimate_run(_shape(n_train=32), optimizer="tgd", steps=3, batch_size=16,
-                       model="openai:gpt-4o-mini", optimizer_model="openai:gpt-4o-mini")
+                       model="openai:gpt-4o-mini", optimizer_model="openai:gpt-4o-mini",
+                       accuracy=0.0, improves=0.0)
     assert _calls(est, "summary") == 3 * est["calls_per_step"]["summary"] > 0
 
 
 def test_beam_multiplies_proposals_and_their_validation_not_backward() -> None:
     one = estimate_run(_shape(), optimizer="tgd", steps=2, batch_size=4, model="m",
-                       optimizer_model="m")
+                       optimizer_model="m", accuracy=0.0, improves=0.0)
     three = estimate_run(_shape(), optimizer="tgd", steps=2, batch_size=4, model="m",
-                         optimizer_model="m", beam=3)
+                         optimizer_model="m", beam=3, accuracy=0.0, improves=0.0)
     assert _calls(three, "optimizer") == 3 * _calls(one, "optimizer")
     assert _calls(three, "validation") == 3 * _calls(one, "validation")
     assert _calls(three, "backward") == _calls(one, "backward")
@@ -52,7 +53,7 @@ def test_beam_multiplies_proposals_and_their_validation_not_backward() -> None:
 
 def test_no_validation_set_scores_candidates_on_the_batch() -> None:
     est = estimate_run(_shape(n_val=0), optimizer="trace", steps=4, batch_size=3, model="m",
-                       optimizer_model="m")
+                       optimizer_model="m", accuracy=0.0, improves=0.0)
     assert _calls(est, "baseline") == 0 and _calls(est, "validation") == 4 * 3
     assert any("makes no backward calls" in n for n in est["notes"])
 

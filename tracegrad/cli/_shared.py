@@ -39,6 +39,17 @@ class _OneLineErrors(TyperGroup):
     """Bad options and arguments as one line ``error: ...`` and exit 2, like every other
     input error; typer would draw a box of five lines around them."""
 
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            _flags_take_no_value(cmd, ctx)
+        return cmd
+
+    def get_params(self, ctx: Any) -> Any:
+        params = super().get_params(ctx)
+        _hide_flag_types(params)
+        return params
+
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if threading.current_thread() is threading.main_thread():
             # from here on Ctrl-C is a KeyboardInterrupt again: a run saves itself on it
@@ -61,6 +72,20 @@ class _OneLineErrors(TyperGroup):
             _err().print("[bold red]error:[/bold red] interrupted")
             sys.exit(EXIT_INTERRUPTED)
         sys.exit(rv if isinstance(rv, int) else EXIT_OK)
+
+
+def _hide_flag_types(params: Any) -> None:
+    """A flag takes no value, so help shows none: typer labels ``--json`` and ``--help``
+    ``<bool>``, which reads as ``--json <bool>``."""
+    for p in params:
+        if getattr(p, "is_flag", False) and not getattr(p, "count", False) and not p.metavar:
+            p.metavar = ""
+
+
+def _flags_take_no_value(cmd: Any, ctx: Any) -> None:
+    _hide_flag_types(cmd.get_params(ctx))
+    for sub in getattr(cmd, "commands", {}).values():  # `tracegrad cache clear --help`
+        _flags_take_no_value(sub, ctx)
 
 
 app = typer.Typer(

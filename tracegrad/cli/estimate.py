@@ -9,6 +9,7 @@ import typer
 
 from ..train.estimate import estimate_run, prompt_file_shape
 from ._shared import (
+    BaseUrlOpt,
     BatchOpt,
     ConcurrencyOpt,
     JsonOpt,
@@ -42,6 +43,11 @@ def estimate(
     model: ModelOpt = None,
     optimizer_model: OptimizerModelOpt = None,
     concurrency: ConcurrencyOpt = 8,
+    accuracy: Annotated[float, typer.Option(
+        "--accuracy", min=0.0, max=1.0, help="Share of training examples the prompt already "
+        "gets right (e.g. from `tracegrad eval`): it sets how many steps find failures and "
+        "how many, which backward, rewrite and validation calls depend on.")] = 0.5,
+    base_url: BaseUrlOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Estimate the calls, tokens and dollars of an optimize run. Makes no calls.
@@ -49,7 +55,9 @@ def estimate(
     Counts the rendered template for every example, the expected answers, and the
     optimizer's call pattern (forward, backward, optimizer and validation calls per
     step), and prices them with the pricing table ($TRACEGRAD_PRICING overrides it).
-    Cache hits would make a real run cheaper.
+    A run can stop early (a perfect validation score), so a range is given too: from
+    the earliest stop to every example failing. Takes the same --base-url as optimize
+    (and sends nothing to it).
 
     Example:
 
@@ -63,7 +71,7 @@ def estimate(
         m, om = _resolve_models(pf, model, optimizer_model)
         est = estimate_run(prompt_file_shape(pf, tr, va), optimizer=opt, steps=steps,
                            batch_size=batch_size, model=m, optimizer_model=om,
-                           concurrency=concurrency)
+                           concurrency=concurrency, accuracy=accuracy)
         est = {"prompt_file": str(pf.path), **est}
         if json_output:
             _out_json(est)
@@ -84,6 +92,17 @@ def _estimate_text(e: dict[str, Any]) -> str:
     lines.append(f"{'total':<36}{t['calls']:>8}{t['prompt_tokens']:>12,}"
                  f"{t['completion_tokens']:>12,}{t['usd']:>10.4f}")
     lines.append("")
+    lo, hi, ps = e["range"]["low"], e["range"]["high"], e["per_step"]
+    lines.append(f"expected: {_plural(t['calls'], 'call')}, {t['prompt_tokens'] + t['completion_tokens']:,} "
+                 f"tokens, assuming {e['accuracy']:.0%} of training examples are already right "
+                 "(--accuracy)")
+    lines.append(f"range: {lo['calls']} to {_plural(hi['calls'], 'call')}, {lo['total_tokens']:,} to "
+                 f"{hi['total_tokens']:,} tokens, ${lo['usd']:.4f} to ${hi['usd']:.4f}")
+    lines.append(f"  low: {e['range']['low_means']}")
+    lines.append("  high: every example wrong, every repair needed, replies twice as long")
+    lines.append(f"early stopping: the run ends as soon as its validation score is perfect; a "
+                 f"step costs about {ps['calls']:g} calls ({ps['skipped_step_calls']} when its "
+                 "minibatch is already right)")
     lines.append(f"expected cost: ${t['usd']:.4f} (up to ${e['upper_usd']:.4f} with retries and "
                  f"long replies); suggested --budget-usd {e['suggested_budget_usd']:g}")
     for note in e.get("notes", []):

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ..promptfile import PromptFile
+from ..train.examples import example_rows, export_format, summarize, write_examples
 from ._shared import (
     EXIT_FAILURE,
     BaseUrlOpt,
@@ -28,10 +29,14 @@ from ._shared import (
     _log,
     _out,
     _out_json,
+    _plural,
     _resolve_models,
     _usage_totals,
     app,
 )
+
+QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="No progress display on stderr (results still go to stdout).")]
 
 
 @app.command(name="eval", no_args_is_help=True)
@@ -47,19 +52,30 @@ def eval_(
     concurrency: ConcurrencyOpt = 8,
     no_cache: NoCacheOpt = False,
     show: Annotated[int, typer.Option("--show", help="How many failures to list.")] = 10,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Also write every row (inputs, rendered prompt, output, "
+        "expected, score, the metric's explanation) to this file: .jsonl, .csv or .html.",
+        show_default=False)] = None,
     json_output: JsonOpt = False,
+    quiet: QuietOpt = False,
     timeout: TimeoutOpt = 60.0,
     max_retries: RetriesOpt = 4,
 ) -> None:
     """Score a prompt file on a dataset and list the examples it gets wrong.
 
+    While it runs, stderr shows the count, ETA, calls, tokens and dollars so far (a bar
+    on a terminal, a status line every few seconds otherwise; --quiet turns it off).
+
     Example:
 
-        tracegrad eval prompts/support_intent.prompt --data prompts/support_intent.val.jsonl
+        tracegrad eval prompts/support_intent.prompt --data prompts/support_intent.val.jsonl -o results.html
     """
     net = {"timeout": timeout, "max_retries": max_retries}
     with _errors():
         pf = _load_prompt(prompt_file)
+        _check_output(output)
+        if output is not None and data is None:
+            raise CLIError("--output writes the rows of a scored dataset: pass --data FILE")
         smoke = _smoke_row(pf) if data is None else None
         ds = _load_data(pf, data, "--data")
         m, om = _resolve_models(pf, model, optimizer_model)
@@ -71,32 +87,62 @@ def eval_(
                                                concurrency=concurrency, meter=engine, **net)
         program = pf.to_module(engine)
         metric = pf.metric_fn(judge_engine=judge)
-        _log(f"evaluating {prompt_file} on {len(ds)} examples ({m})")
-        res = _evaluate(program, ds, metric, concurrency)
-        usage = _usage_totals(engine.snapshot())
-        rows = [{"id": o.example.id, "source": o.example.source, "expected": o.example.expected,
-                 "output": o.output, "score": o.score, "explanation": o.explanation,
-                 "error": o.error} for o in res.outcomes]
-        failures = [r for r in rows if r["score"] < 1.0]
+        _log(f"evaluating {prompt_file} on {_plural(len(ds), 'example')} ({m})")
+        res = _evaluate(program, ds, metric, concurrency, None if quiet else engine.snapshot)
+        snap = engine.snapshot()
+        usage = _usage_totals(snap)
+        rows = example_rows(res.outcomes, program.rendered_messages)
+        summary = summarize(rows, snap)
+        if output is not None:
+            write_examples(output, rows, {"prompt_file": str(prompt_file), "data": str(data),
+                                          "model": m, "metric": _metric_label(pf), **summary})
+            _log(f"wrote {_plural(len(rows), 'row')} to {output}")
         if json_output:
             _out_json({"prompt_file": str(prompt_file), "data": str(data), "model": m,
                        "metric": _metric_label(pf), "score": res.score, "n": len(rows),
-                       "failures": len(failures), "results": rows, "usage": usage})
+                       "failures": summary["failures"], "summary": summary,
+                       "output": str(output) if output else None, "results": rows,
+                       "usage": usage})
             return
-        _out(f"score: {res.score:.3f} on {len(rows)} examples, {len(failures)} not fully "
-             f"correct (metric {_metric_label(pf)})")
-        for r in failures[: max(0, show)]:
-            _out(f"\n[{r['id']}] score {r['score']:.2f}  {r['source']}")
-            _out(f"  expected: {_one_line(r['expected'])}")
-            _out(f"  got:      {_one_line(r['output'])}")
-            _out(f"  why:      {_one_line(r['error'] or r['explanation'])}")
-        if len(failures) > show:
-            _out(f"\n... and {len(failures) - show} more (use --show N or --json)")
-        _out(f"\ncalls: {usage['calls']} ({usage['cached_calls']} from cache)  tokens: "
-             f"{usage['total_tokens']:,}  cost: ${usage['usd']:.4f}")
-        if usage["cut_replies"] or usage["empty_replies"]:  # scored as they came, said here
-            _out(f"replies cut at the token limit: {usage['cut_replies']}  empty replies: "
-                 f"{usage['empty_replies']} (raise max_tokens in params if answers are cut)")
+        _print_eval(pf, rows, summary, usage, show)
+
+
+def _check_output(output: Path | None) -> None:
+    """-o is checked before any call: a typo in the extension must not waste a run."""
+    if output is None:
+        return
+    try:
+        export_format(output)
+    except ValueError as e:
+        raise CLIError(f"--output {e}") from None
+    if output.is_dir():
+        raise CLIError(f"--output {output} is a directory; give a file path")
+    if not output.parent.exists():
+        raise CLIError(f"--output {output}: the directory {output.parent} does not exist")
+
+
+def _print_eval(pf: PromptFile, rows: list[dict[str, Any]], summary: dict[str, Any],
+                usage: dict[str, Any], show: int) -> None:
+    failures = [r for r in rows if r["score"] < 1.0]
+    _out(f"score: {summary['score']:.3f} on {_plural(len(rows), 'example')}, "
+         f"{len(failures)} not fully correct (metric {_metric_label(pf)})")
+    for r in failures[: max(0, show)]:
+        _out(f"\n[{r['id']}] score {r['score']:.2f}  {r['source']}")
+        _out(f"  expected: {_one_line(r['expected'])}")
+        _out(f"  got:      {_one_line(r['output'])}")
+        _out(f"  why:      {_one_line(r['error'] or r['explanation'])}")
+    if len(failures) > show:
+        _out(f"\n... and {len(failures) - show} more (use --show N, --json or -o FILE)")
+    _out(f"\ncalls: {usage['calls']} ({usage['cached_calls']} from cache)  tokens: "
+         f"{usage['total_tokens']:,}  cost: ${usage['usd']:.4f}")
+    if summary["judge_unreadable"]:
+        _out(f"judge replies with no readable score (each counted 0): "
+             f"{summary['judge_unreadable']}")
+    if usage["cut_replies"] or usage["empty_replies"]:  # scored as they came, said here
+        _out(f"replies cut at the token limit: {usage['cut_replies']} (answers "
+             f"{summary['truncated_replies']}, judge {summary['truncated_judge_replies']})  "
+             f"empty replies: {usage['empty_replies']} (raise max_tokens in params if "
+             "answers are cut)")
 
 
 def _smoke_row(pf: PromptFile) -> dict[str, Any]:
@@ -140,11 +186,13 @@ def _metric_label(pf: PromptFile) -> str:
     return metric_spec_text(pf.metric)
 
 
-def _evaluate(program: Any, ds: Any, metric: Any, concurrency: int) -> Any:
+def _evaluate(program: Any, ds: Any, metric: Any, concurrency: int, usage_fn: Any) -> Any:
+    from ..train.progress import EvalProgress
     from ..train.trainer import evaluate
 
+    progress = EvalProgress(usage_fn is not None, usage_fn)
     try:
-        return evaluate(program, ds, metric, concurrency=concurrency)
+        return evaluate(program, ds, metric, concurrency=concurrency, progress=progress)
     except RuntimeError as e:  # every example failed: the server or the model is wrong
         raise CLIError(f"{e} -- check --model, --base-url and the server", EXIT_FAILURE) from None
 

@@ -84,6 +84,9 @@ def optimize(
     beam: Annotated[int | None, typer.Option(
         "--beam", min=1, help="Proposals per step, each checked before the best is kept "
         "(default: 2 for reflect, else 1).")] = None,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No live progress on stderr (the summary still goes to "
+        "stdout).")] = False,
 ) -> None:
     """Optimize the template of a prompt file on a dataset, and write the best one back.
 
@@ -101,7 +104,7 @@ def optimize(
                   base_url, budget_usd, concurrency, no_cache, resume, out, run_dir,
                   json_output, seed, {"timeout": timeout, "max_retries": max_retries},
                   {k: v for k, v in (("max_metric_calls", max_metric_calls), ("beam", beam))
-                   if v is not None})
+                   if v is not None} | {"progress": not quiet})
 
 
 def _default_run_dir(pf: PromptFile) -> Path:
@@ -142,7 +145,7 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
             optimizer=optimizer, steps=steps, batch_size=batch_size,
             budget=Budget(usd=budget_usd) if budget_usd is not None else None, engine=engine,
             optimizer_engine=opt_engine, run_dir=run_dir, resume=resume, seed=seed, **search,
-            concurrency=concurrency, progress=True,
+            concurrency=concurrency,
             config={"prompt_file": str(prompt_file), "cli": True},
         )
     except (OSError, ValueError) as e:
@@ -264,6 +267,14 @@ def _finish(pf: PromptFile, prompt_file: Path, out: Path | None, result: Any, js
              + ("" if improved else " (none beat the baseline, so the file is unchanged)"))
 
 
+_WHY_STOPPED = {  # a run that ends before --steps says why (the demo does the same)
+    "perfect": "the validation score reached 1.0, so there was nothing left to learn",
+    "patience": "no step improved the best score for a while",
+    "metric_calls": "--max-metric-calls examples were scored",
+    "budget": "the budget ran out",
+}
+
+
 def _fmt_score(x: Any) -> str:
     return "n/a" if x is None else f"{float(x):.3f}"
 
@@ -276,7 +287,9 @@ def _summary_text(d: dict[str, Any]) -> str:
         delta = f" ({best - b:+.3f})"
     lines = [
         f"score: {_fmt_score(b)} -> {_fmt_score(best)}{delta}  (baseline -> best, validation)",
-        f"steps: {d['steps_done']} ({d['stopped_reason']}), optimizer {d['optimizer']}",
+        f"steps: {d['steps_done']} ({d['stopped_reason']}), optimizer {d['optimizer']}"
+        + (f" -- stopped early: {_WHY_STOPPED[d['stopped_reason']]}"
+           if d["stopped_reason"] in _WHY_STOPPED else ""),
         f"calls: {u['calls']} ({u['cached_calls']} from cache)  tokens: {u['total_tokens']:,}  "
         f"cost: ${u['usd']:.4f}",
     ]

@@ -19,10 +19,12 @@ import functools
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .shorten import shorten
 from .variable import Parameter, Variable, topo_order
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
     "Backend", "Operation", "add_secrets", "add_usage", "backend", "install", "llm_span",
@@ -160,6 +162,21 @@ def _operation(b: Backend, workflow: str, attributes: Mapping[str, Any]) -> Iter
         finally:
             _open.reset(token)
             span.set(op.totals())
+
+
+def traced_operation(workflow: str, attributes: Callable[..., Mapping[str, Any]]
+                     ) -> Callable[[F], F]:
+    """``@traced_operation("step", lambda self, step: {...})``: the function runs inside
+    an :func:`operation` span; ``attributes`` gets its arguments (only when tracing)."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            if _backend[0] is None:
+                return fn(*args, **kwargs)
+            with operation(workflow, attributes(*args, **kwargs)):
+                return fn(*args, **kwargs)
+        return traced  # type: ignore[return-value]
+    return wrap
 
 
 def llm_span(name: str,

@@ -268,6 +268,11 @@ class ChatProgram(Module):
 
         return LLMOp(self.promptfile.param_name, deps, messages, self._caller.llm.model)
 
+    def rendered_messages(self, row: Mapping[str, Any] | None = None, /, **inputs: Any
+                          ) -> list[Message]:
+        """What the model is sent for ``row`` with the current texts (no call)."""
+        return self._build(row, inputs)[0]
+
     def forward(self, row: Mapping[str, Any] | None = None, /, **inputs: Any) -> Variable:
         messages, deps = self._build(row, inputs)
         c = self._caller.llm.complete(self._caller._request(messages, {}))

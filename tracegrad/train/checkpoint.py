@@ -58,6 +58,14 @@ class Checkpoint:
         doc["elapsed_s"] = round(elapsed, 3)
         self.rd.write_json(STATE, doc)
 
+    def save_examples(self, outcomes: Any, best: Candidate, val: Any, train: Any,
+                      program: Any) -> None:
+        """The best candidate's per-example table, on validation (else training) data."""
+        from .examples import save_best_examples
+
+        split, data = ("val", val) if val is not None else ("train", train)
+        save_best_examples(self.rd, outcomes, best, split, data, program)
+
     def save_best(self, best: Candidate, baseline_score: float | None, split: str) -> None:
         if self.rd is None:
             return
@@ -136,3 +144,11 @@ def run_config(t: Any) -> dict[str, Any]:
         },
         "user": dict(o.config or {}),
     }
+
+
+def span_attributes(t: Any) -> dict[str, Any]:
+    """The attributes of a run's root span (``tracegrad.optimize``): what ran, on what."""
+    return {"tracegrad.optimizer": t.optimizer_name, "tracegrad.metric": t.metric_name,
+            "tracegrad.steps": t.steps, "tracegrad.batch_size": t.opts.batch_size,
+            "tracegrad.train.examples": len(t.train),
+            "tracegrad.val.examples": len(t.val) if t.val is not None else 0}

@@ -10,6 +10,7 @@ sandbox -- stops the run instead: scored as 0 it would sway an accept/revert dec
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -146,6 +147,9 @@ def mean(xs: Iterable[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
+_LABELS = {"val": "validation", "train": "minibatch check", "eval": "eval"}
+
+
 class Runner:
     """Runs examples concurrently, each in its own copy of the caller's context."""
 
@@ -161,19 +165,33 @@ class Runner:
         self.metric_name = metric_name
         self.pool = ContextPool(max(1, concurrency), "tg-train")
         self.calls = 0  # examples run and scored (rollouts)
+        # told of every finished example (begin/advance/end): the progress display
+        self.observer: Any = None
 
     def run(self, examples: Sequence[Example], grad: bool,
             split: str | None = None) -> list[Outcome]:
         self.calls += len(examples)
         attrs = {"tracegrad.eval.split": split, "tracegrad.metric": self.metric_name}
+        obs = self.observer
+        if obs is not None:
+            obs.begin(_LABELS.get(split, split or "evaluate") if not grad else "forward",
+                      len(examples))
+
+        def one(ex: Example) -> Outcome:
+            out = run_example(self.program, self.metric, self.metric_name, ex, grad)
+            if obs is not None:
+                obs.advance()
+            return out
+
         # training's forward pass (grad) is traced as "forward", any scoring as "evaluate"
-        with telemetry.operation("forward" if grad else "evaluate", attrs) as op:
-            outcomes = self.pool.map(
-                lambda ex: run_example(self.program, self.metric, self.metric_name, ex, grad),
-                examples,
-            )
-            if op is not None:
-                telemetry.record_outcomes(op, self.metric_name, outcomes)
+        try:
+            with telemetry.operation("forward" if grad else "evaluate", attrs) as op:
+                outcomes = self.pool.map(one, examples)
+                if op is not None:
+                    telemetry.record_outcomes(op, self.metric_name, outcomes)
+        finally:
+            if obs is not None:
+                obs.end()
         return outcomes
 
     def close(self) -> None:
@@ -188,13 +206,30 @@ def evaluate(
     concurrency: int = 8,
     input_fields: Sequence[str] | None = None,
     output_field: str | None = None,
+    progress: Any = False,
 ) -> EvalResult:
-    """Score a program on a dataset (no graph is recorded, nothing is optimized)."""
+    """Score a program on a dataset (no graph is recorded, nothing is optimized).
+
+    ``progress=True`` shows count, ETA, calls, tokens and dollars on stderr while it runs
+    (:class:`~tracegrad.train.progress.EvalProgress`); an object with ``begin``/``advance``/
+    ``end`` is told of every finished example instead. The whole evaluation is one
+    ``tracegrad.eval`` span when tracing is on.
+    """
+    from .progress import eval_progress
+    from .usage import Meters, engines_in
+
     ds = load_dataset(data, input_fields, output_field)
     fn = get_metric(metric)
-    runner = Runner(program, fn, getattr(fn, "__name__", "metric"), concurrency)
+    name = getattr(fn, "__name__", "metric")
+    runner = Runner(program, fn, name, concurrency)
+    if progress:  # the spend so far, read live from the meters behind the program's engines
+        meters = Meters([*engines_in(program), *engines_in(fn),
+                         *engines_in(getattr(fn, "wrapped", None))])
+        runner.observer = eval_progress(progress, meters.snapshot if meters.meters else None)
     try:
-        outcomes = runner.run(list(ds), grad=False)
+        with telemetry.operation("eval", {"tracegrad.metric": name,
+                                          "tracegrad.eval.examples": len(ds)}):
+            outcomes = runner.run(list(ds), grad=False, split="eval")
     finally:
         runner.close()
     raise_if_all_crashed(outcomes)
@@ -220,6 +255,8 @@ class ScoreCache:
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
         self.known: dict[tuple[str, str, str], tuple[float, str]] = {}
+        # the outcomes themselves (graph dropped), for the run's per-example table
+        self.outcomes: dict[tuple[str, str, str], Outcome] = {}
 
     def score(self, split: str, examples: Sequence[Example],
               state: dict[str, Any]) -> tuple[float, dict[str, float], list[Note]]:
@@ -239,6 +276,8 @@ class ScoreCache:
     def add(self, h: str, split: str, outcomes: Iterable[Outcome]) -> None:
         for o in outcomes:
             self.known.setdefault((h, split, o.example.id), (o.score, o.feedback()))
+            self.outcomes.setdefault((h, split, o.example.id),
+                                     dataclasses.replace(o, output_var=None, loss=None))
 
 
 def fail_summary(notes: Iterable[Note], limit: int) -> str:

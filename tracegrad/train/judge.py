@@ -19,7 +19,10 @@ from ..core.feedback import verdict as read_verdict
 from ..core.shorten import shorten
 from .textmatch import text_of
 
-__all__ = ["Judgement", "llm_judge", "parse_judgement", "read_judgement"]
+__all__ = ["UNREADABLE", "Judgement", "llm_judge", "parse_judgement", "read_judgement"]
+
+# how an unreadable judge reply's explanation starts: eval summaries count these apart
+UNREADABLE = "The judge's reply had no readable score or verdict (counted as 0)"
 
 # a failing answer must score below 1: 1 is what "this example succeeded" means everywhere
 BELOW_PASS = 0.9
@@ -191,10 +194,7 @@ def llm_judge(rubric: str, engine: Any = None, *, show_expected: bool = True,
         reply = eng.complete(request).text
         j = read_judgement(reply or "")
         if j is None:
-            return 0.0, (
-                f"The judge's reply had no readable score or verdict (counted as 0): "
-                f"{shorten(reply or '<empty>', 300)!r}"
-            )
+            return 0.0, f"{UNREADABLE}: {shorten(reply or '<empty>', 300)!r}"
         return score_judgement(j, pass_score)
 
     judge.__name__ = "llm_judge"

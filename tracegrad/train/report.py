@@ -58,6 +58,8 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
         _cost_chart(history),
         "<h2>Steps</h2>",
         _steps_table(history),
+        "<h2>Examples: the best candidate, per example</h2>",
+        _examples(Path(run_dir), secrets),
         "<h2>Accepted versions of each parameter</h2>",
         _versions(config, history, best),
         "<h2>Pipeline graph</h2>",
@@ -66,6 +68,24 @@ def render_report(run_dir: str | os.PathLike[str]) -> str:
         f"<details><summary>config.json</summary><pre>{_e(json.dumps(config, indent=2, ensure_ascii=False))}</pre></details>",
     ]
     return _PAGE.format(title=_e(title), css=_CSS, body="\n".join(body))
+
+
+def _examples(run_dir: Path, secrets: list[str]) -> str:
+    """The best candidate's rows (inputs, prompt, output, expected, score, why), failures
+    first; written by the trainer as examples.json."""
+    from .examples import EXAMPLES, examples_table_html
+
+    try:
+        data = scrub(json.loads((run_dir / EXAMPLES).read_text(encoding="utf-8")), secrets)
+    except (OSError, json.JSONDecodeError):
+        return "<p>No per-example results were recorded for this run.</p>"
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        return "<p>No per-example results were recorded for this run.</p>"
+    s = data.get("summary") or {}
+    head = (f"<p>candidate {_e(data.get('candidate', '?'))} on {_e(data.get('split', '?'))}: "
+            f"{_e(s.get('n', len(data['rows'])))} examples, {_e(s.get('failures', '?'))} not "
+            f"fully correct, {_e(s.get('judge_unreadable', 0))} unreadable judge replies</p>")
+    return head + examples_table_html(data["rows"], limit=200)
 
 
 def _e(value: Any) -> str:
@@ -506,6 +526,7 @@ def _graph_svg(nodes: list[dict[str, Any]], edges: list[list[str]]) -> str:
 
 
 _CSS = """
+table.examples pre{white-space:pre-wrap;max-width:32em;margin:0}tr.fail{background:#fff5f5}
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1100px;
 color:#1f2937;padding:0 16px;line-height:1.4}
 h1{font-size:22px;margin-bottom:12px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #e5e7eb;

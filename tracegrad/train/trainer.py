@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..core import telemetry
 from ..core.context import backward_llm, get_backward_llm
 from ..core.feedback import Evidence, step_io
 from ..core.shorten import shorten
@@ -35,7 +36,7 @@ from ..core.variable import Variable
 from ..ops.loss import aggregate
 from ..optim.base import REJECTIONS
 from ..optim.registry import build_optimizer, search_defaults
-from .checkpoint import Checkpoint, run_config
+from .checkpoint import Checkpoint, run_config, span_attributes
 from .data import Example, load_dataset
 from .demos import offer_successes, propose_demos
 from .evaluate import (
@@ -200,14 +201,14 @@ class Trainer:
             notes = self.meters.attach(self.budget, self._prior_usage.get("total", {}))
             for n in notes:
                 warnings.warn(n, stacklevel=3)
-        self.progress = Progress(self.opts.progress, self.steps)
+        self.runner.observer = self.progress = Progress(self.opts.progress, self.steps, self._usage)
         ctx = (
             backward_llm(self.optimizer_engine)
             if self.optimizer_engine is not None
             else contextlib.nullcontext()
         )
         try:
-            with ctx:
+            with ctx, telemetry.operation("optimize", span_attributes(self)):  # the root span
                 c0 = self.pool.entries[0]
                 if self.val is not None and c0["score"] is None and self.step_done == 0:
                     self._baseline()
@@ -278,14 +279,13 @@ class Trainer:
 
     def _baseline(self) -> None:
         assert self.val is not None
-        self.progress.update(phase="baseline on val")
         score, scores, notes = self.scores.score("val", list(self.val), self.values())
         c0 = self.pool.entries[0]
         c0["score"], c0["scores"] = score, scores
         self.baseline = {"score": score, "split": "val"}
         self.optimizer.record_score(score, self._score_note("val", notes))
         self.baseline_recorded = True
-        self.progress.update(val=score, best=score)
+        self.progress.update(val=score, best=score, phase="baseline scored")
         self._save()
 
     def _loop(self, notes: list[str]) -> str:
@@ -313,6 +313,7 @@ class Trainer:
         return "steps"
 
     # -- one step ---------------------------------------------------------------------
+    @telemetry.traced_operation("step", lambda self, step: {"tracegrad.step": step})
     def _step(self, step: int) -> dict[str, Any]:
         t0, usage0 = time.perf_counter(), self.meters.snapshot()
         rng = random.Random(f"{self.opts.seed}:parent:{step}")
@@ -546,9 +547,8 @@ class Trainer:
         rec["cost_usd"] = rec["usage"]["total"].get("usd", 0.0)
         rec["usage_total"] = self._usage()
         rec["elapsed_s"] = round(time.perf_counter() - t0, 3)
-        self.progress.update(
-            val=rec.get("val_score"), best=best["score"], phase=result, usage=rec["usage_total"]
-        )
+        self.progress.update(val=rec.get("val_score"), best=best["score"], phase=result,
+                             usage=rec["usage_total"])
         return rec
 
     def _finish(self, stopped: str) -> OptimizeResult:
@@ -561,6 +561,7 @@ class Trainer:
         self.load_values(best["state"])
         with contextlib.suppress(Exception):
             self.progress.close()
+        self.ckpt.save_examples(self.scores.outcomes, best, self.val, self.train, self.program)
         if self.ckpt.rd is not None:
             self.ckpt.mark_stopped(stopped, self.step_done, lambda: self._state_doc(stopped),
                                    self._usage(), self._elapsed())
