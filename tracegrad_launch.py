@@ -14,8 +14,11 @@ import sys
 
 
 def _interrupted(signum: int, frame: object) -> None:
+    # os._exit, not SystemExit: raised inside an import, an exception can be wrapped
+    # (a dataclass field's __set_name__ turns it into a RuntimeError traceback). Nothing
+    # has been written yet, so there is nothing to flush or clean up.
     os.write(2, b"error: interrupted\n")
-    raise SystemExit(130)
+    os._exit(130)
 
 
 def main() -> None:

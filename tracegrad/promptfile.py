@@ -3,27 +3,22 @@
 A prompt file is text with YAML front matter (in the spirit of Dotprompt and Prompty)::
 
     ---
-    model: openai:gpt-4o-mini
-    input:
-      question: a word problem about counting objects
+    input: {question: a word problem about counting objects}
     output: answer                 # the dataset field that holds the expected value
     metric: exact_match            # or choice, numeric, contains, extract:REGEX, {judge: RUBRIC}, ...
-    constraints:
-      - Reply with the number only.
     ---
-    Answer the question.
-
-    Question: {{ question }}
+    Answer the question: {{ question }}
 
 The front matter describes the task; the body is a Jinja2 template (rendered in the
-sandbox) and is the one trainable variable: a ``Parameter(value_kind="template")`` whose
-placeholders the optimizer must keep.
+sandbox) and is the trainable variable (with a few-shot ``demos`` list if the front matter
+asks for one): a ``Parameter(value_kind="template")`` whose placeholders must be kept.
+Writing back keeps the front matter byte for byte, except the ``demos`` key it fills.
 
 Everything is validated before any model is called (the front matter in
 :mod:`tracegrad.frontmatter`), and every problem is reported as a
 :class:`PromptFileError` that names the file and the line. Writing back keeps the front
-matter byte for byte, replaces the file atomically and keeps the previous version beside
-it as ``NAME.prompt.bak``.
+matter as written, replaces the file atomically and keeps the previous version beside it
+as ``NAME.prompt.bak``.
 """
 
 from __future__ import annotations

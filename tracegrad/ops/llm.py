@@ -258,7 +258,7 @@ class FormattedLLMCall(_Caller):
 
     def render_messages(self, **fields: Any) -> list[Message]:
         """The messages a call with ``fields`` sends now, without calling (for exports)."""
-        return self._build(fields)[0]
+        return self._build(fields, {})[0]
 
     def __call__(self, params: dict[str, Any] | None = None, /, **fields: Any) -> Variable:
         """Render the template with ``fields`` (images stay images) and call the model;
