@@ -21,7 +21,8 @@ from ..core.context import enable_grad, no_grad
 from ..core.feedback import positive_feedback
 from ..core.shorten import shorten
 from ..core.variable import Variable
-from ..llm.base import ConfigurationError, LLMError, RetryableError
+from ..llm.base import ConfigurationError, Deferred, LLMError, RetryableError
+from ..llm.batch import BatchOptions, run_batched
 from ..llm.meter import BudgetExceeded
 from ..ops.loss import MetricLoss
 from ..ops.python import ExecutionError
@@ -125,8 +126,8 @@ def _score(
         else:
             score, explanation = metric(var.value, ex.expected)
     except Exception as e:
-        if _stops_the_run(e):
-            raise  # a judge the server could not reach: as above
+        if _stops_the_run(e) or isinstance(e, Deferred):
+            raise  # a judge the server could not reach: as above; or one left for a batch
         if isinstance(e, LLMError):
             msg = f"The metric could not score this output ({type(e).__name__}: {e})."
             return Outcome(ex, 0.0, msg, output=var.value, error=msg, output_var=var)
@@ -161,17 +162,24 @@ class Runner:
         self.metric_name = metric_name
         self.pool = ContextPool(max(1, concurrency), "tg-train")
         self.calls = 0  # examples run and scored (rollouts)
+        self.batch: BatchOptions | None = None  # set: scoring goes through provider batches
+        self.batch_reports: list[dict[str, Any]] = []
 
     def run(self, examples: Sequence[Example], grad: bool,
             split: str | None = None) -> list[Outcome]:
         self.calls += len(examples)
         attrs = {"tracegrad.eval.split": split, "tracegrad.metric": self.metric_name}
+
+        def one(ex: Example) -> Outcome:
+            return run_example(self.program, self.metric, self.metric_name, ex, grad)
+
         # training's forward pass (grad) is traced as "forward", any scoring as "evaluate"
         with telemetry.operation("forward" if grad else "evaluate", attrs) as op:
-            outcomes = self.pool.map(
-                lambda ex: run_example(self.program, self.metric, self.metric_name, ex, grad),
-                examples,
-            )
+            if self.batch is not None and not grad:  # bulk scoring: the Batch API
+                outcomes, report = run_batched(examples, one, self.pool.map, self.batch)
+                self.batch_reports.append({"split": split, **report})
+            else:
+                outcomes = self.pool.map(one, examples)
             if op is not None:
                 telemetry.record_outcomes(op, self.metric_name, outcomes)
         return outcomes
@@ -188,17 +196,27 @@ def evaluate(
     concurrency: int = 8,
     input_fields: Sequence[str] | None = None,
     output_field: str | None = None,
+    batch: bool | BatchOptions | None = None,
 ) -> EvalResult:
-    """Score a program on a dataset (no graph is recorded, nothing is optimized)."""
+    """Score a program on a dataset (no graph is recorded, nothing is optimized).
+
+    ``batch`` (True or :class:`~tracegrad.llm.batch.BatchOptions`) sends the calls through
+    the provider's Batch API: half the price, results within the provider's window
+    (typically 24 h); with ``BatchOptions(run_dir=...)`` a killed evaluation resumes the
+    same batches. The result's ``batch`` says what was submitted, failed and retried.
+    """
     ds = load_dataset(data, input_fields, output_field)
     fn = get_metric(metric)
     runner = Runner(program, fn, getattr(fn, "__name__", "metric"), concurrency)
+    if batch:
+        runner.batch = batch if isinstance(batch, BatchOptions) else BatchOptions()
     try:
         outcomes = runner.run(list(ds), grad=False)
     finally:
         runner.close()
     raise_if_all_crashed(outcomes)
-    return EvalResult(mean(o.score for o in outcomes), outcomes)
+    report = runner.batch_reports[-1] if runner.batch_reports else None
+    return EvalResult(mean(o.score for o in outcomes), outcomes, batch=report)
 
 
 def raise_if_all_crashed(outcomes: list[Outcome]) -> None:
