@@ -12,6 +12,7 @@ from ..promptfile import PromptFile
 from ._shared import (
     EXIT_FAILURE,
     BaseUrlOpt,
+    BatchPollOpt,
     CLIError,
     ConcurrencyOpt,
     JsonOpt,
@@ -21,6 +22,7 @@ from ._shared import (
     PromptArg,
     RetriesOpt,
     TimeoutOpt,
+    _batch_options,
     _engine,
     _errors,
     _load_data,
@@ -50,12 +52,23 @@ def eval_(
     json_output: JsonOpt = False,
     timeout: TimeoutOpt = 60.0,
     max_retries: RetriesOpt = 4,
+    batch: Annotated[bool, typer.Option(
+        "--batch", help="Send the calls through the provider's Batch API: half the price, "
+        "results within the provider's window (typically within 24 h). Resumable: the same "
+        "command again polls the same batches.")] = False,
+    run_dir: Annotated[Path | None, typer.Option(
+        "--run-dir", help="With --batch: where the batch journal is kept (default: "
+        "tracegrad-runs/eval-NAME-HASH, the same for the same prompt, data and model).")] = None,
+    batch_poll: BatchPollOpt = 5.0,
 ) -> None:
     """Score a prompt file on a dataset and list the examples it gets wrong.
 
     Example:
 
         tracegrad eval prompts/support_intent.prompt --data prompts/support_intent.val.jsonl
+
+    `tracegrad batch status RUN_DIR` and `tracegrad batch cancel RUN_DIR` inspect and stop
+    the batches of an `eval --batch`.
     """
     net = {"timeout": timeout, "max_retries": max_retries}
     with _errors():
@@ -72,8 +85,11 @@ def eval_(
         program = pf.to_module(engine)
         metric = pf.metric_fn(judge_engine=judge)
         _log(f"evaluating {prompt_file} on {len(ds)} examples ({m})")
-        res = _evaluate(program, ds, metric, concurrency)
+        opts = _batch_plan(pf, data, m, engine, run_dir, batch_poll) if batch else None
+        res = _evaluate(program, ds, metric, concurrency, opts)
         usage = _usage_totals(engine.snapshot())
+        if res.batch is not None:
+            usage["batch"] = res.batch
         rows = [{"id": o.example.id, "source": o.example.source, "expected": o.example.expected,
                  "output": o.output, "score": o.score, "explanation": o.explanation,
                  "error": o.error} for o in res.outcomes]
@@ -97,6 +113,34 @@ def eval_(
         if usage["cut_replies"] or usage["empty_replies"]:  # scored as they came, said here
             _out(f"replies cut at the token limit: {usage['cut_replies']}  empty replies: "
                  f"{usage['empty_replies']} (raise max_tokens in params if answers are cut)")
+        if res.batch is not None:
+            _out(_batch_line(res.batch))
+
+
+def _batch_plan(pf: PromptFile, data: Path | None, model: str, engine: Any,
+                run_dir: Path | None, poll: float) -> Any:
+    """The Batch API options of ``eval --batch``; None (live, with a note) without one."""
+    import hashlib
+
+    from ..llm.batch import batch_capable
+
+    if not batch_capable(engine):
+        _log(f"[yellow]note:[/yellow] {model} has no Batch API (not an OpenAI-compatible "
+             "engine): evaluating live")
+        return None
+    if run_dir is None:
+        ident = f"{pf.path.resolve()}\0{Path(str(data)).resolve()}\0{model}".encode()
+        run_dir = Path("tracegrad-runs") / f"eval-{pf.name}-{hashlib.sha256(ident).hexdigest()[:8]}"
+    _log(f"batch journal: {run_dir} (`tracegrad batch status {run_dir}`)")
+    return _batch_options(run_dir, poll)
+
+
+def _batch_line(report: dict[str, Any]) -> str:
+    line = (f"batch: {report.get('lines', 0)} requests in {report.get('batches_submitted', 0)} "
+            f"new batches ({report.get('resumed_parts', 0)} resumed), "
+            f"{report.get('failed_lines', 0)} failed lines ({report.get('retried_live', 0)} "
+            f"retried live, {report.get('retried_in_batch', 0)} in a new batch)")
+    return line + (f"\nnote: {report['note']}" if report.get("note") else "")
 
 
 def _smoke_row(pf: PromptFile) -> dict[str, Any]:
@@ -140,11 +184,11 @@ def _metric_label(pf: PromptFile) -> str:
     return metric_spec_text(pf.metric)
 
 
-def _evaluate(program: Any, ds: Any, metric: Any, concurrency: int) -> Any:
+def _evaluate(program: Any, ds: Any, metric: Any, concurrency: int, batch: Any = None) -> Any:
     from ..train.trainer import evaluate
 
     try:
-        return evaluate(program, ds, metric, concurrency=concurrency)
+        return evaluate(program, ds, metric, concurrency=concurrency, batch=batch)
     except RuntimeError as e:  # every example failed: the server or the model is wrong
         raise CLIError(f"{e} -- check --model, --base-url and the server", EXIT_FAILURE) from None
 

@@ -16,6 +16,7 @@ from ._shared import (
     EXIT_INTERRUPTED,
     BaseUrlOpt,
     BatchOpt,
+    BatchPollOpt,
     CLIError,
     ConcurrencyOpt,
     JsonOpt,
@@ -27,6 +28,7 @@ from ._shared import (
     RetriesOpt,
     StepsOpt,
     TimeoutOpt,
+    _batch_options,
     _check_optimizer,
     _diff,
     _engine,
@@ -84,6 +86,11 @@ def optimize(
     beam: Annotated[int | None, typer.Option(
         "--beam", min=1, help="Proposals per step, each checked before the best is kept "
         "(default: 2 for reflect, else 1).")] = None,
+    batch_eval: Annotated[bool, typer.Option(
+        "--batch-eval", help="Send the baseline and full validations through the provider's "
+        "Batch API (half price; each takes up to the provider's window, typically within "
+        "24 h). Minibatches, feedback and rewrites stay live.")] = False,
+    batch_poll: BatchPollOpt = 5.0,
 ) -> None:
     """Optimize the template of a prompt file on a dataset, and write the best one back.
 
@@ -100,7 +107,9 @@ def optimize(
         _optimize(prompt_file, train, val, steps, batch_size, optimizer, model, optimizer_model,
                   base_url, budget_usd, concurrency, no_cache, resume, out, run_dir,
                   json_output, seed, {"timeout": timeout, "max_retries": max_retries},
-                  {k: v for k, v in (("max_metric_calls", max_metric_calls), ("beam", beam))
+                  {k: v for k, v in (("max_metric_calls", max_metric_calls), ("beam", beam),
+                                     ("batch_eval", _batch_options(None, batch_poll)
+                                      if batch_eval else None))
                    if v is not None})
 
 

@@ -21,12 +21,12 @@ from typing import Any
 from .base import (
     PURPOSES,
     Completion,
+    Deferred,
     Engine,
     EngineWrapper,
     LLMError,
     Request,
     Usage,
-    Deferred,
     completion_limit_of,
     content_to_text,
     estimate_request_tokens,

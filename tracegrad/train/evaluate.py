@@ -10,6 +10,7 @@ sandbox -- stops the run instead: scored as 0 it would sway an accept/revert dec
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -34,6 +35,7 @@ from .runs import state_hash
 
 __all__ = [
     "BudgetStop",
+    "batch_options",
     "Runner",
     "ScoreCache",
     "evaluate",
@@ -147,6 +149,21 @@ def mean(xs: Iterable[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
+BATCH_SPLITS = (None, "val", "test")
+"""Scoring that goes through a provider batch when one is configured: whole evaluations.
+Training minibatches ("train") stay live: a step waits only for the evaluations it needs."""
+
+
+def batch_options(value: Any, run_dir: Any = None) -> BatchOptions | None:
+    """``batch=`` / ``batch_eval=`` as options; the run directory keeps the journal."""
+    if not value:
+        return None
+    opts = value if isinstance(value, BatchOptions) else BatchOptions()
+    if opts.run_dir is None and run_dir not in (None, False):
+        opts = dataclasses.replace(opts, run_dir=run_dir)
+    return opts
+
+
 class Runner:
     """Runs examples concurrently, each in its own copy of the caller's context."""
 
@@ -175,7 +192,7 @@ class Runner:
 
         # training's forward pass (grad) is traced as "forward", any scoring as "evaluate"
         with telemetry.operation("forward" if grad else "evaluate", attrs) as op:
-            if self.batch is not None and not grad:  # bulk scoring: the Batch API
+            if self.batch is not None and not grad and split in BATCH_SPLITS:  # bulk scoring
                 outcomes, report = run_batched(examples, one, self.pool.map, self.batch)
                 self.batch_reports.append({"split": split, **report})
             else:
@@ -208,8 +225,7 @@ def evaluate(
     ds = load_dataset(data, input_fields, output_field)
     fn = get_metric(metric)
     runner = Runner(program, fn, getattr(fn, "__name__", "metric"), concurrency)
-    if batch:
-        runner.batch = batch if isinstance(batch, BatchOptions) else BatchOptions()
+    runner.batch = batch_options(batch)
     try:
         outcomes = runner.run(list(ds), grad=False)
     finally:
