@@ -136,8 +136,9 @@ def _batch_plan(pf: PromptFile, data: Path | None, model: str, engine: Any,
 
 
 def _batch_line(report: dict[str, Any]) -> str:
-    line = (f"batch: {report.get('lines', 0)} requests in {report.get('batches_submitted', 0)} "
-            f"new batches ({report.get('resumed_parts', 0)} resumed), "
+    n = report.get("batches_submitted", 0)
+    line = (f"batch: {report.get('lines', 0)} requests in {n} new batch{'' if n == 1 else 'es'} "
+            f"({report.get('resumed_parts', 0)} resumed), "
             f"{report.get('failed_lines', 0)} failed lines ({report.get('retried_live', 0)} "
             f"retried live, {report.get('retried_in_batch', 0)} in a new batch)")
     return line + (f"\nnote: {report['note']}" if report.get("note") else "")

@@ -60,6 +60,12 @@ class FakeBatches:
         with self._lock:
             self._expire.append(done_fraction)
 
+    def release(self) -> None:
+        """Let every batch in progress finish at its next poll (as if its delay had passed)."""
+        with self._lock:
+            for b in self.batches.values():
+                b["_ready_at"] = 0.0
+
     @property
     def created(self) -> int:
         """How many batches were ever created."""

@@ -173,13 +173,17 @@ class Runner:
         metric: Callable[[Any, Any], Any],
         metric_name: str,
         concurrency: int,
+        *,
+        batch: bool | BatchOptions | None = None,
+        run_dir: Any = None,
     ) -> None:
+        """``batch``: whole evaluations go through provider batches, journal in ``run_dir``."""
         self.program = program
         self.metric = metric
         self.metric_name = metric_name
         self.pool = ContextPool(max(1, concurrency), "tg-train")
         self.calls = 0  # examples run and scored (rollouts)
-        self.batch: BatchOptions | None = None  # set: scoring goes through provider batches
+        self.batch = batch_options(batch, run_dir)  # set: scoring goes through provider batches
         self.batch_reports: list[dict[str, Any]] = []
 
     def run(self, examples: Sequence[Example], grad: bool,
@@ -224,8 +228,7 @@ def evaluate(
     """
     ds = load_dataset(data, input_fields, output_field)
     fn = get_metric(metric)
-    runner = Runner(program, fn, getattr(fn, "__name__", "metric"), concurrency)
-    runner.batch = batch_options(batch)
+    runner = Runner(program, fn, getattr(fn, "__name__", "metric"), concurrency, batch=batch)
     try:
         outcomes = runner.run(list(ds), grad=False)
     finally:

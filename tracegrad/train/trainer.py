@@ -41,7 +41,6 @@ from .evaluate import (
     BudgetStop,
     Runner,
     ScoreCache,
-    batch_options,
     evaluate,
     fail_summary,
     is_budget_error,
@@ -234,8 +233,8 @@ class Trainer:
         path = self.plan.path
         rd = RunDir(path, collect_secrets(*self._engines())) if path is not None else None
         self.ckpt = Checkpoint(rd)
-        self.runner = Runner(self.program, self.metric, self.metric_name, self.opts.concurrency)
-        self.runner.batch = batch_options(self.opts.batch_eval, path)
+        self.runner = Runner(self.program, self.metric, self.metric_name, self.opts.concurrency,
+                             batch=self.opts.batch_eval, run_dir=path)
         self.scores = ScoreCache(self.runner)
         self.history: list[dict[str, Any]] = []
         self.baseline: dict[str, Any] = {}
