@@ -184,3 +184,21 @@ def test_an_engine_without_a_batch_api_runs_live_with_a_note(tmp_path: Path) -> 
     res = tg.evaluate(program(llm), rows(3), "exact_match", batch=opts(tmp_path))
     assert res.score == pytest.approx(1 / 3)
     assert "ran live" in res.batch["note"]
+
+
+def test_the_pricing_table_has_a_batch_column_and_overrides_may_set_it() -> None:
+    from tracegrad.llm.base import Usage
+    from tracegrad.llm.pricing import price_for, pricing_table
+
+    table = pricing_table()
+    assert table["gpt-4o-mini"]["batch_input"] == pytest.approx(0.075)
+    assert table["gpt-4o"]["batch_output"] == pytest.approx(5.0)
+    u = Usage(1_000_000, 1_000_000)
+    set_pricing({"my-model": {"input": 1.0, "output": 2.0, "batch_input": 0.1,
+                              "batch_output": 0.2}, "plain": {"input": 1.0, "output": 2.0}})
+    try:
+        assert price_for("my-model").cost(u, batch=True) == pytest.approx(0.3)
+        assert price_for("plain").cost(u, batch=True) == pytest.approx(1.5)  # half by default
+        assert price_for("plain").cost(u) == pytest.approx(3.0)
+    finally:
+        set_pricing(None)

@@ -43,6 +43,9 @@ def estimate(
     optimizer_model: OptimizerModelOpt = None,
     concurrency: ConcurrencyOpt = 8,
     json_output: JsonOpt = False,
+    batch_eval: Annotated[bool, typer.Option(
+        "--batch-eval", help="Price the baseline and validations at Batch API prices, as "
+        "`optimize --batch-eval` sends them.")] = False,
 ) -> None:
     """Estimate the calls, tokens and dollars of an optimize run. Makes no calls.
 
@@ -63,7 +66,7 @@ def estimate(
         m, om = _resolve_models(pf, model, optimizer_model)
         est = estimate_run(prompt_file_shape(pf, tr, va), optimizer=opt, steps=steps,
                            batch_size=batch_size, model=m, optimizer_model=om,
-                           concurrency=concurrency)
+                           concurrency=concurrency, batch_eval=batch_eval)
         est = {"prompt_file": str(pf.path), **est}
         if json_output:
             _out_json(est)

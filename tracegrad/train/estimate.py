@@ -94,7 +94,8 @@ class _Rows:
         self.rows: list[dict[str, Any]] = []
 
     def add(self, purpose: str, spec: str, calls: float, prompt: float,
-            completion: float) -> None:
+            completion: float, batch: bool = False) -> None:
+        """A row; ``batch``: sent through the Batch API, priced at batch prices."""
         n = int(round(calls))
         if n <= 0:
             return
@@ -103,7 +104,8 @@ class _Rows:
         self.rows.append({"purpose": purpose, "model": spec, "calls": n,
                           "prompt_tokens": usage.prompt_tokens,
                           "completion_tokens": usage.completion_tokens,
-                          "usd": price.cost(usage), "priced": price.known})
+                          "usd": price.cost(usage, batch=batch), "priced": price.known,
+                          "batch": batch})
 
     def count(self, *purposes: str) -> int:
         return sum(r["calls"] for r in self.rows if r["purpose"] in purposes)
@@ -131,8 +133,10 @@ def _backward_prompt(optimizer: str, task: TaskShape, per_call_examples: float) 
 
 
 def estimate_run(task: TaskShape, *, optimizer: str, steps: int, batch_size: int, model: str,
-                 optimizer_model: str, concurrency: int = 8, beam: int = 1) -> dict[str, Any]:
-    """Expected calls, tokens and dollars of a run; makes no call."""
+                 optimizer_model: str, concurrency: int = 8, beam: int = 1,
+                 batch_eval: bool = False) -> dict[str, Any]:
+    """Expected calls, tokens and dollars of a run; makes no call. ``batch_eval``: the
+    baseline and full validations at Batch API prices, as ``optimize --batch-eval`` sends."""
     batch = min(batch_size, len(task.train))
     mean_tr, mean_va = task.means("train"), task.means("val")
     feedback_chars = 4 * BACKWARD_REPLY_TOKENS
@@ -140,7 +144,7 @@ def estimate_run(task: TaskShape, *, optimizer: str, steps: int, batch_size: int
                          example_chars=int(4 * (mean_tr[0] + mean_tr[1])))
     rows = _Rows()
     if task.val:
-        rows.add("baseline", model, len(task.val), *mean_va)
+        rows.add("baseline", model, len(task.val), *mean_va, batch=batch_eval)
     rows.add("forward", model, steps * batch, *mean_tr)
     if per["backward"]:
         rows.add("backward", optimizer_model, steps * per["backward"],
@@ -154,7 +158,7 @@ def estimate_run(task: TaskShape, *, optimizer: str, steps: int, batch_size: int
     rows.add("optimizer", optimizer_model, steps * beam * per["optimizer"], opt_prompt,
              task.template_tokens + REASONING_TOKENS)
     if task.val:
-        rows.add("validation", model, steps * beam * len(task.val), *mean_va)
+        rows.add("validation", model, steps * beam * len(task.val), *mean_va, batch=batch_eval)
     else:
         rows.add("validation", model, steps * beam * batch, *mean_tr)
     if task.judge_tokens is not None:
@@ -175,7 +179,7 @@ def _upper_usd(rows: list[dict[str, Any]], task: TaskShape, optimizer: str, step
     for r in rows:
         factor = max(repair_factor, 1.2) if r["purpose"] in ("optimizer", "backward") else 1.2
         upper += factor * price_for(r["model"]).cost(
-            Usage(r["prompt_tokens"], 2 * r["completion_tokens"]))
+            Usage(r["prompt_tokens"], 2 * r["completion_tokens"]), batch=r.get("batch", False))
     return upper
 
 
@@ -211,6 +215,9 @@ def _summarise(rows: list[dict[str, Any]], task: TaskShape, *, optimizer: str, s
     if unpriced:
         notes.append(f"no price known for {', '.join(unpriced)}: counted as $0 (set "
                      "$TRACEGRAD_PRICING to a JSON price table)")
+    if any(r.get("batch") for r in rows):
+        notes.append("baseline and validation rows at Batch API prices (--batch-eval); each "
+                     "such evaluation waits up to the provider's window")
     if not per_step["backward"]:
         notes.append(f"{optimizer} makes no backward calls")
     return {
