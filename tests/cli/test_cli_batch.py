@@ -192,3 +192,8 @@ def _wait_for_batch_id(run: Path, p: subprocess.Popen[str], timeout: float = 60)
             return
         time.sleep(0.05)
     raise AssertionError("no batch id was recorded")
+
+
+def test_run_dir_without_batch_is_a_usage_error(task) -> None:
+    r = cli("eval", task["prompt"], "--data", task["data"], "--model", "mock", "--run-dir", "x")
+    assert r.code == 2 and "error: --run-dir is only used with --batch" in r.stderr

@@ -202,3 +202,14 @@ def test_the_pricing_table_has_a_batch_column_and_overrides_may_set_it() -> None
         assert price_for("plain").cost(u) == pytest.approx(3.0)
     finally:
         set_pricing(None)
+
+
+def test_a_request_holding_a_key_is_sent_live_and_never_written(tmp_path: Path) -> None:
+    data = [*rows(3), {"question": f"my key is {SECRET} say 5", "answer": "5"}]
+    with FakeOpenAIServer(reply) as server:
+        res = tg.evaluate(program(llm_on(server)), data, "exact_match", batch=opts(tmp_path))
+        assert server.batch.lines_answered == 3 and server.request_count == 1
+    assert res.score == 1.0 and res.batch["withheld_secret"] == 1
+    assert "failed_lines" not in res.batch
+    for f in (tmp_path / "run" / "batches").iterdir():
+        assert SECRET not in f.read_text()

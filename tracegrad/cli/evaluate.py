@@ -72,6 +72,8 @@ def eval_(
     """
     net = {"timeout": timeout, "max_retries": max_retries}
     with _errors():
+        if run_dir is not None and not batch:
+            raise CLIError("--run-dir is only used with --batch (it keeps the batch journal)")
         pf = _load_prompt(prompt_file)
         smoke = _smoke_row(pf) if data is None else None
         ds = _load_data(pf, data, "--data")

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ..redaction import collect_secrets, find_secret
 from .base import LLMError, Request, RetryableError
 from .batchjournal import FINISHED_STATES, OPEN_STATES
 
@@ -37,6 +38,7 @@ class BatchClient:
         self.journal = scope.journal
         self.options = scope.options
         self.model = str(provider.model)
+        self.withheld: set[str] = set()  # requests holding a secret: live, never written
 
     # -- provider calls ------------------------------------------------------------
     def api(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -67,7 +69,7 @@ class BatchClient:
             for meter, handle in handles:
                 meter.release_batch(handle)
         for key in requests:
-            if key not in answers and key not in failed:
+            if key not in answers and key not in failed and key not in self.withheld:
                 failed[key] = "no result line for this request"
         return answers, failed
 
@@ -93,6 +95,7 @@ class BatchClient:
                 ) -> Iterator[tuple[list[str], list[str]]]:
         """The input lines, split at the provider's line and size limits."""
         o = self.options
+        secrets = collect_secrets(self.provider)
         chunk_keys: list[str] = []
         chunk: list[str] = []
         size = 0
@@ -100,6 +103,11 @@ class BatchClient:
             line = json.dumps({"custom_id": key, "method": "POST", "url": ENDPOINT,
                                "body": self.provider.batch_body(requests[key])},
                               ensure_ascii=False)
+            if find_secret(line, secrets) is not None:  # the run dir keeps every line
+                self.withheld.add(key)
+                self.scope.live.add(key)
+                self.scope.report["withheld_secret"] += 1
+                continue
             n = len(line.encode()) + 1
             if chunk and (len(chunk) >= o.max_lines or size + n > o.max_bytes):
                 yield chunk_keys, chunk
