@@ -213,3 +213,16 @@ def test_a_request_holding_a_key_is_sent_live_and_never_written(tmp_path: Path) 
     assert "failed_lines" not in res.batch
     for f in (tmp_path / "run" / "batches").iterdir():
         assert SECRET not in f.read_text()
+
+
+def test_a_finished_part_whose_output_is_gone_is_retried(tmp_path: Path) -> None:
+    """A later run of the same run dir re-downloads finished parts; a provider that
+    deleted the file (or a cut stream) makes those requests retried, not lost."""
+    with FakeOpenAIServer(reply) as server:
+        first = tg.evaluate(program(llm_on(server)), rows(6), "exact_match", batch=opts(tmp_path))
+        out_id = server.batch.batches["batch_fake1"]["output_file_id"]
+        server.batch._content.pop(out_id)
+        again = tg.evaluate(program(llm_on(server)), rows(6), "exact_match", batch=opts(tmp_path))
+        assert server.batch.created == 1 and server.request_count == 6
+    assert again.scores == first.scores
+    assert again.batch["resumed_parts"] == 1 and again.batch["retried_live"] == 6

@@ -198,16 +198,27 @@ class BatchClient:
         for fid in (part.get("output_file_id"), part.get("error_file_id")):
             if not fid:
                 continue
-            for row in self._lines(fid):
-                key = row.get("custom_id")
-                if key not in requests:
-                    continue
-                resp = row.get("response") or {}
-                if resp.get("status_code") == 200 and not row.get("error"):
-                    answers[key] = resp.get("body")
-                    failed.pop(key, None)
-                elif key not in answers:
-                    failed[key] = _line_error(row)
+            try:
+                self._map_lines(fid, requests, answers, failed)
+            except Exception as e:  # noqa: BLE001 - a file gone or a stream cut: retried
+                why = self.provider.map_error(e) if not isinstance(e, LLMError) else e
+                for key in self.journal.keys(part) & set(requests):
+                    if key not in answers:
+                        failed[key] = f"could not download {fid}: {why}"
+
+    def _map_lines(self, fid: str, requests: dict[str, Request], answers: dict[str, Any],
+                   failed: dict[str, str]) -> None:
+        """Each line of file ``fid`` as an answer or a failure of its request."""
+        for row in self._lines(fid):
+            key = row.get("custom_id")
+            if key not in requests:
+                continue
+            resp = row.get("response") or {}
+            if resp.get("status_code") == 200 and not row.get("error"):
+                answers[key] = resp.get("body")
+                failed.pop(key, None)
+            elif key not in answers:
+                failed[key] = _line_error(row)
 
     def _lines(self, file_id: str) -> Iterator[dict[str, Any]]:
         """The rows of a provider file, streamed (a 10,000-line output is never held)."""

@@ -104,7 +104,7 @@ class BatchJournal:
         """Parts of ``model`` that are open or finished and hold some of ``wanted``."""
         for part in list(self.parts):
             ok = part.get("status") in OPEN_STATES + FINISHED_STATES and part.get("model") == model
-            if ok and not part.get("superseded") and wanted & self.keys(part):
+            if ok and wanted & self.keys(part):
                 yield part
 
     def open_parts(self) -> list[dict[str, Any]]:
