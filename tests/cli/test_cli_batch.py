@@ -171,6 +171,7 @@ def test_optimize_batch_eval_sends_validations_as_batches(counting, world_server
     n_val = sum(1 for line in counting["val"].read_text().splitlines() if line.strip())
     assert parts[0]["lines"] == n_val  # the baseline: every validation example in a batch
     assert world_server.request_count > 0  # minibatches, feedback, rewrites: live
+    assert "batch: 2 evaluations" in r.stderr  # the baseline and the step's validation
 
 
 def _start(args: list[Any], cwd: Path) -> subprocess.Popen[str]:

@@ -169,9 +169,21 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
     if resume is None:
         shutil.copyfile(prompt_file, run_dir / "original.prompt")
     result = _fit(trainer, run_dir)
+    _batch_summary(trainer.runner.batch_reports)
 
     # 3. write the best template back
     _finish(pf, prompt_file, out, result, json_output, m, om, optimizer)
+
+
+def _batch_summary(reports: list[dict[str, Any]]) -> None:
+    """With --batch-eval: what the evaluations sent through the Batch API (on stderr)."""
+    if not reports:
+        return
+    total = {k: sum(int(r.get(k, 0)) for r in reports)
+             for k in ("lines", "batches_submitted", "failed_lines", "retried_live")}
+    _log(f"batch: {len(reports)} evaluations, {total['lines']} requests in "
+         f"{total['batches_submitted']} batches, {total['failed_lines']} failed lines "
+         f"({total['retried_live']} retried live)")
 
 
 def _check_out(out: Path | None) -> None:
