@@ -44,7 +44,7 @@ def estimate(
     concurrency: ConcurrencyOpt = 8,
     json_output: JsonOpt = False,
     batch_eval: Annotated[bool, typer.Option(
-        "--batch-eval", help="Price the baseline and validations at Batch API prices, as "
+        "--batch-eval", metavar=" ", help="Price the baseline and validations at Batch API prices, as "
         "`optimize --batch-eval` sends them.")] = False,
 ) -> None:
     """Estimate the calls, tokens and dollars of an optimize run. Makes no calls.

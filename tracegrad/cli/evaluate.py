@@ -53,7 +53,7 @@ def eval_(
     timeout: TimeoutOpt = 60.0,
     max_retries: RetriesOpt = 4,
     batch: Annotated[bool, typer.Option(
-        "--batch", help="Send the calls through the provider's Batch API: half the price, "
+        "--batch", metavar=" ", help="Send the calls through the provider's Batch API: half the price, "
         "results within the provider's window (typically within 24 h). Resumable: the same "
         "command again polls the same batches.")] = False,
     run_dir: Annotated[Path | None, typer.Option(

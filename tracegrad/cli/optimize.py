@@ -87,7 +87,7 @@ def optimize(
         "--beam", min=1, help="Proposals per step, each checked before the best is kept "
         "(default: 2 for reflect, else 1).")] = None,
     batch_eval: Annotated[bool, typer.Option(
-        "--batch-eval", help="Send the baseline and full validations through the provider's "
+        "--batch-eval", metavar=" ", help="Send the baseline and full validations through the provider's "
         "Batch API (half price; each takes up to the provider's window, typically within "
         "24 h). Minibatches, feedback and rewrites stay live.")] = False,
     batch_poll: BatchPollOpt = 5.0,
