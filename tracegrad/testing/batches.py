@@ -3,8 +3,9 @@
 A batch client is only trustworthy if it has seen what a provider's batch does over
 hours -- validating, in progress, finalising, expired with part of its lines done,
 cancelled, lines failing one by one -- so this store plays all of it, in seconds: a batch
-stays ``in_progress`` for ``delay`` seconds, then its lines are answered by the same reply
-logic as the live endpoint, and output and error files appear. Faults are queued with
+is ``validating`` until its first poll, then ``in_progress`` for ``delay`` seconds, then
+its lines are answered by the same reply logic as the live endpoint, and output and error
+files appear. Faults are queued with
 :meth:`FakeBatches.fail_lines` and :meth:`FakeBatches.expire_next`.
 """
 
@@ -99,7 +100,7 @@ class FakeBatches:
             self.batches[bid] = {
                 "id": bid, "object": "batch", "endpoint": body.get("endpoint"),
                 "input_file_id": fid, "completion_window": body.get("completion_window", "24h"),
-                "status": "in_progress", "created_at": int(now), "in_progress_at": int(now),
+                "status": "validating", "created_at": int(now), "in_progress_at": None,
                 "output_file_id": None, "error_file_id": None, "errors": None,
                 "metadata": body.get("metadata"),
                 "request_counts": {"total": n, "completed": 0, "failed": 0},
@@ -112,19 +113,32 @@ class FakeBatches:
             b = self.batches.get(bid)
         if b is None:
             return 404, _err(f"no such batch: {bid}")
-        if b["status"] == "cancelling":
-            b["status"] = "cancelled"
-            b["cancelled_at"] = int(time.time())
-        if b["status"] == "in_progress" and time.time() >= b["_ready_at"]:
-            self._finish(b)
+        self._advance(b)
         return 200, _public(b)
+
+    def _advance(self, b: dict[str, Any]) -> None:
+        """One step of a provider's life cycle per poll: validating -> in_progress ->
+        (after ``delay``) finalizing -> completed or expired; cancelling -> cancelled."""
+        now = time.time()
+        with self._lock:
+            status = b["status"]
+            if status == "cancelling":
+                b.update(status="cancelled", cancelled_at=int(now))
+            elif status == "validating":
+                b.update(status="in_progress", in_progress_at=int(now))
+            elif status == "in_progress" and now >= b["_ready_at"]:
+                b.update(status="finalizing", finalizing_at=int(now))
+            elif status != "finalizing":
+                return
+        if b["status"] == "finalizing":
+            self._finish(b)
 
     def cancel(self, bid: str) -> tuple[int, dict[str, Any]]:
         with self._lock:
             b = self.batches.get(bid)
             if b is None:
                 return 404, _err(f"no such batch: {bid}")
-            if b["status"] in ("validating", "in_progress"):
+            if b["status"] in ("validating", "in_progress", "finalizing"):
                 b["status"] = "cancelling"
                 b["cancelling_at"] = int(time.time())
             return 200, _public(b)
