@@ -4,6 +4,7 @@ cached requests left out, parts split, the budget reserved before submitting."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +227,22 @@ def test_a_finished_part_whose_output_is_gone_is_retried(tmp_path: Path) -> None
         assert server.batch.created == 1 and server.request_count == 6
     assert again.scores == first.scores
     assert again.batch["resumed_parts"] == 1 and again.batch["retried_live"] == 6
+
+
+def test_requests_for_two_models_go_to_two_batches(tmp_path: Path) -> None:
+    with FakeOpenAIServer(reply) as server:
+        llm = llm_on(server)
+        mini, big = tg.LLMCall(llm), tg.LLMCall(llm, model="gpt-4o")
+
+        def both(question: str) -> Any:
+            mini(tg.Variable(question, role="question"))
+            return big(tg.Variable(question, role="question"))
+
+        res = tg.evaluate(both, rows(4), "exact_match", batch=opts(tmp_path))
+        models = sorted({json.loads(line)["body"]["model"]
+                         for part in BatchJournal(tmp_path / "run").parts
+                         for line in (tmp_path / "run" / "batches" / f"{part['name']}.jsonl"
+                                      ).read_text().splitlines()})
+        assert server.batch.created == 2 and server.request_count == 0
+    assert models == ["gpt-4o", "gpt-4o-mini"]
+    assert res.score == 1.0

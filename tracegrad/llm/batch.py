@@ -192,12 +192,15 @@ class BatchScope:
 
         with self._lock:
             pending, self.pending = self.pending, {}
-        groups: dict[int, tuple[BatchRouter, dict[str, Request]]] = {}
+        # a provider batch holds one model: one group per engine and model
+        groups: dict[tuple[int, str], tuple[BatchRouter, dict[str, Request]]] = {}
         for key, (router, request) in pending.items():
-            groups.setdefault(id(router), (router, {}))[1][key] = request
-        for router, requests in groups.values():
+            model = str(request.model or router.provider.model)
+            groups.setdefault((id(router), model), (router, {}))[1][key] = request
+        for (_, model), (router, requests) in groups.items():
             meters = {k: self.meters.get(k) for k in requests}
-            answers, failed = BatchClient(router.provider, self).resolve(requests, meters)
+            client = BatchClient(router.provider, self, model)
+            answers, failed = client.resolve(requests, meters)
             with self._lock:
                 self.answers.update(answers)
             self._route_failures(failed)

@@ -30,14 +30,14 @@ class BatchCancelled(LLMError):
 
 
 class BatchClient:
-    """Resolves a set of requests of one engine through provider batches."""
+    """Resolves a set of requests of one engine and one model through provider batches."""
 
-    def __init__(self, provider: Any, scope: Any) -> None:
+    def __init__(self, provider: Any, scope: Any, model: str | None = None) -> None:
         self.provider = provider
         self.scope = scope
         self.journal = scope.journal
         self.options = scope.options
-        self.model = str(provider.model)
+        self.model = model or str(provider.model)  # every request here is for this model
         self.withheld: set[str] = set()  # requests holding a secret: live, never written
 
     # -- provider calls ------------------------------------------------------------
