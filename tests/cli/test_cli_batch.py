@@ -198,3 +198,34 @@ def _wait_for_batch_id(run: Path, p: subprocess.Popen[str], timeout: float = 60)
 def test_run_dir_without_batch_is_a_usage_error(task) -> None:
     r = cli("eval", task["prompt"], "--data", task["data"], "--model", "mock", "--run-dir", "x")
     assert r.code == 2 and "error: --run-dir is only used with --batch" in r.stderr
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+def test_kill_9_during_a_batched_baseline_then_resume_polls_the_same_batch(counting, tmp_path
+                                                                           ) -> None:
+    from tracegrad.demo import CountingWorld
+
+    with FakeOpenAIServer(CountingWorld().http_reply, batch_delay=3600) as server:
+        run = tmp_path / "run"
+        common = [counting["prompt"], "--train", counting["train"], "--val", counting["val"],
+                  "--steps", "1", "--batch-size", "2", "--base-url", server.url, "--no-cache",
+                  "--out", tmp_path / "out.prompt", "--batch-eval", "--batch-poll", "0.02"]
+        p = _start(["optimize", *common, "--run-dir", run], tmp_path)
+        try:
+            _wait_for_batch_id(run, p)
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        server.batch.release()
+        server.batch.delay = 0
+        resumed = _start(["optimize", *common, "--resume", run], tmp_path)
+        out, err = resumed.communicate(timeout=120)
+        assert resumed.returncode == 0, err
+    assert "batch: resuming part-0001 (batch_fake1, submitted)" in err
+    journal = BatchJournal(run)
+    parts = journal.parts
+    assert server.batch.created == len(parts) >= 2  # the baseline, then the step's validation
+    baseline = journal.keys(parts[0])
+    assert all(not baseline & journal.keys(p) for p in parts[1:])  # never submitted twice
