@@ -351,3 +351,19 @@ def test_an_evaluation_is_one_trace_under_a_tracegrad_eval_root(spans):
     assert root.attributes["tracegrad.eval.examples"] == 2
     assert root.attributes["tracegrad.llm.calls"] == 2
     assert len([s for s in all_spans if s.name.startswith("chat ")]) == 2
+def test_a_batched_evaluation_has_no_error_spans_and_batch_prices(spans, tmp_path):
+    with FakeOpenAIServer(lambda body: "4") as server:
+        llm = tg.LLM("openai:gpt-4o-mini", base_url=server.url, api_key=SECRET, cache=False)
+        qa = tg.LLMCall(llm)
+        rows = [{"question": f"q{i}", "answer": "4"} for i in range(3)]
+        res = tg.evaluate(lambda question: qa(tg.Variable(question, role="q")), rows,
+                          batch=tg.BatchOptions(run_dir=tmp_path / "run", poll_interval=0.01))
+    assert res.score == 1.0
+    chats = by_name(spans, "chat ")
+    deferred = [s for s in chats if s.attributes.get("tracegrad.batch.deferred")]
+    answered = [s for s in chats if not s.attributes.get("tracegrad.batch.deferred")]
+    assert len(deferred) == len(answered) == 3
+    assert all(s.status.status_code != StatusCode.ERROR for s in chats)
+    a = answered[0].attributes
+    usage = Usage(a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"])
+    assert a["tracegrad.usage.cost_usd"] == pytest.approx(cost("gpt-4o-mini", usage) / 2)

@@ -36,6 +36,7 @@ from .llm.base import (
     ToolCall,
     Usage,
 )
+from .llm.batch import BatchOptions
 from .llm.meter import Budget, BudgetExceeded
 from .ops import (
     Agent,
@@ -92,7 +93,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'tracegrad' has no attribute {name!r}")
 
 __all__ = [
-    "BackwardResult", "Budget", "Demos", "Dataset", "DatasetError", "EvalResult", "Example", "OptimizeResult", "Trainer", "evaluate", "load_dataset", "load_run", "metrics", "optimize", "write_report", "BudgetExceeded", "Completion", "ConfigurationError", "LLM", "RetryableError", "OPRO", "Optimizer", "Reflect", "StepResult", "TGD", "TraceOptimizer", "Engine", "ExecutionError", "Feedback", "FormattedLLMCall",
+    "BackwardResult", "BatchOptions", "Budget", "Demos", "Dataset", "DatasetError", "EvalResult", "Example", "OptimizeResult", "Trainer", "evaluate", "load_dataset", "load_run", "metrics", "optimize", "write_report", "BudgetExceeded", "Completion", "ConfigurationError", "LLM", "RetryableError", "OPRO", "Optimizer", "Reflect", "StepResult", "TGD", "TraceOptimizer", "Engine", "ExecutionError", "Feedback", "FormattedLLMCall",
     "Graph", "Image", "LLMCall", "LLMError", "MetricLoss", "Module", "MultiFieldEvaluation",
     "Parameter", "Request", "SandboxError", "SandboxUnavailable", "allow_weak_sandbox", "StructuredOutputError", "TemplateError", "TextLoss",
     "TextualPropagator", "TracePropagator", "Usage", "Variable", "aggregate", "backward",

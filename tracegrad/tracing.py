@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .core import telemetry
-from .llm.base import ConfigurationError
+from .llm.base import ConfigurationError, Deferred
 from .llm.calllog import redact
 
 __all__ = ["disable_tracing", "enable_tracing", "instrument_optimizers", "span", "traced",
@@ -89,6 +89,9 @@ class _Backend:
             handle = _Handle(s)
             try:
                 yield handle
+            except Deferred:  # left for a provider batch: not an error, answered later
+                handle.set({"tracegrad.batch.deferred": True})
+                raise
             except BaseException as e:
                 handle.error(e)
                 raise

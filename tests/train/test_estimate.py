@@ -68,3 +68,16 @@ def test_upper_bound_covers_the_declared_repairs() -> None:
 @pytest.mark.parametrize(("x", "want"), [(0, 0.01), (0.013, 0.02), (1.3, 2), (13, 20), (5, 5)])
 def test_nice_ceiling(x: float, want: float) -> None:
     assert nice_ceiling(x) == want
+
+
+def test_batch_eval_prices_baseline_and_validation_at_half_and_nothing_else() -> None:
+    kw = dict(optimizer="tgd", steps=3, batch_size=4, model="openai:gpt-4o-mini",
+              optimizer_model="openai:gpt-4o")
+    live = estimate_run(_shape(), **kw)
+    batch = estimate_run(_shape(), **kw, batch_eval=True)
+    for a, b in zip(live["rows"], batch["rows"], strict=True):
+        assert a["calls"] == b["calls"] and a["prompt_tokens"] == b["prompt_tokens"]
+        half = a["purpose"] in ("baseline", "validation")
+        assert b["usd"] == pytest.approx(a["usd"] / 2 if half else a["usd"])
+    assert batch["total"]["usd"] < live["total"]["usd"]
+    assert any("Batch API prices" in n for n in batch["notes"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 # each module registers its commands; imported in the order `--help` lists them
 # isort: off
-from . import optimize, evaluate, estimate, tools  # noqa: F401
+from . import optimize, evaluate, estimate, tools, batch  # noqa: F401
 # isort: on
 from ._shared import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CLIError, app
 

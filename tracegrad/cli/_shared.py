@@ -256,6 +256,20 @@ RetriesOpt = Annotated[
                       "timeout or dropped connection (exponential backoff).")
 ]
 
+BatchPollOpt = Annotated[
+    float, typer.Option("--batch-poll", min=0.01, callback=_finite, help="Seconds before the "
+                        "first poll of a provider batch; each wait is 1.5x longer, up to 60.")
+]
+
+
+def _batch_options(run_dir: Any, poll: float) -> Any:
+    """Batch API options for the CLI: progress on stderr, the journal in ``run_dir``."""
+    from ..llm.batch import BatchOptions
+
+    return BatchOptions(run_dir=run_dir, poll_interval=poll, max_poll_interval=max(60.0, poll),
+                        on_progress=_log)
+
+
 StepsOpt = Annotated[int, typer.Option("--steps", "-n", min=1, help="Optimization steps.")]
 BatchOpt = Annotated[
     int, typer.Option("--batch-size", "-b", min=1, help="Training examples per step.")

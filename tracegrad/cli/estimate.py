@@ -49,6 +49,9 @@ def estimate(
         "how many, which backward, rewrite and validation calls depend on.")] = 0.5,
     base_url: BaseUrlOpt = None,
     json_output: JsonOpt = False,
+    batch_eval: Annotated[bool, typer.Option(
+        "--batch-eval", metavar=" ", help="Price the baseline and validations at Batch API prices, as "
+        "`optimize --batch-eval` sends them.")] = False,
 ) -> None:
     """Estimate the calls, tokens and dollars of an optimize run. Makes no calls.
 
@@ -71,7 +74,8 @@ def estimate(
         m, om = _resolve_models(pf, model, optimizer_model)
         est = estimate_run(prompt_file_shape(pf, tr, va), optimizer=opt, steps=steps,
                            batch_size=batch_size, model=m, optimizer_model=om,
-                           concurrency=concurrency, accuracy=accuracy)
+                           concurrency=concurrency, accuracy=accuracy,
+                           batch_eval=batch_eval)
         est = {"prompt_file": str(pf.path), **est}
         if json_output:
             _out_json(est)

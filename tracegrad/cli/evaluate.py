@@ -13,6 +13,7 @@ from ..train.examples import example_rows, export_format, summarize, write_examp
 from ._shared import (
     EXIT_FAILURE,
     BaseUrlOpt,
+    BatchPollOpt,
     CLIError,
     ConcurrencyOpt,
     JsonOpt,
@@ -22,6 +23,7 @@ from ._shared import (
     PromptArg,
     RetriesOpt,
     TimeoutOpt,
+    _batch_options,
     _engine,
     _errors,
     _load_data,
@@ -60,6 +62,14 @@ def eval_(
     quiet: QuietOpt = False,
     timeout: TimeoutOpt = 60.0,
     max_retries: RetriesOpt = 4,
+    batch: Annotated[bool, typer.Option(
+        "--batch", metavar=" ", help="Send the calls through the provider's Batch API: half the price, "
+        "results within the provider's window (typically within 24 h). Resumable: the same "
+        "command again polls the same batches.")] = False,
+    run_dir: Annotated[Path | None, typer.Option(
+        "--run-dir", help="With --batch: where the batch journal is kept (default: "
+        "tracegrad-runs/eval-NAME-HASH, the same for the same prompt, data and model).")] = None,
+    batch_poll: BatchPollOpt = 5.0,
 ) -> None:
     """Score a prompt file on a dataset and list the examples it gets wrong.
 
@@ -69,13 +79,14 @@ def eval_(
     Example:
 
         tracegrad eval prompts/support_intent.prompt --data prompts/support_intent.val.jsonl -o results.html
+
+    `tracegrad batch status RUN_DIR` and `tracegrad batch cancel RUN_DIR` inspect and stop
+    the batches of an `eval --batch`.
     """
     net = {"timeout": timeout, "max_retries": max_retries}
     with _errors():
         pf = _load_prompt(prompt_file)
-        _check_output(output)
-        if output is not None and data is None:
-            raise CLIError("--output writes the rows of a scored dataset: pass --data FILE")
+        _check_output(output, data, run_dir, batch)
         smoke = _smoke_row(pf) if data is None else None
         ds = _load_data(pf, data, "--data")
         m, om = _resolve_models(pf, model, optimizer_model)
@@ -88,9 +99,13 @@ def eval_(
         program = pf.to_module(engine)
         metric = pf.metric_fn(judge_engine=judge)
         _log(f"evaluating {prompt_file} on {_plural(len(ds), 'example')} ({m})")
-        res = _evaluate(program, ds, metric, concurrency, None if quiet else engine.snapshot)
+        opts = _batch_plan(pf, data, m, engine, run_dir, batch_poll) if batch else None
+        res = _evaluate(program, ds, metric, concurrency, None if quiet else engine.snapshot,
+                        opts)
         snap = engine.snapshot()
         usage = _usage_totals(snap)
+        if res.batch is not None:
+            usage["batch"] = res.batch
         rows = example_rows(res.outcomes, program.rendered_messages)
         summary = summarize(rows, snap)
         if output is not None:
@@ -107,10 +122,15 @@ def eval_(
         _print_eval(pf, rows, summary, usage, show)
 
 
-def _check_output(output: Path | None) -> None:
-    """-o is checked before any call: a typo in the extension must not waste a run."""
+def _check_output(output: Path | None, data: Path | None, run_dir: Path | None,
+                  batch: bool) -> None:
+    """-o (and --run-dir) are checked before any call: a typo must not waste a run."""
+    if run_dir is not None and not batch:
+        raise CLIError("--run-dir is only used with --batch (it keeps the batch journal)")
     if output is None:
         return
+    if data is None:
+        raise CLIError("--output writes the rows of a scored dataset: pass --data FILE")
     try:
         export_format(output)
     except ValueError as e:
@@ -143,6 +163,35 @@ def _print_eval(pf: PromptFile, rows: list[dict[str, Any]], summary: dict[str, A
              f"{summary['truncated_replies']}, judge {summary['truncated_judge_replies']})  "
              f"empty replies: {usage['empty_replies']} (raise max_tokens in params if "
              "answers are cut)")
+    if usage.get("batch") is not None:
+        _out(_batch_line(usage["batch"]))
+
+
+def _batch_plan(pf: PromptFile, data: Path | None, model: str, engine: Any,
+                run_dir: Path | None, poll: float) -> Any:
+    """The Batch API options of ``eval --batch``; None (live, with a note) without one."""
+    import hashlib
+
+    from ..llm.batch import batch_capable
+
+    if not batch_capable(engine):
+        _log(f"[yellow]note:[/yellow] {model} has no Batch API (not an OpenAI-compatible "
+             "engine): evaluating live")
+        return None
+    if run_dir is None:
+        ident = f"{pf.path.resolve()}\0{Path(str(data)).resolve()}\0{model}".encode()
+        run_dir = Path("tracegrad-runs") / f"eval-{pf.name}-{hashlib.sha256(ident).hexdigest()[:8]}"
+    _log(f"batch journal: {run_dir} (`tracegrad batch status {run_dir}`)")
+    return _batch_options(run_dir, poll)
+
+
+def _batch_line(report: dict[str, Any]) -> str:
+    n = report.get("batches_submitted", 0)
+    line = (f"batch: {report.get('lines', 0)} requests in {n} new batch{'' if n == 1 else 'es'} "
+            f"({report.get('resumed_parts', 0)} resumed), "
+            f"{report.get('failed_lines', 0)} failed lines ({report.get('retried_live', 0)} "
+            f"retried live, {report.get('retried_in_batch', 0)} in a new batch)")
+    return line + (f"\nnote: {report['note']}" if report.get("note") else "")
 
 
 def _smoke_row(pf: PromptFile) -> dict[str, Any]:
@@ -186,13 +235,15 @@ def _metric_label(pf: PromptFile) -> str:
     return metric_spec_text(pf.metric)
 
 
-def _evaluate(program: Any, ds: Any, metric: Any, concurrency: int, usage_fn: Any) -> Any:
+def _evaluate(program: Any, ds: Any, metric: Any, concurrency: int, usage_fn: Any,
+              batch: Any = None) -> Any:
     from ..train.progress import EvalProgress
     from ..train.trainer import evaluate
 
     progress = EvalProgress(usage_fn is not None, usage_fn)
     try:
-        return evaluate(program, ds, metric, concurrency=concurrency, progress=progress)
+        return evaluate(program, ds, metric, concurrency=concurrency, progress=progress,
+                        batch=batch)
     except RuntimeError as e:  # every example failed: the server or the model is wrong
         raise CLIError(f"{e} -- check --model, --base-url and the server", EXIT_FAILURE) from None
 

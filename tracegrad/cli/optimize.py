@@ -16,6 +16,7 @@ from ._shared import (
     EXIT_INTERRUPTED,
     BaseUrlOpt,
     BatchOpt,
+    BatchPollOpt,
     CLIError,
     ConcurrencyOpt,
     JsonOpt,
@@ -27,6 +28,7 @@ from ._shared import (
     RetriesOpt,
     StepsOpt,
     TimeoutOpt,
+    _batch_options,
     _check_optimizer,
     _diff,
     _engine,
@@ -87,6 +89,11 @@ def optimize(
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No live progress on stderr (the summary still goes to "
         "stdout).")] = False,
+    batch_eval: Annotated[bool, typer.Option(
+        "--batch-eval", metavar=" ", help="Send the baseline and full validations through the provider's "
+        "Batch API (half price; each takes up to the provider's window, typically within "
+        "24 h). Minibatches, feedback and rewrites stay live.")] = False,
+    batch_poll: BatchPollOpt = 5.0,
 ) -> None:
     """Optimize the template of a prompt file on a dataset, and write the best one back.
 
@@ -103,7 +110,9 @@ def optimize(
         _optimize(prompt_file, train, val, steps, batch_size, optimizer, model, optimizer_model,
                   base_url, budget_usd, concurrency, no_cache, resume, out, run_dir,
                   json_output, seed, {"timeout": timeout, "max_retries": max_retries},
-                  {k: v for k, v in (("max_metric_calls", max_metric_calls), ("beam", beam))
+                  {k: v for k, v in (("max_metric_calls", max_metric_calls), ("beam", beam),
+                                     ("batch_eval", _batch_options(None, batch_poll)
+                                      if batch_eval else None))
                    if v is not None} | {"progress": not quiet})
 
 
@@ -163,9 +172,21 @@ def _optimize(prompt_file: Path, train_path: Path, val_path: Path | None, steps:
     if resume is None:
         shutil.copyfile(prompt_file, run_dir / "original.prompt")
     result = _fit(trainer, run_dir)
+    _batch_summary(trainer.runner.batch_reports)
 
     # 3. write the best template back
     _finish(pf, prompt_file, out, result, json_output, m, om, optimizer)
+
+
+def _batch_summary(reports: list[dict[str, Any]]) -> None:
+    """With --batch-eval: what the evaluations sent through the Batch API (on stderr)."""
+    if not reports:
+        return
+    total = {k: sum(int(r.get(k, 0)) for r in reports)
+             for k in ("lines", "batches_submitted", "failed_lines", "retried_live")}
+    _log(f"batch: {len(reports)} evaluations, {total['lines']} requests in "
+         f"{total['batches_submitted']} batches, {total['failed_lines']} failed lines "
+         f"({total['retried_live']} retried live)")
 
 
 def _check_out(out: Path | None) -> None:

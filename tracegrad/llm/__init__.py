@@ -18,6 +18,7 @@ from .base import (
     Usage,
     find_engine,
 )
+from .batch import BatchOptions, BatchRouter
 from .cache import Cache
 from .calllog import CallLog
 from .limits import Limits
@@ -57,6 +58,8 @@ __all__ = [
     "OpenAIEngine",
     "LLM",
     "Cache",
+    "BatchOptions",
+    "BatchRouter",
     "Limits",
     "Meter",
     "Budget",

@@ -38,6 +38,19 @@ class StructuredOutputError(LLMError):
         self.raw = raw
 
 
+class Deferred(Exception):
+    """A call left for a provider batch (see :mod:`tracegrad.llm.batch`): not an error.
+
+    Raised only while a batch scope collects requests; the example is run again once the
+    batch has answered. Deliberately not an LLMError, so nothing retries or repairs it.
+    """
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"request {key[:12]} is waiting for a provider batch")
+        self.key = key
+        self.scope: Any = None  # the BatchScope that deferred it
+
+
 class ConfigurationError(LLMError):
     """The engine cannot be used as configured (missing key, unknown provider...)."""
 
@@ -181,6 +194,7 @@ class Completion:
     latency_s: float = 0.0
     completion_limit: int | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
+    batch: bool = False  # answered through a provider's Batch API: billed at batch prices
 
     @property
     def problem(self) -> str | None:

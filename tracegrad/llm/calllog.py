@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..redaction import REDACTED, collect_secrets, scrub_text
-from .base import Completion, Engine, EngineWrapper, Request
+from .base import Completion, Deferred, Engine, EngineWrapper, Request
 
 __all__ = ["REDACTED", "CallLog", "redact"]
 
@@ -159,6 +159,8 @@ class CallLog(EngineWrapper):
         t0, started = time.perf_counter(), datetime.now(UTC).isoformat()
         try:
             c = self.inner.complete(request)
+        except Deferred:  # left for a provider batch: logged when it is answered
+            raise
         except BaseException as e:
             self._write(self._entry(request, t0, started, None, e))
             raise
@@ -169,6 +171,8 @@ class CallLog(EngineWrapper):
         t0, started = time.perf_counter(), datetime.now(UTC).isoformat()
         try:
             c = await self.inner.acomplete(request)
+        except Deferred:  # left for a provider batch: logged when it is answered
+            raise
         except BaseException as e:
             self._write(self._entry(request, t0, started, None, e))
             raise

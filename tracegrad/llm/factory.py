@@ -1,7 +1,7 @@
 """``LLM("openai:gpt-4o-mini")``: an engine with the production wrappers already on.
 
 Users should not have to know the wrapper order to get safe defaults, so the factory
-builds it: ``Meter -> [Traced] -> [CallLog] -> [Cache] -> Limits -> engine``. The meter is outermost so
+builds it: ``Meter -> [Traced] -> [CallLog] -> [Cache] -> [BatchRouter] -> Limits -> engine``. The meter is outermost so
 it sees cache hits (free) and can refuse a call before anything else runs; the cache sits
 above the limits so hits neither wait for a slot nor count against rate limits; the call
 log sits above the cache so it records hits too. Traced (OpenTelemetry spans) is added only
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import ConfigurationError, Engine
+from .batch import BatchRouter
 from .cache import Cache, cache_disabled_by_env
 from .calllog import CallLog
 from .limits import Limits
@@ -107,6 +108,8 @@ def LLM(
         max_retries=max_retries,
         backoff_base=backoff_base,
     )
+    if provider != "mock":  # below the cache, above the limits: see tracegrad.llm.batch
+        engine = BatchRouter(engine)
     if use_cache and not cache_disabled_by_env():
         path = None if cache is None or cache is True else Path(cache)  # type: ignore[arg-type]
         engine = Cache(engine, path)

@@ -22,6 +22,7 @@ from typing import Any
 from .base import (
     PURPOSES,
     Completion,
+    Deferred,
     Engine,
     EngineWrapper,
     LLMError,
@@ -246,6 +247,7 @@ class _Reservation:
     completion: int  # the reply-token limit the engine sends
     usd: float
     booked: bool = False
+    calls: int = 1  # a batch's reservation covers all its calls
 
     @property
     def tokens(self) -> int:
@@ -316,11 +318,11 @@ class Meter(EngineWrapper):
             e = getattr(e, "inner", None)
         return {}
 
-    def _reservation(self, request: Request) -> _Reservation:
+    def _reservation(self, request: Request, batch: bool = False) -> _Reservation:
         prompt = estimate_request_tokens(request)
         out = self.completion_limit(request)
         model = request.model or self.model
-        return _Reservation(prompt, out, price_for(model).cost(Usage(prompt, out)))
+        return _Reservation(prompt, out, price_for(model).cost(Usage(prompt, out), batch=batch))
 
     def worst_case(self, request: Request) -> tuple[int, float]:
         """(tokens, usd) this call could cost at most, as far as we can tell before sending."""
@@ -329,25 +331,28 @@ class Meter(EngineWrapper):
 
     def _reserve(self, request: Request) -> tuple[_Reservation, BudgetExceeded | None]:
         """This call's reservation, booked if the budget has room; else why it has none."""
-        led = self._ledger
         r = self._reservation(request)
-        model = request.model or self.model
+        return r, self._book_if_room(r, request.model or self.model, f"this {request.purpose} call")
+
+    def _book_if_room(self, r: _Reservation, model: str, what: str) -> BudgetExceeded | None:
+        """Book ``r`` if the budget has room for it; else why not (nothing booked)."""
+        led = self._ledger
         with led.lock:
             b = led.budget
             if b is None:
-                return r, None
+                return None
             t = led.total
             checks = (
-                ("calls", b.calls, t.calls + led.reserved[0], 1),
+                ("calls", b.calls, t.calls + led.reserved[0], r.calls),
                 ("tokens", b.tokens, t.total_tokens + led.reserved[1], r.tokens),
                 ("usd", b.usd, t.usd + led.reserved[2], r.usd),
             )
             for kind, limit, used, needed in checks:
                 if limit is not None and used + needed > limit + 1e-12:
                     unit = {"calls": "calls", "tokens": "tokens", "usd": "USD"}[kind]
-                    return r, BudgetExceeded(
+                    return BudgetExceeded(
                         f"budget exceeded: {kind} limit {limit:g} {unit}, {used:g} used or "
-                        f"reserved, and this {request.purpose} call to {model} could need "
+                        f"reserved, and {what} to {model} could need "
                         f"{needed:g} more. The call was not sent; raise the Budget to continue.",
                         kind=kind,
                         limit=float(limit),
@@ -357,12 +362,30 @@ class Meter(EngineWrapper):
             self._book(r, +1)
             if b.usd is not None and not price_for(model).known:
                 self._warn_unpriced(model)
-        return r, None
+        return None
+
+    def reserve_batch(self, requests: list[Request]) -> _Reservation:
+        """Reserve the worst case of a whole provider batch, at batch prices, before it is
+        submitted: a batch cannot be stopped half way the way a loop of calls can."""
+        parts = [self._reservation(r, batch=True) for r in requests]
+        total = _Reservation(sum(p.prompt for p in parts), sum(p.completion for p in parts),
+                             sum(p.usd for p in parts), calls=len(parts))
+        model = (requests[0].model if requests else None) or self.model
+        refused = self._book_if_room(total, model, f"a batch of {len(parts)} calls")
+        if refused is not None:
+            raise refused
+        return total
+
+    def release_batch(self, r: _Reservation) -> None:
+        """Give back a batch's reservation (its calls are then settled one by one)."""
+        with self._ledger.lock:
+            if r.booked:
+                self._book(r, -1)
 
     def _book(self, r: _Reservation, sign: int) -> None:
         """Add (+1) or remove (-1) a reservation; call with the ledger's lock held."""
         led = self._ledger
-        led.reserved[0] += sign
+        led.reserved[0] += sign * r.calls
         led.reserved[1] += sign * r.tokens
         led.reserved[2] += sign * r.usd
         r.booked = sign > 0
@@ -405,11 +428,12 @@ class Meter(EngineWrapper):
         price = price_for(model)
         if not price.known and c is not None:
             price = price_for(c.model)
+        usd = price.cost(usage, batch=c is not None and c.batch)
         with led.lock:
             if r.booked:
                 self._book(r, -1)
             for t in led.tallies(request.purpose, model):
-                _count(t, c, usage, price.cost(usage), error, overrun is not None)
+                _count(t, c, usage, usd, error, overrun is not None)
             if c is not None and not c.cached and not price.known:
                 led.unpriced.add(model)
             if overrun is not None:
@@ -431,6 +455,9 @@ class Meter(EngineWrapper):
         r = self._begin(request)
         try:
             c = self.inner.complete(request)
+        except Deferred as d:  # left for a provider batch: no call was made
+            self._deferred(r, d)
+            raise
         except BaseException:
             self._settle(request, r, None, error=True)
             raise
@@ -443,6 +470,9 @@ class Meter(EngineWrapper):
         r = self._begin(request)
         try:
             c = await self.inner.acomplete(request)
+        except Deferred as d:  # left for a provider batch: no call was made
+            self._deferred(r, d)
+            raise
         except BaseException:
             self._settle(request, r, None, error=True)
             raise
@@ -450,6 +480,13 @@ class Meter(EngineWrapper):
         if overrun is not None:
             raise overrun
         return c
+
+    def _deferred(self, r: _Reservation, d: Deferred) -> None:
+        with self._ledger.lock:
+            if r.booked:
+                self._book(r, -1)
+        if d.scope is not None:
+            d.scope.bind_meter(d.key, self)
 
     # -- reporting ---------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

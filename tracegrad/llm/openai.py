@@ -602,3 +602,28 @@ class OpenAIEngine(BaseEngine):
                 return streamed
         except Exception as e:
             raise self._failed(e, kwargs, schema_fallback) from e
+
+    # -- Batch API (see tracegrad.llm.batch) -----------------------------------------
+    def batch_body(self, request: Request) -> dict[str, Any]:
+        """``request`` as the body of one line of a Batch API input file: the same JSON
+        :meth:`complete` would send, extra fields inlined (a batch line has no SDK)."""
+        native = request.response_format is not None and self._native_schema()
+        kwargs = self._kwargs(request, native_schema=native)
+        kwargs.pop("timeout", None)
+        extra = kwargs.pop("extra_body", None) or {}
+        return {**kwargs, **extra}
+
+    def batch_completion(self, body: Any, request: Request) -> Completion:
+        """The reply of a batch output line (a chat completion body) as a Completion."""
+        try:
+            resp = ChatCompletion.model_validate(body)
+        except ValueError as e:
+            raise RetryableError(f"{self.display_url} sent a batch line that is not a chat "
+                                 f"completion: {str(e)[:200]}") from None
+        c = self._completion(resp, request, self.batch_body(request), time.perf_counter())
+        c.batch = True
+        return c
+
+    def map_error(self, e: Exception) -> LLMError:
+        """An SDK error of a files or batches call as one of our errors, key-free."""
+        return self._map_error(e, self.model)

@@ -24,16 +24,30 @@ __all__ = ["Price", "cost", "price_for", "is_priced", "set_pricing", "pricing_ta
 _DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
+BATCH_DISCOUNT = 0.5
+"""What a Batch API call costs relative to a live one when the table gives no batch price
+(OpenAI, Anthropic and most providers charge half)."""
+
+
 @dataclass(frozen=True)
 class Price:
-    """USD per one million tokens."""
+    """USD per one million tokens; ``batch_*`` through a provider's Batch API (None: half)."""
 
     input: float
     output: float
     known: bool = True
+    batch_input: float | None = None
+    batch_output: float | None = None
 
-    def cost(self, usage: Usage) -> float:
-        return (usage.prompt_tokens * self.input + usage.completion_tokens * self.output) / 1e6
+    def cost(self, usage: Usage, *, batch: bool = False) -> float:
+        inp, out = (self.batch_rates() if batch else (self.input, self.output))
+        return (usage.prompt_tokens * inp + usage.completion_tokens * out) / 1e6
+
+    def batch_rates(self) -> tuple[float, float]:
+        """(input, output) USD per 1M tokens through the Batch API."""
+        inp = self.input * BATCH_DISCOUNT if self.batch_input is None else self.batch_input
+        out = self.output * BATCH_DISCOUNT if self.batch_output is None else self.batch_output
+        return inp, out
 
 
 _UNKNOWN = Price(0.0, 0.0, known=False)
@@ -52,14 +66,17 @@ def _parse_table(data: Any, source: str) -> dict[str, Price]:
             continue
         try:
             if isinstance(entry, Mapping):
-                price = Price(float(entry["input"]), float(entry["output"]))
+                batch = [entry.get(k) for k in ("batch_input", "batch_output")]
+                price = Price(float(entry["input"]), float(entry["output"]), True,
+                              *(None if b is None else float(b) for b in batch))
             else:
                 inp, outp = entry
                 price = Price(float(inp), float(outp))
         except (KeyError, TypeError, ValueError):
             raise ConfigurationError(
                 f"pricing entry {name!r} from {source} must be "
-                '{"input": USD_per_1M, "output": USD_per_1M}'
+                '{"input": USD_per_1M, "output": USD_per_1M} (optionally "batch_input" and '
+                '"batch_output": the Batch API prices)'
             ) from None
         out[_normalize(str(name))] = price
     return out
@@ -129,9 +146,10 @@ def is_priced(model: str | None) -> bool:
     return price_for(model).known
 
 
-def cost(model: str | None, usage: Usage) -> float:
-    """USD for ``usage`` on ``model``; 0.0 for models without a price."""
-    return price_for(model).cost(usage)
+def cost(model: str | None, usage: Usage, *, batch: bool = False) -> float:
+    """USD for ``usage`` on ``model`` (through the Batch API with ``batch``); 0.0 for models
+    without a price."""
+    return price_for(model).cost(usage, batch=batch)
 
 
 def set_pricing(table: Mapping[str, Any] | None, *, replace: bool = False) -> None:
@@ -153,4 +171,5 @@ def pricing_table() -> dict[str, dict[str, float]]:
     """The effective table (packaged, then $TRACEGRAD_PRICING, then overrides), JSON-able."""
     with _lock:
         merged = {**_load_packaged(), **_load_env(), **_overrides}
-    return {k: {"input": v.input, "output": v.output} for k, v in sorted(merged.items())}
+    return {k: {"input": v.input, "output": v.output, "batch_input": v.batch_rates()[0],
+                "batch_output": v.batch_rates()[1]} for k, v in sorted(merged.items())}

@@ -113,7 +113,7 @@ def completion_attributes(c: Completion, model: str, capture_content: bool = Fal
         attrs["gen_ai.response.finish_reasons"] = [c.finish_reason]
     usd = 0.0
     if not c.cached:
-        usd = cost(model, c.usage)
+        usd = cost(model, c.usage, batch=c.batch)
         attrs.update({
             "gen_ai.usage.input_tokens": c.usage.prompt_tokens,
             "gen_ai.usage.output_tokens": c.usage.completion_tokens,

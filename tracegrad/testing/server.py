@@ -21,6 +21,7 @@ from typing import Any
 
 from ..llm.base import content_to_text, estimate_tokens
 from ..llm.mock import InFlight
+from .batches import FakeBatches, parse_multipart
 
 __all__ = ["AUTHORIZATION_MARK", "FakeOpenAIServer", "FAULTS"]
 
@@ -107,6 +108,7 @@ class FakeOpenAIServer:
         json_schema_supported: bool = True,
         report_usage: bool = True,
         echo_authorization: bool = False,
+        batch_delay: float = 0.0,
     ) -> None:
         self.default = default
         self.echo_authorization = echo_authorization
@@ -131,6 +133,16 @@ class FakeOpenAIServer:
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.batch = FakeBatches(self._batch_answer, delay=batch_delay)
+        """Files and batches (``/v1/files``, ``/v1/batches``); ``batch_delay`` is how long a
+        batch stays in progress. See :class:`~tracegrad.testing.batches.FakeBatches`."""
+
+    def _batch_answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """One batch line answered as the live endpoint would, without faults or latency."""
+        content = self._scripted(body)
+        if content is None:
+            return 500, _error("FakeOpenAIServer has no reply for this request", "server_error")
+        return 200, self.completion_body(body, content)
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> FakeOpenAIServer:
@@ -406,8 +418,11 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def do_GET(self) -> None:
-        if _route(self.path) == "/v1/models":
+        route = _route(self.path)
+        if route == "/v1/models":
             self._send(200, _models_list(self.fake.model))
+        elif route.startswith(("/v1/files", "/v1/batches")):
+            self._batch_get(route)
         else:
             self._send(404, _error(f"no route GET {self.path}", "invalid_request_error"))
 
@@ -416,6 +431,9 @@ class _Handler(BaseHTTPRequestHandler):
         # request on this keep-alive connection
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if _route(self.path).startswith(("/v1/files", "/v1/batches")):
+            self._batch_post(_route(self.path), raw)
+            return
         if _route(self.path) != "/v1/chat/completions":
             self._send(404, _error(f"no route POST {self.path}", "invalid_request_error"))
             return
@@ -427,6 +445,42 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake._record(body, self.headers)
         with self.fake._in_flight:
             self._chat(body)
+
+    def _batch_get(self, route: str) -> None:
+        store = self.fake.batch
+        parts = route.split("/")[2:]  # files|batches, id, content
+        if parts == ["batches"]:
+            self._send(200, store.listing())
+        elif len(parts) == 2 and parts[0] == "batches":
+            self._send(*store.retrieve(parts[1]))
+        elif len(parts) == 3 and parts[0] == "files" and parts[2] == "content":
+            data = store.content(parts[1])
+            if data is None:
+                self._send(404, _error(f"no such file: {parts[1]}", "invalid_request_error"))
+            else:
+                self._send(200, data, {"X-Content": "jsonl"})
+        elif len(parts) == 2 and parts[0] == "files" and parts[1] in store.files:
+            self._send(200, store.files[parts[1]])
+        else:
+            self._send(404, _error(f"no route GET {self.path}", "invalid_request_error"))
+
+    def _batch_post(self, route: str, raw: bytes) -> None:
+        store = self.fake.batch
+        parts = route.split("/")[2:]
+        if parts == ["files"]:
+            fields = parse_multipart(str(self.headers.get("Content-Type") or ""), raw)
+            name, data = fields.get("file", (None, b""))
+            purpose = fields.get("purpose", (None, b"batch"))[1].decode()
+            self._send(200, store.add_file(data, name or "upload.jsonl", purpose))
+        elif parts == ["batches"]:
+            try:
+                self._send(*store.create(json.loads(raw or b"{}")))
+            except json.JSONDecodeError:
+                self._send(400, _error("request body is not JSON", "invalid_request_error"))
+        elif len(parts) == 3 and parts[0] == "batches" and parts[2] == "cancel":
+            self._send(*store.cancel(parts[1]))
+        else:
+            self._send(404, _error(f"no route POST {self.path}", "invalid_request_error"))
 
     @property
     def _authorization(self) -> str:

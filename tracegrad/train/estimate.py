@@ -107,7 +107,8 @@ class _Rows:
         self.rows: list[dict[str, Any]] = []
 
     def add(self, purpose: str, spec: str, calls: float, prompt: float,
-            completion: float) -> None:
+            completion: float, batch: bool = False) -> None:
+        """A row; ``batch``: sent through the Batch API, priced at batch prices."""
         n = int(round(calls))
         if n <= 0:
             return
@@ -116,7 +117,8 @@ class _Rows:
         self.rows.append({"purpose": purpose, "model": spec, "calls": n,
                           "prompt_tokens": usage.prompt_tokens,
                           "completion_tokens": usage.completion_tokens,
-                          "usd": price.cost(usage), "priced": price.known})
+                          "usd": price.cost(usage, batch=batch), "priced": price.known,
+                          "batch": batch})
 
     def count(self, *purposes: str) -> int:
         return sum(r["calls"] for r in self.rows if r["purpose"] in purposes)
@@ -151,18 +153,18 @@ class _Sums:
     """Calls and tokens per (purpose, model), summed step by step, then one row each."""
 
     def __init__(self) -> None:
-        self.sums: dict[tuple[str, str], list[float]] = {}
+        self.sums: dict[tuple[str, str, bool], list[float]] = {}
 
     def add(self, purpose: str, spec: str, calls: float, prompt: float,
-            completion: float) -> None:
-        s = self.sums.setdefault((purpose, spec), [0.0, 0.0, 0.0])
+            completion: float, batch: bool = False) -> None:
+        s = self.sums.setdefault((purpose, spec, batch), [0.0, 0.0, 0.0])
         s[0], s[1], s[2] = s[0] + calls, s[1] + calls * prompt, s[2] + calls * completion
 
     def rows(self) -> _Rows:
         rows = _Rows()
-        for (purpose, spec), (calls, prompt, completion) in self.sums.items():
+        for (purpose, spec, batch), (calls, prompt, completion) in self.sums.items():
             if calls > 0:
-                rows.add(purpose, spec, calls, prompt / calls, completion / calls)
+                rows.add(purpose, spec, calls, prompt / calls, completion / calls, batch=batch)
         return rows
 
 
@@ -173,8 +175,8 @@ def accuracy_at(accuracy: float, k: int, steps: int, improves: float = IMPROVES)
 
 
 def _task_rows(task: TaskShape, *, optimizer: str, steps: int, batch: int, model: str,
-               optimizer_model: str, beam: int, accuracy: float, improves: float
-               ) -> tuple[_Rows, dict[str, int], float]:
+               optimizer_model: str, beam: int, accuracy: float, improves: float,
+               batch_eval: bool = False) -> tuple[_Rows, dict[str, int], float]:
     """The table for a starting accuracy: (rows, calls of a typical step, opt prompt).
 
     A step whose minibatch is all right stops after its forward calls (no backward, no
@@ -185,7 +187,7 @@ def _task_rows(task: TaskShape, *, optimizer: str, steps: int, batch: int, model
     mean_tr, mean_va = task.means("train"), task.means("val")
     sums, grown, per_cache = _Sums(), 0.0, {}
     if task.val:
-        sums.add("baseline", model, len(task.val), *mean_va)
+        sums.add("baseline", model, len(task.val), *mean_va, batch=batch_eval)
     typical: dict[str, int] = {}
     opt_prompt = 0.0
     for k in range(1, steps + 1):
@@ -215,7 +217,7 @@ def _task_rows(task: TaskShape, *, optimizer: str, steps: int, batch: int, model
         candidate = grown + GROWTH_TOKENS  # a candidate is one rewrite longer
         if task.val:
             sums.add("validation", model, learn * beam * len(task.val), mean_va[0] + candidate,
-                     mean_va[1])
+                     mean_va[1], batch=batch_eval)
         else:
             sums.add("validation", model, learn * beam * batch, mean_tr[0] + candidate,
                      mean_tr[1])
@@ -230,20 +232,21 @@ def _task_rows(task: TaskShape, *, optimizer: str, steps: int, batch: int, model
 
 def estimate_run(task: TaskShape, *, optimizer: str, steps: int, batch_size: int, model: str,
                  optimizer_model: str, concurrency: int = 8, beam: int = 1,
-                 accuracy: float = DEFAULT_ACCURACY, improves: float = IMPROVES
-                 ) -> dict[str, Any]:
+                 accuracy: float = DEFAULT_ACCURACY, improves: float = IMPROVES,
+                 batch_eval: bool = False) -> dict[str, Any]:
     """Expected calls, tokens and dollars of a run, and the range it can fall in; makes no
     call. ``accuracy`` is the share of training examples the prompt already gets right
     (a guess, e.g. from ``tracegrad eval``): it sets how many steps find failures and how
     many failures each has, which is what backward, rewrite and validation calls depend on.
     ``improves``: the share of the gap to a perfect score the run is assumed to close by
-    its last step (0: the accuracy stays as it is).
+    its last step (0: the accuracy stays as it is). ``batch_eval``: the baseline and full
+    validations at Batch API prices, as ``optimize --batch-eval`` sends them.
     """
     if not 0.0 <= accuracy <= 1.0:
         raise ValueError(f"accuracy must be between 0 and 1, not {accuracy}")
     batch = min(batch_size, len(task.train))
     shape = {"optimizer": optimizer, "steps": steps, "batch": batch, "model": model,
-             "optimizer_model": optimizer_model, "beam": beam}
+             "optimizer_model": optimizer_model, "beam": beam, "batch_eval": batch_eval}
     rows, per, opt_prompt = _task_rows(task, accuracy=accuracy, improves=improves, **shape)
     worst, _, _ = _task_rows(task, accuracy=0.0, improves=0.0, **shape)
     out = _summarise(rows.rows, task, optimizer=optimizer, steps=steps, batch_size=batch_size,
@@ -264,7 +267,7 @@ def _upper_usd(rows: list[dict[str, Any]], task: TaskShape, optimizer: str, step
     for r in rows:
         factor = max(repair_factor, 1.2) if r["purpose"] in ("optimizer", "backward") else 1.2
         upper += factor * price_for(r["model"]).cost(
-            Usage(r["prompt_tokens"], 2 * r["completion_tokens"]))
+            Usage(r["prompt_tokens"], 2 * r["completion_tokens"]), batch=r.get("batch", False))
     return upper
 
 
@@ -301,6 +304,9 @@ def _summarise(rows: list[dict[str, Any]], task: TaskShape, *, optimizer: str, s
     if unpriced:
         notes.append(f"no price known for {', '.join(unpriced)}: counted as $0 (set "
                      "$TRACEGRAD_PRICING to a JSON price table)")
+    if any(r.get("batch") for r in rows):
+        notes.append("baseline and validation rows at Batch API prices (--batch-eval); each "
+                     "such evaluation waits up to the provider's window")
     if not per_step["backward"]:
         notes.append(f"{optimizer} makes no backward calls")
     return {

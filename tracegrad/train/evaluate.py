@@ -22,7 +22,8 @@ from ..core.context import enable_grad, no_grad
 from ..core.feedback import positive_feedback
 from ..core.shorten import shorten
 from ..core.variable import Variable
-from ..llm.base import ConfigurationError, LLMError, RetryableError
+from ..llm.base import ConfigurationError, Deferred, LLMError, RetryableError
+from ..llm.batch import BatchOptions, run_batched
 from ..llm.meter import BudgetExceeded
 from ..ops.loss import MetricLoss
 from ..ops.python import ExecutionError
@@ -34,6 +35,7 @@ from .runs import state_hash
 
 __all__ = [
     "BudgetStop",
+    "batch_options",
     "Runner",
     "ScoreCache",
     "evaluate",
@@ -126,8 +128,8 @@ def _score(
         else:
             score, explanation = metric(var.value, ex.expected)
     except Exception as e:
-        if _stops_the_run(e):
-            raise  # a judge the server could not reach: as above
+        if _stops_the_run(e) or isinstance(e, Deferred):
+            raise  # a judge the server could not reach: as above; or one left for a batch
         if isinstance(e, LLMError):
             msg = f"The metric could not score this output ({type(e).__name__}: {e})."
             return Outcome(ex, 0.0, msg, output=var.value, error=msg, output_var=var)
@@ -149,6 +151,20 @@ def mean(xs: Iterable[float]) -> float:
 
 _LABELS = {"val": "validation", "train": "minibatch check", "eval": "eval"}
 
+BATCH_SPLITS = (None, "val", "test", "eval")
+"""Scoring that goes through a provider batch when one is configured: whole evaluations.
+Training minibatches ("train") stay live: a step waits only for the evaluations it needs."""
+
+
+def batch_options(value: Any, run_dir: Any = None) -> BatchOptions | None:
+    """``batch=`` / ``batch_eval=`` as options; the run directory keeps the journal."""
+    if not value:
+        return None
+    opts = value if isinstance(value, BatchOptions) else BatchOptions()
+    if opts.run_dir is None and run_dir not in (None, False):
+        opts = dataclasses.replace(opts, run_dir=run_dir)
+    return opts
+
 
 class Runner:
     """Runs examples concurrently, each in its own copy of the caller's context."""
@@ -159,7 +175,11 @@ class Runner:
         metric: Callable[[Any, Any], Any],
         metric_name: str,
         concurrency: int,
+        *,
+        batch: bool | BatchOptions | None = None,
+        run_dir: Any = None,
     ) -> None:
+        """``batch``: whole evaluations go through provider batches, journal in ``run_dir``."""
         self.program = program
         self.metric = metric
         self.metric_name = metric_name
@@ -167,6 +187,8 @@ class Runner:
         self.calls = 0  # examples run and scored (rollouts)
         # told of every finished example (begin/advance/end): the progress display
         self.observer: Any = None
+        self.batch = batch_options(batch, run_dir)  # set: scoring goes through provider batches
+        self.batch_reports: list[dict[str, Any]] = []
 
     def run(self, examples: Sequence[Example], grad: bool,
             split: str | None = None) -> list[Outcome]:
@@ -186,7 +208,11 @@ class Runner:
         # training's forward pass (grad) is traced as "forward", any scoring as "evaluate"
         try:
             with telemetry.operation("forward" if grad else "evaluate", attrs) as op:
-                outcomes = self.pool.map(one, examples)
+                if self.batch is not None and not grad and split in BATCH_SPLITS:  # bulk
+                    outcomes, report = run_batched(examples, one, self.pool.map, self.batch)
+                    self.batch_reports.append({"split": split, **report})
+                else:
+                    outcomes = self.pool.map(one, examples)
                 if op is not None:
                     telemetry.record_outcomes(op, self.metric_name, outcomes)
         finally:
@@ -207,6 +233,7 @@ def evaluate(
     input_fields: Sequence[str] | None = None,
     output_field: str | None = None,
     progress: Any = False,
+    batch: bool | BatchOptions | None = None,
 ) -> EvalResult:
     """Score a program on a dataset (no graph is recorded, nothing is optimized).
 
@@ -214,6 +241,11 @@ def evaluate(
     (:class:`~tracegrad.train.progress.EvalProgress`); an object with ``begin``/``advance``/
     ``end`` is told of every finished example instead. The whole evaluation is one
     ``tracegrad.eval`` span when tracing is on.
+
+    ``batch`` (True or :class:`~tracegrad.llm.batch.BatchOptions`) sends the calls through
+    the provider's Batch API: half the price, results within the provider's window
+    (typically 24 h); with ``BatchOptions(run_dir=...)`` a killed evaluation resumes the
+    same batches. The result's ``batch`` says what was submitted, failed and retried.
     """
     from .progress import eval_progress
     from .usage import Meters, engines_in
@@ -221,7 +253,7 @@ def evaluate(
     ds = load_dataset(data, input_fields, output_field)
     fn = get_metric(metric)
     name = getattr(fn, "__name__", "metric")
-    runner = Runner(program, fn, name, concurrency)
+    runner = Runner(program, fn, name, concurrency, batch=batch)
     if progress:  # the spend so far, read live from the meters behind the program's engines
         meters = Meters([*engines_in(program), *engines_in(fn),
                          *engines_in(getattr(fn, "wrapped", None))])
@@ -233,7 +265,8 @@ def evaluate(
     finally:
         runner.close()
     raise_if_all_crashed(outcomes)
-    return EvalResult(mean(o.score for o in outcomes), outcomes)
+    report = runner.batch_reports[-1] if runner.batch_reports else None
+    return EvalResult(mean(o.score for o in outcomes), outcomes, batch=report)
 
 
 def raise_if_all_crashed(outcomes: list[Outcome]) -> None:

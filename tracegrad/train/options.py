@@ -50,6 +50,10 @@ class TrainOptions:
       ``"auto"`` takes a prompt file's description and output field, or the program's
       docstring. Off by default: on the SIMULATED quality benchmark (30 seeds) it did not
       help, which that benchmark cannot measure fairly (its stand-in ignores the task).
+    - ``batch_eval``: True or a :class:`~tracegrad.llm.batch.BatchOptions`: the baseline
+      and full validations go through the provider's Batch API (half price, up to the
+      provider's window); minibatches, feedback and rewrites stay live. The batch journal
+      is kept in the run directory, so a resumed run polls the same batches.
     - ``max_metric_calls``: stop once this many examples have been scored (rollouts),
       checked between steps; GEPA's unit of budget.
     """
@@ -82,6 +86,7 @@ class TrainOptions:
     merge: bool = False
     task: str | None = None
     max_metric_calls: int | None = None
+    batch_eval: Any = None
 
     def __post_init__(self) -> None:
         if self.gate not in GATES:

@@ -48,6 +48,7 @@ class Outcome:
 class EvalResult:
     score: float
     outcomes: list[Outcome]
+    batch: dict[str, Any] | None = None  # with batch=: batches, lines, failures, retries
 
     @property
     def scores(self) -> dict[str, float]:

@@ -235,7 +235,8 @@ class Trainer:
         path = self.plan.path
         rd = RunDir(path, collect_secrets(*self._engines())) if path is not None else None
         self.ckpt = Checkpoint(rd)
-        self.runner = Runner(self.program, self.metric, self.metric_name, self.opts.concurrency)
+        self.runner = Runner(self.program, self.metric, self.metric_name, self.opts.concurrency,
+                             batch=self.opts.batch_eval, run_dir=path)
         self.scores = ScoreCache(self.runner)
         self.history: list[dict[str, Any]] = []
         self.baseline: dict[str, Any] = {}
