@@ -246,3 +246,25 @@ def test_requests_for_two_models_go_to_two_batches(tmp_path: Path) -> None:
         assert server.batch.created == 2 and server.request_count == 0
     assert models == ["gpt-4o", "gpt-4o-mini"]
     assert res.score == 1.0
+
+
+def test_progress_counts_each_example_once_though_a_batch_reruns_them(tmp_path: Path) -> None:
+    class Count:
+        def __init__(self) -> None:
+            self.total, self.done = 0, 0
+
+        def begin(self, label: str, total: int) -> None:
+            self.total = total
+
+        def advance(self) -> None:
+            self.done += 1
+
+        def end(self) -> None:
+            pass
+
+    seen = Count()
+    with FakeOpenAIServer(reply) as server:
+        tg.evaluate(program(llm_on(server)), rows(12), "exact_match", batch=opts(tmp_path),
+                    progress=seen)
+        assert server.batch.created == 1
+    assert (seen.total, seen.done) == (12, 12)

@@ -199,8 +199,11 @@ class Runner:
             obs.begin(_LABELS.get(split, split or "evaluate") if not grad else "forward",
                       len(examples))
 
+        def plain(ex: Example) -> Outcome:
+            return run_example(self.program, self.metric, self.metric_name, ex, grad)
+
         def one(ex: Example) -> Outcome:
-            out = run_example(self.program, self.metric, self.metric_name, ex, grad)
+            out = plain(ex)
             if obs is not None:
                 obs.advance()
             return out
@@ -209,8 +212,12 @@ class Runner:
         try:
             with telemetry.operation("forward" if grad else "evaluate", attrs) as op:
                 if self.batch is not None and not grad and split in BATCH_SPLITS:  # bulk
-                    outcomes, report = run_batched(examples, one, self.pool.map, self.batch)
+                    # a round runs every example again until its batch answered, so the
+                    # count advances once the results are in (the batch says how it waits)
+                    outcomes, report = run_batched(examples, plain, self.pool.map, self.batch)
                     self.batch_reports.append({"split": split, **report})
+                    for _ in outcomes if obs is not None else ():
+                        obs.advance()
                 else:
                     outcomes = self.pool.map(one, examples)
                 if op is not None:
