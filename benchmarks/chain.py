@@ -1,6 +1,7 @@
 """Backward through a long chain of ``@tg.op`` functions: time, peak memory, feedback size.
 
-    python benchmarks/chain.py               # 10,000 nodes, textual and trace propagators
+    python benchmarks/chain.py               # 10,000 nodes: textual, batched and trace propagators
+    python benchmarks/chain.py --json        # the same as one JSON object (run_all.py reads it)
 
 No LLM call is made (plain functions route feedback without one); what is measured is the
 library's own work per node, which must stay linear in the chain's length.
@@ -9,6 +10,7 @@ library's own work per node, which must stay linear in the chain's length.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -21,6 +23,8 @@ import tracegrad as tg  # noqa: E402
 from tracegrad.backward import TextualPropagator, TracePropagator  # noqa: E402
 from tracegrad.testing import MockLLM  # noqa: E402
 
+MODES = ("textual", "batched", "trace")
+
 
 @tg.op
 def inc(x: int) -> int:
@@ -32,7 +36,10 @@ def one(n: int, mode: str) -> tuple[float, float, int]:
     v = p
     for _ in range(n):
         v = inc(v)
-    prop = TracePropagator() if mode == "trace" else TextualPropagator(engine=MockLLM(["ok"]))
+    if mode == "trace":
+        prop = TracePropagator()
+    else:
+        prop = TextualPropagator(engine=MockLLM(["ok"]), batch_feedback=(mode == "batched"))
     tracemalloc.start()
     t0 = time.perf_counter()
     v.backward("The result is too small.", propagator=prop)
@@ -46,13 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
-    for mode in ("textual", "trace"):
+    out = {}
+    for mode in MODES:
         rows = [one(args.nodes, mode) for _ in range(args.runs)]
         ts = [r[0] for r in rows]
-        print(f"{mode:8} {args.nodes} nodes: {statistics.median(ts):.2f} s "
-              f"[{min(ts):.2f}-{max(ts):.2f}], peak {max(r[1] for r in rows):.0f} MB "
-              f"(traced allocations), feedback at the parameter {rows[0][2]} chars")
+        out[mode] = {"nodes": args.nodes, "runs": args.runs, "backward_s": statistics.median(ts),
+                     "runs_s": ts, "peak_mb": max(r[1] for r in rows),
+                     "feedback_chars": rows[0][2]}
+        if not args.json:
+            print(f"{mode:8} {args.nodes} nodes: {statistics.median(ts):.2f} s "
+                  f"[{min(ts):.2f}-{max(ts):.2f}], peak {max(r[1] for r in rows):.0f} MB "
+                  f"(traced allocations), feedback at the parameter {rows[0][2]} chars")
+    if args.json:
+        print(json.dumps(out, indent=1))
     return 0
 
 

@@ -13,9 +13,9 @@ Modes:
 
 The engine is ``tracegrad.llm.LLM("openai:bench-model", base_url=URL, cache=False,
 max_concurrency=32)``: the production wrapper stack (meter, limits, retries) with the
-cache off, so every call reaches the server. ``max_concurrency`` is raised from its
-default of 8 so that a batch of 16 can be in flight at once (the critical-path limit
-assumes that); the forward pass of a minibatch runs in a thread pool, as a user's loop
+cache off, so every call reaches the server. ``max_concurrency`` 32 is the default
+ceiling; larger batches pass ``--max-concurrency`` so a whole level can be in flight at
+once (the critical-path limit assumes that); the forward pass of a minibatch runs in a thread pool, as a user's loop
 would (tracegrad's ops are synchronous per call, and tracing state is per thread).
 """
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -167,6 +168,7 @@ def main() -> None:
             expected = {"solution": common.IMPROVED["solution"]}
         result["workloads"][w] = {"steps": clock.steps, "diag": info["diag"],
                                   "problems": common.check_values(info["values"], expected)}
+    result["max_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
     common.emit(result, args.out)
 
 

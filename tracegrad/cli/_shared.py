@@ -241,7 +241,7 @@ BaseUrlOpt = Annotated[
                  "$OPENAI_API_KEY.", envvar=None),
 ]
 ConcurrencyOpt = Annotated[
-    int, typer.Option("--concurrency", "-j", min=1, help="Most LLM calls in flight at once.")
+    int, typer.Option("--concurrency", "-j", min=1, help="Most LLM calls in flight at once (a ceiling: tracegrad starts there, halves on 429/503 and grows back while the server keeps up).")
 ]
 NoCacheOpt = Annotated[
     bool, typer.Option("--no-cache", metavar=" ", help="Do not read or write the reply cache.")

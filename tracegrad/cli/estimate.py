@@ -42,7 +42,7 @@ def estimate(
     optimizer: OptimizerOpt = "tgd",
     model: ModelOpt = None,
     optimizer_model: OptimizerModelOpt = None,
-    concurrency: ConcurrencyOpt = 8,
+    concurrency: ConcurrencyOpt = 32,
     accuracy: Annotated[float, typer.Option(
         "--accuracy", min=0.0, max=1.0, help="Share of training examples the prompt already "
         "gets right (e.g. from `tracegrad eval`): it sets how many steps find failures and "

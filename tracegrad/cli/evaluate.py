@@ -51,7 +51,7 @@ def eval_(
     model: ModelOpt = None,
     optimizer_model: OptimizerModelOpt = None,
     base_url: BaseUrlOpt = None,
-    concurrency: ConcurrencyOpt = 8,
+    concurrency: ConcurrencyOpt = 32,
     no_cache: NoCacheOpt = False,
     show: Annotated[int, typer.Option("--show", help="How many failures to list.")] = 10,
     output: Annotated[Path | None, typer.Option(

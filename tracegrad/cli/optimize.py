@@ -68,7 +68,7 @@ def optimize(
     budget_usd: Annotated[float | None, typer.Option("--budget-usd", min=0.0, callback=_finite, help="Stop before "
                                                      "spending more than this many dollars "
                                                      "(all models together).")] = None,
-    concurrency: ConcurrencyOpt = 8,
+    concurrency: ConcurrencyOpt = 32,
     no_cache: NoCacheOpt = False,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run saved in "
                                                 "this run directory.")] = None,

@@ -18,7 +18,7 @@ from .base import ConfigurationError, Engine
 from .batch import BatchRouter
 from .cache import Cache, cache_disabled_by_env
 from .calllog import CallLog
-from .limits import Limits
+from .limits import DEFAULT_MAX_CONCURRENCY, Limits
 from .meter import Budget, Meter
 from .openai import OpenAIEngine
 from .telemetry import with_tracing
@@ -55,7 +55,8 @@ def LLM(
     base_url: str | None = None,
     api_key: str | None = None,
     cache: bool | str | os.PathLike[str] | None = None,
-    max_concurrency: int = 8,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    start_concurrency: int | None = None,
     rpm: float | None = None,
     tpm: float | None = None,
     max_retries: int = 4,
@@ -76,7 +77,9 @@ def LLM(
     budget this engine should share. ``max_tokens`` caps every reply; ``completion_limits``
     changes the per-purpose default caps instead (``{"optimizer": 4096}``), see
     :data:`~tracegrad.llm.base.DEFAULT_COMPLETION_LIMITS`. ``timeout`` bounds each attempt
-    as a whole. Other keywords are default sampling parameters for OpenAI models, or
+    as a whole. ``max_concurrency`` is the ceiling of calls in flight; the limit starts at
+    ``start_concurrency`` (default: the ceiling) and adapts, see
+    :class:`~tracegrad.llm.limits.AdaptiveLimit`. Other keywords are default sampling parameters for OpenAI models, or
     MockLLM options (``replies``, ``default``, ``latency``) for mocks.
     """
     provider, model = parse_spec(spec)
@@ -103,6 +106,7 @@ def LLM(
     engine = Limits(
         engine,
         max_concurrency,
+        start_concurrency=start_concurrency,
         rpm=rpm,
         tpm=tpm,
         max_retries=max_retries,

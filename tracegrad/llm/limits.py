@@ -27,27 +27,46 @@ from .base import (
     explicit_completion_limit,
 )
 
-__all__ = ["Limits", "HybridSemaphore", "RateWindow"]
+__all__ = ["DEFAULT_MAX_CONCURRENCY", "AdaptiveLimit", "Limits", "HybridSemaphore", "RateWindow"]
+
+DEFAULT_MAX_CONCURRENCY = 32
+"""Default ceiling of calls in flight (the adaptive limit starts there and backs off on
+429/503): a minibatch of up to 32 goes out in one wave."""
+
+BACKOFF_STATUS = frozenset({429, 503})
+"""Statuses that mean "too many at once": the adaptive limit halves on them."""
 
 
 class HybridSemaphore:
     """A counting semaphore that threads and coroutines (of any loop) share fairly.
 
     A freed slot is handed directly to the oldest waiter, so neither side can starve the
-    other and an async waiter never blocks an executor thread while it waits.
+    other and an async waiter never blocks an executor thread while it waits. The number
+    of slots can change while it is in use (:meth:`set_limit`): lowering it lets the calls
+    in flight finish and holds new ones back until fewer than the new limit run.
     """
 
     def __init__(self, value: int) -> None:
         if value < 1:
             raise ConfigurationError("max_concurrency must be at least 1")
         self._lock = threading.Lock()
-        self._free = value
+        self._limit = int(value)
+        self._used = 0
         self._waiters: deque[Any] = deque()
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    def set_limit(self, value: int) -> None:
+        with self._lock:
+            self._limit = max(1, int(value))
+            self._wake()
 
     def acquire(self) -> None:
         with self._lock:
-            if self._free > 0 and not self._waiters:
-                self._free -= 1
+            if self._used < self._limit and not self._waiters:
+                self._used += 1
                 return
             event = threading.Event()
             self._waiters.append(event)
@@ -56,8 +75,8 @@ class HybridSemaphore:
     async def aacquire(self) -> None:
         loop = asyncio.get_running_loop()
         with self._lock:
-            if self._free > 0 and not self._waiters:
-                self._free -= 1
+            if self._used < self._limit and not self._waiters:
+                self._used += 1
                 return
             fut: asyncio.Future[None] = loop.create_future()
             waiter = (loop, fut)
@@ -74,18 +93,23 @@ class HybridSemaphore:
 
     def release(self) -> None:
         with self._lock:
-            while self._waiters:
-                waiter = self._waiters.popleft()
-                if isinstance(waiter, threading.Event):
-                    waiter.set()
-                    return
-                loop, fut = waiter
-                try:
-                    loop.call_soon_threadsafe(_resolve, fut)
-                    return
-                except RuntimeError:  # that loop is closed; its waiter is gone
-                    continue
-            self._free += 1
+            self._used -= 1
+            self._wake()
+
+    def _wake(self) -> None:
+        """Hand free slots to the oldest waiters (call with the lock held)."""
+        while self._waiters and self._used < self._limit:
+            waiter = self._waiters.popleft()
+            if isinstance(waiter, threading.Event):
+                self._used += 1
+                waiter.set()
+                continue
+            loop, fut = waiter
+            try:
+                loop.call_soon_threadsafe(_resolve, fut)
+            except RuntimeError:  # that loop is closed; its waiter is gone
+                continue
+            self._used += 1
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -140,19 +164,78 @@ class RateWindow:
                 entry[1] = float(amount)
 
 
+class AdaptiveLimit:
+    """How many calls may be in flight: additive increase, multiplicative decrease (AIMD).
+
+    Starts at ``start`` (default: the ceiling). A 429 or 503 halves it -- once per wave:
+    refusals of calls that were already in flight when it was last halved do not halve it
+    again. Every ``limit`` successes in a row raise it by one, up to ``ceiling`` (the
+    user's ``max_concurrency`` / ``--concurrency``), so it grows back while the server
+    keeps up. The semaphore it drives is changed in place; calls in flight are never cut.
+    """
+
+    def __init__(self, sem: HybridSemaphore, ceiling: int, start: int | None = None) -> None:
+        if ceiling < 1:
+            raise ConfigurationError("max_concurrency must be at least 1")
+        if start is not None and not 1 <= start <= ceiling:
+            raise ConfigurationError(
+                f"start_concurrency must be between 1 and max_concurrency ({ceiling}), "
+                f"got {start}")
+        self.ceiling = int(ceiling)
+        self._sem = sem
+        self._lock = threading.Lock()
+        self._epoch = 0  # bumped at every cut; a call remembers the epoch it started in
+        self._successes = 0
+        self.cuts = 0  # times the limit was halved, for reports
+        sem.set_limit(start or self.ceiling)
+
+    @property
+    def value(self) -> int:
+        return self._sem.limit
+
+    def started(self) -> int:
+        """The epoch a call starts in (pass it to :meth:`refused`)."""
+        return self._epoch
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._successes += 1
+            limit = self._sem.limit
+            if self._successes >= limit and limit < self.ceiling:
+                self._successes = 0
+                self._sem.set_limit(limit + 1)
+
+    def refused(self, epoch: int, status: int | None) -> None:
+        """A call that started in ``epoch`` was refused with ``status``."""
+        if status not in BACKOFF_STATUS:
+            return
+        with self._lock:
+            self._successes = 0
+            if epoch != self._epoch:
+                return  # this wave already halved the limit
+            self._epoch += 1
+            self.cuts += 1
+            self._sem.set_limit(max(1, self._sem.limit // 2))
+
+
 class Limits(EngineWrapper):
     """Bound concurrency and rates; retry :class:`RetryableError` with backoff and jitter.
 
     Backoff before retry ``n`` (0-based) is ``backoff_base * 2**n``, scaled by a random
     factor in [0.5, 1.5) and capped at ``backoff_max``; a server's Retry-After wins, up to
     ``max_retry_after`` seconds. Slots are released while waiting to retry.
+
+    ``max_concurrency`` is a ceiling: the number of calls in flight adapts below it
+    (:class:`AdaptiveLimit`), starting at ``start_concurrency`` (default: the ceiling),
+    halving on 429/503 and growing back by one per window of successes.
     """
 
     def __init__(
         self,
         inner: Engine,
-        max_concurrency: int = 8,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         *,
+        start_concurrency: int | None = None,
         rpm: float | None = None,
         tpm: float | None = None,
         max_retries: int = 4,
@@ -165,6 +248,7 @@ class Limits(EngineWrapper):
             raise ConfigurationError("max_retries must be >= 0")
         self._max_concurrency = int(max_concurrency)
         self._sem = HybridSemaphore(self._max_concurrency)
+        self.adaptive = AdaptiveLimit(self._sem, self._max_concurrency, start_concurrency)
         self.rpm = RateWindow(rpm) if rpm else None
         self.tpm = RateWindow(tpm) if tpm else None
         self.max_retries = max_retries
@@ -176,7 +260,13 @@ class Limits(EngineWrapper):
 
     @property
     def max_concurrency(self) -> int:  # type: ignore[override]
+        """The ceiling (what thread pools are sized for)."""
         return self._max_concurrency
+
+    @property
+    def concurrency(self) -> int:
+        """Calls allowed in flight right now (adapts below the ceiling)."""
+        return self.adaptive.value
 
     # -- policy --------------------------------------------------------------
     def delay(self, attempt: int, error: RetryableError) -> float:
@@ -226,12 +316,15 @@ class Limits(EngineWrapper):
                     if not wait:
                         break
                     time.sleep(wait)
+                epoch = self.adaptive.started()
                 try:
                     c = self.inner.complete(request)
                 except RetryableError as e:
                     error = e
+                    self.adaptive.refused(epoch, e.status)
                 else:
                     self._settle(tok, c)
+                    self.adaptive.succeeded()
                     return c
             finally:
                 self._sem.release()
@@ -252,12 +345,15 @@ class Limits(EngineWrapper):
                     if not wait:
                         break
                     await asyncio.sleep(wait)
+                epoch = self.adaptive.started()
                 try:
                     c = await self.inner.acomplete(request)
                 except RetryableError as e:
                     error = e
+                    self.adaptive.refused(epoch, e.status)
                 else:
                     self._settle(tok, c)
+                    self.adaptive.succeeded()
                     return c
             finally:
                 self._sem.release()

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .base import Completion, Engine, Request, StructuredOutputError
+from .base import Completion, Engine, Message, Request, StructuredOutputError
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -146,3 +146,31 @@ def complete_json(engine: Engine, request: Request, validate: Any) -> tuple[Any,
         raise StructuredOutputError(
             f"reply unusable after one repair: {e}", raw=second.text
         ) from None
+
+
+def schema_name(model: type[BaseModel]) -> str:
+    """A name the json_schema response format accepts (letters, digits, _ and -)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", model.__name__)[:64] or "Response"
+
+
+def schema_instruction(model: type[BaseModel]) -> str:
+    """The text asking for JSON when the server cannot be told the schema natively."""
+    return (
+        "Reply with only a JSON object (no prose, no code fences) that matches this JSON "
+        f"schema:\n{json.dumps(model.model_json_schema(), ensure_ascii=False)}"
+    )
+
+
+def append_schema(messages: list[Message], model: type[BaseModel]) -> list[Message]:
+    """``messages`` with the schema instruction added to the last one (a copy)."""
+    out = [dict(m) for m in messages]
+    note = schema_instruction(model)
+    if not out:
+        return [{"role": "user", "content": note}]
+    last = out[-1]
+    content = last.get("content")
+    if isinstance(content, list):
+        last["content"] = [*content, {"type": "text", "text": note}]
+    else:
+        last["content"] = f"{content or ''}\n\n{note}"
+    return out

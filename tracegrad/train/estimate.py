@@ -36,6 +36,7 @@ from ..llm.base import (
     estimate_tokens,
     is_reasoning_model,
 )
+from ..llm.limits import DEFAULT_MAX_CONCURRENCY
 from ..llm.pricing import price_for
 from ..optim.registry import calls_per_step
 
@@ -231,7 +232,7 @@ def _task_rows(task: TaskShape, *, optimizer: str, steps: int, batch: int, model
 
 
 def estimate_run(task: TaskShape, *, optimizer: str, steps: int, batch_size: int, model: str,
-                 optimizer_model: str, concurrency: int = 8, beam: int = 1,
+                 optimizer_model: str, concurrency: int = DEFAULT_MAX_CONCURRENCY, beam: int = 1,
                  accuracy: float = DEFAULT_ACCURACY, improves: float = IMPROVES,
                  batch_eval: bool = False) -> dict[str, Any]:
     """Expected calls, tokens and dollars of a run, and the range it can fall in; makes no

@@ -24,6 +24,7 @@ from ..core.shorten import shorten
 from ..core.variable import Variable
 from ..llm.base import ConfigurationError, Deferred, LLMError, RetryableError
 from ..llm.batch import BatchOptions, run_batched
+from ..llm.limits import DEFAULT_MAX_CONCURRENCY
 from ..llm.meter import BudgetExceeded
 from ..ops.loss import MetricLoss
 from ..ops.python import ExecutionError
@@ -236,7 +237,7 @@ def evaluate(
     data: Any,
     metric: Any = "exact_match",
     *,
-    concurrency: int = 8,
+    concurrency: int = DEFAULT_MAX_CONCURRENCY,
     input_fields: Sequence[str] | None = None,
     output_field: str | None = None,
     progress: Any = False,

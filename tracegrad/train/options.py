@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.variable import Parameter
+from ..llm.limits import DEFAULT_MAX_CONCURRENCY
 from .gate import GATES
 
 __all__ = ["TrainOptions", "signature_with_options"]
@@ -70,7 +71,7 @@ class TrainOptions:
     run_dir: str | Path | None | bool = None
     resume: str | Path | None = None
     seed: int = 0
-    concurrency: int = 8
+    concurrency: int = DEFAULT_MAX_CONCURRENCY
     gate: str = "non-decrease"
     patience: int | None = None
     pool_size: int = 3

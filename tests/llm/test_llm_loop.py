@@ -1,0 +1,137 @@
+"""One client per engine: every call, from threads or any event loop, runs on the shared loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+
+import tracegrad.llm.openai as openai_mod
+from tracegrad.llm import OpenAIEngine
+from tracegrad.llm.base import make_request
+from tracegrad.llm.loop import SharedLoop, shared_loop
+from tracegrad.testing import FakeOpenAIServer
+
+SECRET = "sk-test-SECRET-1234567890"
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> list[openai.AsyncOpenAI]:
+    """Every AsyncOpenAI the engine module builds, in order."""
+    made: list[openai.AsyncOpenAI] = []
+
+    class Counting(openai.AsyncOpenAI):
+        def __init__(self, *a, **kw) -> None:
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(openai_mod.openai, "AsyncOpenAI", Counting)
+    return made
+
+
+def test_one_client_serves_two_event_loops_and_many_threads(built, server: FakeOpenAIServer):
+    server.add_replies(*[f"r{i}" for i in range(10)])
+    eng = OpenAIEngine("gpt-4o-mini", base_url=server.url, api_key=SECRET)
+    first = asyncio.run(eng.acomplete(make_request("one")))
+    second = asyncio.run(eng.acomplete(make_request("two")))
+    with ThreadPoolExecutor(4) as pool:
+        rest = list(pool.map(lambda i: eng.complete(make_request(f"t{i}")).text, range(8)))
+    assert (first.text, second.text) == ("r0", "r1")
+    assert sorted(rest) == sorted(f"r{i}" for i in range(2, 10))
+    assert len(built) == 1  # one client (one pool, one SSL context) for all of them
+    assert eng._client is None  # and no second, sync client for the threads
+    assert server.request_count == 10
+
+
+def test_engines_do_not_share_clients(built, server: FakeOpenAIServer):
+    server.add_replies("a", "b")
+    for _ in range(2):
+        OpenAIEngine("gpt-4o-mini", base_url=server.url, api_key=SECRET).complete(
+            make_request("x"))
+    assert len(built) == 2
+
+
+def test_a_cancelled_caller_cancels_its_call_on_the_shared_loop(server: FakeOpenAIServer):
+    server.inject("hang", seconds=5)
+    eng = OpenAIEngine("gpt-4o-mini", base_url=server.url, api_key=SECRET, timeout=30)
+
+    async def caller() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(eng.acomplete(make_request("slow")), 0.3)
+
+    asyncio.run(caller())
+    loop = shared_loop().loop
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        pending = asyncio.run_coroutine_threadsafe(_pending(), loop).result(1)
+        if pending == 0:
+            break
+        time.sleep(0.02)
+    assert pending == 0  # the request on the shared loop was cancelled, not left running
+
+
+async def _pending() -> int:
+    me = asyncio.current_task()
+    return sum(1 for t in asyncio.all_tasks() if t is not me and not t.done())
+
+
+def test_a_shared_loop_runs_coroutines_from_threads_and_loops():
+    sl = SharedLoop("test-loop")
+    seen: list[int] = []
+
+    async def where() -> int:
+        seen.append(threading.get_ident())
+        return 7
+
+    try:
+        assert sl.run(where()) == 7
+        assert asyncio.run(sl.arun(where())) == 7
+        assert len(set(seen)) == 1 and seen[0] != threading.get_ident()
+    finally:
+        sl.close()
+
+
+def test_a_large_ceiling_spreads_connections_over_small_pools(server: FakeOpenAIServer,
+                                                              monkeypatch: pytest.MonkeyPatch):
+    from tracegrad.llm.transport import ShardedTransport
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    server.add_replies(*["ok"] * 24)
+    eng = OpenAIEngine("gpt-4o-mini", base_url=server.url, api_key=SECRET, max_concurrency=24)
+    with ThreadPoolExecutor(24) as pool:
+        texts = list(pool.map(lambda i: eng.complete(make_request(f"q{i}")).text, range(24)))
+    assert texts == ["ok"] * 24
+    transport = eng._shared_client()._client._transport
+    assert isinstance(transport, ShardedTransport) and len(transport._pools) == 3
+    assert transport._busy == [0, 0, 0]  # every response released its pool
+    assert sum(1 for p in transport._pools if p._pool.connections) >= 2  # more than one used
+
+
+def test_a_proxy_in_the_environment_keeps_httpx_own_transport(monkeypatch: pytest.MonkeyPatch):
+    from tracegrad.llm.transport import ShardedTransport
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    eng = OpenAIEngine("gpt-4o-mini", base_url="https://api.example.invalid/v1", api_key=SECRET)
+    assert not isinstance(eng._shared_client()._client._transport, ShardedTransport)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+def test_a_forked_child_gets_its_own_loop_and_client(server: FakeOpenAIServer):
+    import os
+
+    server.add_replies("parent", "child", "parent again")
+    eng = OpenAIEngine("gpt-4o-mini", base_url=server.url, api_key=SECRET)
+    assert eng.complete(make_request("a")).text == "parent"
+    pid = os.fork()
+    if pid == 0:  # the parent's loop thread does not exist here
+        ok = eng.complete(make_request("b")).text == "child"
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert eng.complete(make_request("c")).text == "parent again"
