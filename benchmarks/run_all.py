@@ -232,6 +232,14 @@ def fmt(x: Any, nd: int = 2) -> str:
     return f"{int(x):,}" if isinstance(x, (int, float)) else str(x)
 
 
+def spread(a: dict[str, Any]) -> str:
+    """The wall time as "median [min-max]" over the steady steps (one sample: the median)."""
+    xs = a.get("wall_samples") or []
+    if len(xs) < 2:
+        return f"{a['wall_s']:.3f}"
+    return f"{a['wall_s']:.3f} [{min(xs):.3f}-{max(xs):.3f}]"
+
+
 def machine() -> dict[str, Any]:
     cpu = ""
     try:
@@ -649,7 +657,7 @@ def render(r: dict[str, Any]) -> str:
     for k, per_cfg in r["summary"].items():
         lat_s = int(k[:-2]) / 1000
         add(f"### Latency {k} per request\n")
-        add("| framework | workload | LLM calls | prompt tok | completion tok | wall s | first step s | depth | limit s | x limit |")
+        add("| framework | workload | LLM calls | prompt tok | completion tok | wall s [min-max] | first step s | depth | limit s | x limit |")
         add("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
         for w in ("w1", "w2", "w3"):
             for name, per in per_cfg.items():
@@ -661,7 +669,7 @@ def render(r: dict[str, Any]) -> str:
                 depth = fmt(a["depth"]) if lat_s else "–"
                 lim = f"{limit:.1f} | {a['wall_s'] / limit:.2f}" if limit else "– | –"
                 add(f"| {name} | {WORKLOAD_TITLES[w]} | {fmt(a['calls'])} | {fmt(a['prompt_tokens'], 0)} | "
-                    f"{fmt(a['completion_tokens'], 0)} | {a['wall_s']:.3f} | {first} | {depth} | {lim} |")
+                    f"{fmt(a['completion_tokens'], 0)} | {spread(a)} | {first} | {depth} | {lim} |")
         add("")
         w3 = {n: per.get("w3") for n, per in per_cfg.items() if per.get("w3")}
         if w3:
@@ -707,7 +715,7 @@ def render(r: dict[str, Any]) -> str:
         add("Medians of the steady steps; *limit* is the critical-path limit (forward + feedback "
             "+ update levels), *alg. limit* adds the feedback-summary level when the step made "
             "one; RSS is the runner's peak.\n")
-        add("| mode | batch | LLM calls | summary calls | wall s | depth | limit s | x limit | "
+        add("| mode | batch | LLM calls | summary calls | wall s [min-max] | depth | limit s | x limit | "
             "alg. limit s | x alg. limit | peak RSS MiB |")
         add("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
         for mode, per in large.items():
@@ -715,7 +723,7 @@ def render(r: dict[str, Any]) -> str:
                 if v.get("wall_s") is None:
                     continue
                 add(f"| {mode} | {b} | {fmt(v['calls'])} | {fmt(v['summary_calls'])} | "
-                    f"{v['wall_s']:.3f} | {fmt(v['depth'])} | {v['limit_s']:.2f} | "
+                    f"{spread(v)} | {fmt(v['depth'])} | {v['limit_s']:.2f} | "
                     f"{fmt(v['x_limit'])} | {v['algorithm_limit_s']:.2f} | "
                     f"{fmt(v['x_algorithm_limit'])} | {fmt(v.get('max_rss_mib'), 0)} |")
         add("")

@@ -18,14 +18,14 @@ import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from ..optim.registry import optimizer_names
-from ..promptfile import PromptFile, PromptFileError, PromptFileErrors
+if TYPE_CHECKING:  # imported where used: `--help` must not load the library
+    from ..promptfile import PromptFile
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -161,6 +161,7 @@ def _errors() -> Iterator[None]:
     """Turn every expected error into a one-line message and an exit code."""
     from ..llm.base import ConfigurationError, LLMError
     from ..llm.meter import BudgetExceeded
+    from ..promptfile import PromptFileError, PromptFileErrors
     from ..sandbox import SandboxUnavailable
     from ..template import TemplateError
     from ..train.data import DatasetError
@@ -288,13 +289,19 @@ PromptArg = Annotated[
                          "file.", show_default=False)
 ]
 
-OPTIMIZERS = tuple(optimizer_names(aliases=False))  # tgd, tgd-batched, trace, opro
+def _optimizers() -> tuple[str, ...]:
+    """The main optimizer names (tgd, tgd-batched, trace, opro, reflect)."""
+    from ..optim.registry import optimizer_names
+
+    return tuple(optimizer_names(aliases=False))
 
 
 # -- loading --------------------------------------------------------------------------------
 
 
 def _load_prompt(path: Path) -> PromptFile:
+    from ..promptfile import PromptFile
+
     pf = PromptFile.load(path)
     for w in pf.warnings:
         _log(f"[yellow]warning:[/yellow] {_escape(w)}")
@@ -331,11 +338,11 @@ def _engine(spec: str, *, base_url: str | None, no_cache: bool, concurrency: int
 
 
 def _check_optimizer(name: str) -> str:
-    n = name.strip().lower()
-    if n not in OPTIMIZERS:
-        near = difflib.get_close_matches(n, OPTIMIZERS, n=1)
+    n, names = name.strip().lower(), _optimizers()
+    if n not in names:
+        near = difflib.get_close_matches(n, names, n=1)
         hint = f" -- did you mean '{near[0]}'?" if near else ""
-        raise CLIError(f"--optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}{hint}")
+        raise CLIError(f"--optimizer {name!r} is not one of {', '.join(names)}{hint}")
     return n
 
 

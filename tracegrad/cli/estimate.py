@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from ..train.estimate import estimate_run, prompt_file_shape
 from ._shared import (
     BaseUrlOpt,
     BatchOpt,
@@ -66,6 +65,8 @@ def estimate(
 
         tracegrad estimate prompts/object_counting.prompt --train prompts/object_counting.train.jsonl --val prompts/object_counting.val.jsonl --steps 8
     """
+    from ..train.estimate import estimate_run, prompt_file_shape
+
     with _errors():
         opt = _check_optimizer(optimizer)
         pf = _load_prompt(prompt_file)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..promptfile import PromptFile
-from ..train.examples import example_rows, export_format, summarize, write_examples
 from ._shared import (
     EXIT_FAILURE,
     BaseUrlOpt,
@@ -36,6 +34,9 @@ from ._shared import (
     _usage_totals,
     app,
 )
+
+if TYPE_CHECKING:
+    from ..promptfile import PromptFile
 
 QuietOpt = Annotated[bool, typer.Option(
     "--quiet", "-q", help="No progress display on stderr (results still go to stdout).")]
@@ -106,6 +107,8 @@ def eval_(
         usage = _usage_totals(snap)
         if res.batch is not None:
             usage["batch"] = res.batch
+        from ..train.examples import example_rows, summarize, write_examples
+
         rows = example_rows(res.outcomes, program.rendered_messages)
         summary = summarize(rows, snap)
         if output is not None:
@@ -131,6 +134,8 @@ def _check_output(output: Path | None, data: Path | None, run_dir: Path | None,
         return
     if data is None:
         raise CLIError("--output writes the rows of a scored dataset: pass --data FILE")
+    from ..train.examples import export_format
+
     try:
         export_format(output)
     except ValueError as e:

@@ -6,11 +6,10 @@ import contextlib
 import shutil
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..promptfile import PromptFile
 from ._shared import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -45,6 +44,9 @@ from ._shared import (
     _usage_totals,
     app,
 )
+
+if TYPE_CHECKING:
+    from ..promptfile import PromptFile
 
 # -- optimize -------------------------------------------------------------------------------
 
