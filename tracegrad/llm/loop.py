@@ -92,6 +92,12 @@ class SharedLoop:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def accepts(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether work may still be scheduled on ``loop``: it is this process's shared
+        loop and :meth:`close` has not begun (work queued after that would be dropped
+        unrun when the loop closes, with a "never awaited" warning)."""
+        return self._loop is loop and self._pid == os.getpid() and loop.is_running()
+
     # -- running -------------------------------------------------------------------
     def in_loop(self) -> bool:
         """Whether the caller already runs on the shared loop."""

@@ -175,11 +175,13 @@ def _shared_http(max_concurrency: int) -> Any:
 
 def _close_later(loop: Any, client: Any) -> None:
     """Close a dropped engine's shared client on the shared loop (its sockets live there)."""
+    if not shared_loop().accepts(loop):  # closing at exit: the process ends its sockets
+        return
+    coro = client.close()
     try:
-        if not loop.is_closed():
-            asyncio.run_coroutine_threadsafe(client.close(), loop)
+        asyncio.run_coroutine_threadsafe(coro, loop)
     except RuntimeError:  # the loop stopped meanwhile (interpreter exit)
-        pass
+        coro.close()
 
 
 class _OwnedHttpClient(openai.DefaultHttpxClient):  # type: ignore[misc, valid-type]
