@@ -275,6 +275,29 @@ def machine() -> dict[str, Any]:
     }
 
 
+QUALITY_HEADING = "## Optimization quality (SIMULATED)"
+
+
+def write_results_md(out_dir: str, text: str) -> None:
+    """RESULTS.md is this script's tables plus the quality section that
+    ``benchmarks/quality`` results are written into by hand: that section, if the file
+    has one, is kept as it is. Written to a temporary name and renamed, so an
+    interrupted run never leaves half a file."""
+    path = os.path.join(out_dir, "RESULTS.md")
+    try:
+        with open(path) as f:
+            old = f.read()
+    except FileNotFoundError:
+        old = ""
+    at = old.find(QUALITY_HEADING)
+    if at >= 0:
+        text = text.rstrip("\n") + "\n\n" + old[at:]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -290,8 +313,7 @@ def main() -> None:
         with open(os.path.join(args.out_dir, "results.json")) as f:
             results = json.load(f)
         results["targets"] = targets(results)
-        with open(os.path.join(args.out_dir, "RESULTS.md"), "w") as f:
-            f.write(render(results))
+        write_results_md(args.out_dir, render(results))
         return
 
     peers = not args.no_peers
@@ -398,8 +420,7 @@ def main() -> None:
     os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    with open(os.path.join(args.out_dir, "RESULTS.md"), "w") as f:
-        f.write(render(results))
+    write_results_md(args.out_dir, render(results))
     print_ratios(results)
     print(f"done in {results['elapsed_s']:.0f}s; wrote {args.out_dir}/RESULTS.md and results.json")
     if invalid:
