@@ -54,3 +54,23 @@ def test_tgd_never_applies_a_cut_rewrite():
 def test_a_whole_reply_costs_one_call():
     text, calls, events = complete_whole(MockLLM(["done"]), _request())
     assert (text, calls, events) == ("done", 1, [])
+
+
+def test_a_cut_merge_is_asked_again_not_repaired():
+    """Reflect.merge used to send a cut reply to the repair request (and could apply the
+    half it got); like every rewrite it is now asked again with twice the limit."""
+    p = tg.Parameter("Count every object.", role="instruction", name="p")
+    e = CutFirst("<new_value>\nCount every object. A dozen is twelve.\n</new_value>")
+    opt = tg.Reflect([p], engine=e)
+    value, calls, events = opt.merge(p, "Count every object.", "A dozen is twelve.",
+                                     "totals", "dozens")
+    assert value == "Count every object. A dozen is twelve."
+    assert calls == 2 and e.limits == [None, 200]
+    assert events[0]["event"] == "cut_reply"
+
+
+def test_a_merge_cut_twice_is_not_applied():
+    p = tg.Parameter("Count every object.", role="instruction", name="p")
+    e = CutFirst("<new_value>\nCount every object. A dozen is twelve.\n</new_value>", cuts=2)
+    value, calls, events = tg.Reflect([p], engine=e).merge(p, "a", "b", "x", "y")
+    assert value is None and calls == 2 and len(events) == 2

@@ -24,7 +24,7 @@ from .. import prompts
 from ..core.variable import Parameter
 from ..llm.base import Request
 from ..prompts.kinds import describe_kind, reply_reminder
-from .base import repair_request, value_text
+from .base import complete_whole, repair_request, value_text
 from .tgd import _FORMAT, TGD
 
 __all__ = ["SEARCH", "Reflect"]
@@ -85,9 +85,10 @@ class Reflect(TGD):
             {"role": "user", "content": self._merge_request(name, p, a, b, a_note, b_note)},
         ], purpose="optimizer", sample_id=sample_id)
         engine = self.engine
-        reply = engine.complete(request).text or ""
+        reply, calls, events = complete_whole(engine, request)  # a cut merge is asked again
+        if not reply and events:
+            return None, calls, events
         value, problem = self._parse(p, reply)
-        calls, events = 1, []
         if problem is not None:
             reply = engine.complete(repair_request(request, reply, problem[1], _FORMAT)).text
             calls += 1
