@@ -55,7 +55,7 @@ def _data(path: str, rows: int) -> None:
                                 "answer": str(a + b)}) + "\n")
 
 
-def slot_waits(log: list[dict], rows: int) -> list[float]:
+def slot_waits(log: list[dict]) -> list[float]:
     """For each reply while rows were still waiting: seconds until the next arrival."""
     arrivals = sorted(e["arrival"] for e in log)
     waits = []
@@ -82,7 +82,7 @@ def one_run(server: BenchServer, work: str, rows: int, concurrency: int) -> dict
     if len(log) != rows:
         raise SystemExit(f"expected {rows} requests, the server saw {len(log)}")
     first, last = min(e["arrival"] for e in log), max(e["done"] for e in log)
-    waits = sorted(slot_waits(log, rows))
+    waits = sorted(slot_waits(log))
     limit = math.ceil(rows / concurrency) * server.latency
     return {"span_s": last - first, "limit_s": limit, "x_limit": (last - first) / limit,
             "first_request_s": first - t0, "process_s": t1 - t0,

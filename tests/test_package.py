@@ -58,3 +58,17 @@ def test_unknown_name_is_an_attribute_error() -> None:
         assert "NoSuchThing" in str(e)
     else:
         raise AssertionError("tg.NoSuchThing did not raise")
+
+
+def test_the_type_checking_imports_name_exactly_the_lazy_exports() -> None:
+    """The package lists its names twice (lazily for Python, eagerly for type checkers):
+    the two lists must not drift apart."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(tg.__file__).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If)
+                 and getattr(n.test, "id", None) == "TYPE_CHECKING")
+    typed = {a.asname or a.name for n in block.body if isinstance(n, ast.ImportFrom)
+             for a in n.names}
+    assert typed == set(tg._EXPORTS)

@@ -278,3 +278,18 @@ def test_no_flag_is_shown_as_taking_a_value(command: list[str]) -> None:
     flags = [ln for ln in text.splitlines()
              if any(f in ln for f in ("--help ", "--json ", "--no-cache ", "--quiet "))]
     assert flags and all("<bool>" not in ln for ln in flags), flags
+
+
+def test_the_cli_concurrency_default_is_the_library_default():
+    """The commands spell the default out (`--help` must not import the LLM layer); it
+    must stay the engine's ceiling, DEFAULT_MAX_CONCURRENCY."""
+    import inspect
+
+    from tracegrad.cli.estimate import estimate
+    from tracegrad.cli.evaluate import eval_
+    from tracegrad.cli.optimize import optimize
+    from tracegrad.llm.limits import DEFAULT_MAX_CONCURRENCY
+
+    for command in (estimate, eval_, optimize):
+        default = inspect.signature(command).parameters["concurrency"].default
+        assert default == DEFAULT_MAX_CONCURRENCY, command.__name__

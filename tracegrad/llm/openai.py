@@ -51,7 +51,15 @@ from .limits import DEFAULT_MAX_CONCURRENCY
 from .loop import shared_loop
 from .structured import append_schema, parse_as, schema_name
 from .transport import ShardedTransport, env_proxies, one_pool
-from .wire import LIMIT_NAMES, checked_timeout, credentials, display_url, retry_after, sent_limit
+from .wire import (
+    LIMIT_NAMES,
+    checked_timeout,
+    credentials,
+    display_url,
+    retry_after,
+    sent_limit,
+    wire_body,
+)
 
 __all__ = ["OpenAIEngine"]
 
@@ -103,10 +111,8 @@ class _ChatPoster:
                 and bool(getattr(client, "auth_headers", None)) and not client.default_query)
 
     async def post(self, kwargs: dict[str, Any]) -> ChatCompletion:
-        body = {k: v for k, v in kwargs.items() if k not in ("timeout", "extra_body")}
-        body.update(kwargs.get("extra_body") or {})
         try:
-            resp = await self.http.post(self.url, content=json.dumps(body).encode(),
+            resp = await self.http.post(self.url, content=json.dumps(wire_body(kwargs)).encode(),
                                         headers=self.headers, timeout=kwargs.get("timeout"))
         except httpx2.TimeoutException as e:
             raise openai.APITimeoutError(request=e.request) from e
@@ -321,7 +327,8 @@ class OpenAIEngine(BaseEngine):
         Call with ``self._lock`` held.
         """
         if self._pid != os.getpid():
-            self._client, self._shared, self._pid = None, None, os.getpid()
+            self._client, self._shared, self._poster = None, None, None
+            self._pid = os.getpid()
             self._aclients = weakref.WeakKeyDictionary()
 
     @property
@@ -386,7 +393,7 @@ class OpenAIEngine(BaseEngine):
     def close(self) -> None:
         with self._lock:
             client, self._client = self._client, None
-            shared, self._shared = self._shared, None
+            shared, self._shared, self._poster = self._shared, None, None
         if client is not None:
             client.close()
         if shared is not None:
@@ -605,9 +612,8 @@ class OpenAIEngine(BaseEngine):
                         async for chunk in resp:
                             streamed.add(chunk)
                     return streamed
-                poster = self._poster
-                if self._async_http_client is None and poster is not None \
-                        and poster.client is client:
+                poster = self._poster  # only the shared client has one
+                if poster is not None and poster.client is client:
                     return await poster.post(kwargs)
                 return await client.chat.completions.create(**kwargs)
         except Exception as e:
@@ -618,10 +624,7 @@ class OpenAIEngine(BaseEngine):
         """``request`` as the body of one line of a Batch API input file: the same JSON
         :meth:`complete` would send, extra fields inlined (a batch line has no SDK)."""
         native = request.response_format is not None and self._native_schema()
-        kwargs = self._kwargs(request, native_schema=native)
-        kwargs.pop("timeout", None)
-        extra = kwargs.pop("extra_body", None) or {}
-        return {**kwargs, **extra}
+        return wire_body(self._kwargs(request, native_schema=native))
 
     def batch_completion(self, body: Any, request: Request) -> Completion:
         """The reply of a batch output line (a chat completion body) as a Completion."""

@@ -75,9 +75,17 @@ def checked_timeout(value: Any) -> float | None:
     raise ConfigurationError(f"timeout must be a number of seconds > 0, got {value!r}")
 
 
+def wire_body(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body of a chat request built as SDK keyword arguments: the fields the SDK
+    does not know (``extra_body``) inlined, the client-side ``timeout`` left out."""
+    body = {k: v for k, v in kwargs.items() if k not in ("timeout", "extra_body")}
+    body.update(kwargs.get("extra_body") or {})
+    return body
+
+
 def sent_limit(kwargs: dict[str, Any]) -> int | None:
     """The reply-token limit in the request as it went out."""
-    body = {**kwargs, **(kwargs.get("extra_body") or {})}
+    body = wire_body(kwargs)
     for name in LIMIT_NAMES:
         if body.get(name) is not None:
             return int(body[name])
