@@ -19,7 +19,7 @@ from .pool import Candidate
 from .runs import BEST, CONFIG, STATE, RunDir, check_resumable, remove_stale_temps
 from .usage import describe_engine, engines_in
 
-__all__ = ["Checkpoint", "run_config"]
+__all__ = ["Checkpoint", "run_config", "state_doc"]
 
 
 class Checkpoint:
@@ -152,3 +152,28 @@ def span_attributes(t: Any) -> dict[str, Any]:
             "tracegrad.steps": t.steps, "tracegrad.batch_size": t.opts.batch_size,
             "tracegrad.train.examples": len(t.train),
             "tracegrad.val.examples": len(t.val) if t.val is not None else 0}
+
+
+def state_doc(t: Any, stopped: str | None) -> dict[str, Any]:
+    """The ``state.json`` document of trainer ``t``: everything a resume needs."""
+    try:
+        opt_state = t.optimizer.state_dict()
+    except Exception as e:  # noqa: BLE001 - a broken state_dict must not lose the run
+        opt_state = {"error": f"{type(e).__name__}: {e}"}
+    return {
+        "version": 1,
+        "step": t.step_done,
+        "steps": t.steps,
+        "current": t.pool.current_id,
+        "pool": t.pool.entries,
+        "baseline": t.baseline,
+        "baseline_recorded": t.baseline_recorded,
+        "no_improve": t.no_improve,
+        "optimizer": opt_state,
+        "rng": {"seed": t.opts.seed, "scheme": "random.Random(f'{seed}:{purpose}:{step}')"},
+        "usage": t._usage(),
+        "elapsed_s": round(t._elapsed(), 3),
+        "stopped_reason": stopped,
+        "merged": sorted(t.merged),
+        "metric_calls": t._metric_calls(),
+    }

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import inspect
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..core import telemetry
@@ -313,6 +313,31 @@ class ScoreCache:
         scores = {ex.id: self.known[(h, split, ex.id)][0] for ex in examples}
         notes = [(ex.id, *self.known[(h, split, ex.id)]) for ex in examples]
         return mean(scores.values()), scores, notes
+
+    def score_against(self, split: str, examples: Sequence[Example], state: dict[str, Any],
+                      parent: Mapping[str, float], floor: float, strict: bool,
+                      chunk: int) -> tuple[float, dict[str, float], list[Note], bool]:
+        """:meth:`score`, in chunks of ``chunk`` examples, stopping once the mean can no
+        longer reach ``floor`` (exceed it, when ``strict``) even if every example left
+        scored 1.0.
+
+        The examples ``parent`` (its score per example id) fails come first: they are the
+        only ones a proposal can gain on, so a proposal the gate would drop is usually
+        clear well before the last example. The verdict is the one full scoring would
+        give; only the cost differs. Returns ``(mean, scores, notes, stopped)``; when
+        stopped, ``mean`` is the bound (what the unscored examples could at most have
+        brought) and ``scores``/``notes`` cover the scored examples only.
+        """
+        order = sorted(examples, key=lambda ex: parent.get(ex.id, 0.0))
+        n, step, h = len(order), max(1, chunk), state_hash(state)
+        for i in range(step, n, step):  # the last chunk cannot stop anything early
+            self.score(split, order[i - step:i], state)
+            got = sum(self.known[(h, split, ex.id)][0] for ex in order[:i])
+            best = got + (n - i)
+            if best <= floor * n + 1e-9 if strict else best < floor * n - 1e-9:
+                _, scores, notes = self.score(split, order[:i], state)
+                return best / n, scores, notes, True
+        return (*self.score(split, examples, state), False)
 
     def add(self, h: str, split: str, outcomes: Iterable[Outcome]) -> None:
         for o in outcomes:

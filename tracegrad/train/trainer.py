@@ -36,7 +36,7 @@ from ..core.variable import Variable
 from ..ops.loss import aggregate
 from ..optim.base import REJECTIONS
 from ..optim.registry import build_optimizer, search_defaults
-from .checkpoint import Checkpoint, run_config, span_attributes
+from .checkpoint import Checkpoint, run_config, span_attributes, state_doc
 from .data import Example, load_dataset
 from .demos import offer_successes, propose_demos
 from .evaluate import (
@@ -156,28 +156,7 @@ class Trainer:
 
     # -- files ------------------------------------------------------------------------
     def _state_doc(self, stopped: str | None) -> dict[str, Any]:
-        try:
-            opt_state = self.optimizer.state_dict()
-        except Exception as e:  # noqa: BLE001 - a broken state_dict must not lose the run
-            opt_state = {"error": f"{type(e).__name__}: {e}"}
-        return {
-            "version": 1,
-            "step": self.step_done,
-            "steps": self.steps,
-            "current": self.pool.current_id,
-            "pool": self.pool.entries,
-            "baseline": self.baseline,
-            "baseline_recorded": self.baseline_recorded,
-            "no_improve": self.no_improve,
-            "optimizer": opt_state,
-            "rng": {"seed": self.opts.seed,
-                    "scheme": "random.Random(f'{seed}:{purpose}:{step}')"},
-            "usage": self._usage(),
-            "elapsed_s": round(self._elapsed(), 3),
-            "stopped_reason": stopped,
-            "merged": sorted(self.merged),
-            "metric_calls": self._metric_calls(),
-        }
+        return state_doc(self, stopped)
 
     def _save(self) -> None:
         if self.ckpt.rd is not None:
@@ -477,8 +456,20 @@ class Trainer:
             revert()
         self.load_values(parent_state)  # also undoes anything a partial revert missed
 
+    def _validate(self, cand_state: dict[str, Any],
+                  parent: Candidate) -> tuple[float, dict[str, float], list[Any], bool]:
+        """A proposal's validation, stopped once it cannot pass the gate. In full where
+        every score counts: a Pareto pool keeps losers that win somewhere, a Batch API
+        round is paid per submission, ``gate="none"`` keeps everything."""
+        o, val = self.opts, list(self.val or [])
+        if o.pareto or o.batch_eval or o.gate == "none" or parent["score"] is None:
+            return (*self.scores.score("val", val, cand_state), False)
+        return self.scores.score_against("val", val, cand_state, parent["scores"],
+                                         parent["score"], o.gate == "improve", o.concurrency)
+
     def _score_proposal(self, cand_state: dict[str, Any], cand: Candidate, parent_mb: float,
-                        batch: list[Example], info: dict[str, Any]) -> tuple[Any, ...]:
+                        batch: list[Example], info: dict[str, Any], parent: Candidate
+                        ) -> tuple[Any, ...]:
         """(minibatch score, gate score or None, notes, split) of one proposal."""
         self.load_values(cand_state)
         gate = self.opts.gate
@@ -487,9 +478,11 @@ class Trainer:
             mb, mb_scores, mb_notes = self.scores.score("train", batch, cand_state)
             info["minibatch"] = mb
         if self.val is not None and needs_validation(gate, parent_mb, mb):
-            score, scores, notes = self.scores.score("val", list(self.val), cand_state)
+            score, scores, notes, stopped = self._validate(cand_state, parent)
             cand["score"], cand["scores"] = score, scores
             info["val"] = score
+            if stopped:
+                info["val_stopped_after"] = len(scores)
             return mb, score, notes, "val"
         if self.val is None:
             cand["score"], cand["scores"] = mb, mb_scores
@@ -504,7 +497,8 @@ class Trainer:
         for res, cand_state, cand in proposals:
             info: dict[str, Any] = {"candidate": cand["id"]}
             evaluated.append((res, cand_state, cand,
-                              *self._score_proposal(cand_state, cand, parent_mb, batch, info)))
+                              *self._score_proposal(cand_state, cand, parent_mb, batch, info,
+                                                    parent)))
             beam_log.append(info)
         self.load_values(parent["state"])
         if len(proposals) > 1:
@@ -518,6 +512,11 @@ class Trainer:
         base = parent["score"] if parent["score"] is not None else parent_mb
         where = "val" if self.val is not None else "minibatch"
         verdict = decide(self.opts.gate, where, base, score, parent_mb, mb)
+        cut = beam_log[[e[2] for e in evaluated].index(cand)].get("val_stopped_after")
+        if cut:  # score is the bound of a validation stopped early
+            verdict = Verdict(False, f"val {base:.3f} -> at most {score:.3f}: stopped after "
+                              f"{cut} of {len(self.val or [])} examples, when it could no "
+                              "longer reach its parent")
         for r, cs, c, m, s, n, split in evaluated:
             self.load_values(cs)
             won = c is cand and verdict.accepted
