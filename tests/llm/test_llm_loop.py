@@ -95,30 +95,33 @@ def test_a_shared_loop_runs_coroutines_from_threads_and_loops():
         sl.close()
 
 
-def test_a_large_ceiling_spreads_connections_over_small_pools(server: FakeOpenAIServer,
-                                                              monkeypatch: pytest.MonkeyPatch):
-    from tracegrad.llm.transport import ShardedTransport
+def test_a_batch_keeps_its_connections_alive_for_the_next(server: FakeOpenAIServer,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    from tracegrad.llm.http1 import Http1Transport
 
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
                  "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    server.add_replies(*["ok"] * 24)
+    server.add_replies(*["ok"] * 48)
     eng = OpenAIEngine("gpt-4o-mini", base_url=server.url, api_key=SECRET, max_concurrency=24)
     with ThreadPoolExecutor(24) as pool:
         texts = list(pool.map(lambda i: eng.complete(make_request(f"q{i}")).text, range(24)))
-    assert texts == ["ok"] * 24
-    transport = eng._shared_client()._client._transport
-    assert isinstance(transport, ShardedTransport) and len(transport._pools) == 3
-    assert transport._busy == [0, 0, 0]  # every response released its pool
-    assert sum(1 for p in transport._pools if p._pool.connections) >= 2  # more than one used
+        transport = eng._shared_client()._client._transport
+        assert isinstance(transport, Http1Transport)
+        opened = transport.opened
+    with ThreadPoolExecutor(opened) as pool:  # no more in flight than there are connections
+        texts += list(pool.map(lambda i: eng.complete(make_request(f"r{i}")).text, range(24)))
+    assert texts == ["ok"] * 48
+    assert 1 < opened <= 24  # the batch went out on several connections at once
+    assert transport.opened == opened  # and the second batch reused them
 
 
 def test_a_proxy_in_the_environment_keeps_httpx_own_transport(monkeypatch: pytest.MonkeyPatch):
-    from tracegrad.llm.transport import ShardedTransport
+    from tracegrad.llm.http1 import Http1Transport
 
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     eng = OpenAIEngine("gpt-4o-mini", base_url="https://api.example.invalid/v1", api_key=SECRET)
-    assert not isinstance(eng._shared_client()._client._transport, ShardedTransport)
+    assert not isinstance(eng._shared_client()._client._transport, Http1Transport)
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")

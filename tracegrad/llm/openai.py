@@ -47,10 +47,11 @@ from .base import (
 )
 from .calllog import redact
 from .deadline import deadline, install_deadline
+from .http1 import Http1Transport
 from .limits import DEFAULT_MAX_CONCURRENCY
 from .loop import shared_loop
 from .structured import append_schema, parse_as, schema_name
-from .transport import ShardedTransport, env_proxies, one_pool
+from .transport import env_proxies, one_pool
 from .wire import (
     LIMIT_NAMES,
     checked_timeout,
@@ -127,11 +128,13 @@ class _ChatPoster:
 
 
 def _shared_http(max_concurrency: int) -> Any:
-    """The async HTTP client of an engine's shared client: the SDK's defaults, with
-    connection pools sized to the calls that may be in flight (see ShardedTransport)."""
+    """The async HTTP client of an engine's shared client: the SDK's defaults (headers,
+    timeouts, decoding) over :class:`~.http1.Http1Transport`, which keeps as many idle
+    connections as calls may be in flight."""
     if env_proxies():  # a proxy from the environment needs httpx's own transport
         return openai.DefaultAsyncHttpxClient(limits=one_pool(max_concurrency))
-    return openai.DefaultAsyncHttpxClient(transport=ShardedTransport(max_concurrency))
+    return openai.DefaultAsyncHttpxClient(transport=Http1Transport(
+        max_idle=max(100, int(max_concurrency))))
 
 
 def _close_later(loop: Any, client: Any) -> None:
