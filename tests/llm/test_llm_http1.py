@@ -228,3 +228,63 @@ def test_the_engine_sends_plain_and_streamed_calls_through_it(server: FakeOpenAI
     streamed = eng.complete(replace(make_request("s"), on_token=pieces.append))
     assert streamed.text == "streamed reply" and "".join(pieces) == "streamed reply"
     assert len(pieces) > 1  # it came as a stream, through the same transport
+
+
+def test_a_stream_longer_than_the_read_timeout_is_fine_while_it_keeps_coming():
+    async def handle(reader, writer):
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(6):
+            await asyncio.sleep(0.1)
+            writer.write(b"2\r\n%02d\r\n" % i)
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def run():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with httpx2.AsyncClient(transport=Http1Transport()) as client:
+                async with client.stream("GET", f"http://127.0.0.1:{port}/",
+                                         timeout=httpx2.Timeout(5, read=0.35)) as resp:
+                    parts = [c async for c in resp.aiter_bytes()]
+            await asyncio.sleep(0.5)  # no timer left armed to cancel this task later
+            return b"".join(parts)
+        finally:
+            server.close()
+
+    # 0.6 s of body, each piece within 0.35 s: httpx's read timeout is per read
+    assert asyncio.run(run()) == b"000102030405"
+
+
+def test_an_http_1_0_reply_is_reused_only_when_it_says_keep_alive():
+    async def check(client, url, state):
+        texts = [(await client.get(url)).text for _ in range(3)]
+        return texts, state["connections"]
+
+    plain = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    kept = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+    # the server keeps every connection open, but HTTP/1.0 closes unless it says otherwise
+    assert asyncio.run(_serve(lambda n, r: plain)(check)) == (["ok"] * 3, 3)
+    assert asyncio.run(_serve(lambda n, r: kept)(check)) == (["ok"] * 3, 1)
+
+
+def test_a_header_with_a_line_break_is_refused_not_sent():
+    async def check(client, url, state):
+        with pytest.raises(httpx2.LocalProtocolError):
+            await client.get(url, headers={"Authorization": "Bearer sk-abc\r\nX-Injected: 1"})
+        return len(state["requests"])
+
+    assert asyncio.run(_serve(lambda n, r: _ok(b"x"))(check)) == 0
+
+
+def test_conflicting_content_lengths_are_a_protocol_error():
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 11\r\n\r\nhello"
+
+    async def check(client, url, state):
+        with pytest.raises(httpx2.RemoteProtocolError):
+            await client.get(url)
+
+    asyncio.run(_serve(lambda n, r: reply)(check))

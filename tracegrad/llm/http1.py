@@ -100,6 +100,8 @@ class Http1Transport(httpx2.AsyncBaseTransport):
 
     def _give_back(self, key: tuple[str, str, int], conn: _Conn) -> None:
         idle = self._idle.setdefault(key, [])
+        while idle and not idle[0].usable(self.expiry):  # oldest first: close the dead
+            idle.pop(0).close()
         if len(idle) >= self.max_idle:
             conn.close()
             return
@@ -125,7 +127,7 @@ class Http1Transport(httpx2.AsyncBaseTransport):
             try:
                 return await self._exchange(request, key, conn, head + body, reused)
             except _Stale:
-                conn.close()  # the server dropped it while idle: once more, on a new one
+                conn.close()  # it failed while the request was written: once more, anew
                 continue
             except BaseException:
                 conn.close()
@@ -144,17 +146,24 @@ class Http1Transport(httpx2.AsyncBaseTransport):
                 raise _Stale from e
             raise httpx2.WriteError(str(e), request=request) from e
         while True:
-            status, reason, headers = await self._read_head(request, conn)
+            version, status, reason, headers = await self._read_head(request, conn)
             if not 100 <= status < 200 or status == 101:
                 break
-        framing = _framing(request.method, status, headers)
-        keep = framing != "close" and not _says_close(headers)
+        try:
+            framing = _framing(request.method, status, headers)
+        except ValueError as e:
+            raise httpx2.RemoteProtocolError(str(e), request=request) from e
+        conn_hdr = (_header(headers, b"connection") or b"").lower()
+        keep = (framing != "close" and status != 101  # HTTP/1.0 keeps only when it says so
+                and (b"keep-alive" in conn_hdr if version == b"HTTP/1.0"
+                     else b"close" not in conn_hdr))
         stream = _Body(self, key, conn, request, framing, keep)
         return httpx2.Response(status, headers=headers, stream=stream,
-                               extensions={"http_version": b"HTTP/1.1",
+                               extensions={"http_version": version,
                                            "reason_phrase": reason})
 
-    async def _read_head(self, request: httpx2.Request, conn: _Conn) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def _read_head(self, request: httpx2.Request, conn: _Conn
+                         ) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]]]:
         try:
             async with asyncio.timeout(_timeout(request, "read")):
                 raw = await conn.reader.readuntil(b"\r\n\r\n")
@@ -180,12 +189,15 @@ class Http1Transport(httpx2.AsyncBaseTransport):
 def _request_head(request: httpx2.Request) -> bytes:
     target = request.url.raw_path or b"/"
     lines = [request.method.encode("ascii") + b" " + target + b" HTTP/1.1"]
-    lines += [k + b": " + v for k, v in request.headers.raw]
+    for k, v in request.headers.raw:
+        if b"\r" in k + v or b"\n" in k + v or b"\0" in k + v or b":" in k:
+            raise httpx2.LocalProtocolError(f"illegal header {k!r}", request=request)
+        lines.append(k + b": " + v)
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
 def _parse_head(raw: bytes, request: httpx2.Request
-                ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+                ) -> tuple[bytes, int, bytes, list[tuple[bytes, bytes]]]:
     lines = raw[:-4].split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
@@ -198,16 +210,11 @@ def _parse_head(raw: bytes, request: httpx2.Request
             raise httpx2.RemoteProtocolError(f"malformed header line: {line[:80]!r}",
                                              request=request)
         headers.append((name.strip(), value.strip()))
-    return int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
+    return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return next((v for k, v in headers if k.lower() == name), None)
-
-
-def _says_close(headers: list[tuple[bytes, bytes]]) -> bool:
-    value = _header(headers, b"connection")
-    return value is not None and b"close" in value.lower()
 
 
 def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]) -> str | int:
@@ -217,14 +224,13 @@ def _framing(method: str, status: int, headers: list[tuple[bytes, bytes]]) -> st
     te = _header(headers, b"transfer-encoding")
     if te is not None and b"chunked" in te.lower():
         return "chunked"
-    length = _header(headers, b"content-length")
-    if length is not None:
-        try:
-            n = int(length)
-        except ValueError:
-            return "close"
-        return n if n >= 0 else "close"
-    return "close"
+    lengths = {v.strip() for k, vs in headers if k.lower() == b"content-length"
+               for v in vs.split(b",")}
+    if not lengths:
+        return "close"
+    if len(lengths) > 1 or not next(iter(lengths)).isdigit():
+        raise ValueError("conflicting or malformed Content-Length")
+    return int(next(iter(lengths)))
 
 
 class _Body(httpx2.AsyncByteStream):
@@ -237,44 +243,52 @@ class _Body(httpx2.AsyncByteStream):
         self.framing, self.keep, self.done = framing, keep, False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        reader, timeout = self.conn.reader, _timeout(self.request, "read")
+        async for chunk in self._chunks(self.conn.reader):
+            yield chunk
+        self.done = True
+
+    async def _io(self, aw: Any) -> Any:
+        """One read, with httpx's per-read timeout; errors as httpx's."""
         try:
-            async with asyncio.timeout(timeout):  # the whole body: one read budget
-                async for chunk in self._chunks(reader):
-                    yield chunk
+            async with asyncio.timeout(_timeout(self.request, "read")):
+                return await aw
         except TimeoutError as e:
             raise httpx2.ReadTimeout("reading the reply timed out",
                                      request=self.request) from e
-        except (asyncio.IncompleteReadError, OSError) as e:
-            raise httpx2.RemoteProtocolError("the server closed the connection in the middle "
-                                             "of the reply", request=self.request) from e
-        self.done = True
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
+                OSError) as e:
+            raise httpx2.RemoteProtocolError("the reply's body is cut short or malformed",
+                                             request=self.request) from e
 
     async def _chunks(self, reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
         if self.framing == "chunked":
             while True:
-                size_line = await reader.readuntil(b"\r\n")
-                try:
-                    size = int(size_line.split(b";", 1)[0].strip(), 16)
-                except ValueError as e:
+                size_line = await self._io(reader.readuntil(b"\r\n"))
+                field = size_line.split(b";", 1)[0].strip()
+                if not field or field.strip(b"0123456789abcdefABCDEF"):
                     raise httpx2.RemoteProtocolError(f"bad chunk size {size_line[:40]!r}",
-                                                     request=self.request) from e
+                                                     request=self.request)
+                size = int(field, 16)
                 if size == 0:
-                    while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
+                    while (await self._io(reader.readuntil(b"\r\n"))) != b"\r\n":
                         pass
                     return
-                data = await reader.readexactly(size + 2)
+                data = await self._io(reader.readexactly(size + 2))
+                if data[-2:] != b"\r\n":
+                    raise httpx2.RemoteProtocolError("chunk not followed by CRLF",
+                                                     request=self.request)
                 yield data[:-2]
         elif self.framing == "close":
-            while chunk := await reader.read(_READ):
+            while chunk := await self._io(reader.read(_READ)):
                 yield chunk
             self.keep = False
         else:
             left = int(self.framing)
             while left > 0:
-                chunk = await reader.read(min(left, _READ))
+                chunk = await self._io(reader.read(min(left, _READ)))
                 if not chunk:
-                    raise asyncio.IncompleteReadError(b"", left)
+                    raise httpx2.RemoteProtocolError("the server closed the connection in the "
+                                                     "middle of the reply", request=self.request)
                 left -= len(chunk)
                 yield chunk
 
