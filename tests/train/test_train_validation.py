@@ -13,7 +13,7 @@ from tracegrad.train.data import Example
 from tracegrad.train.evaluate import ScoreCache
 from tracegrad.train.results import Outcome
 
-from .sim_task import BAD, QA, forward_llm, optimizer_llm, rows, write_data
+from .sim_task import BAD, QA, RULES, forward_llm, optimizer_llm, rows, write_data
 
 
 class TableRunner:
@@ -106,3 +106,32 @@ def test_the_trainer_stops_a_failing_validation_and_says_so(tmp_path):
 def test_validation_runs_in_full_where_every_score_is_kept(tmp_path, kw):
     _, bad_on_val = _run(tmp_path, **kw)
     assert bad_on_val == 8
+
+
+class TwoProposals(Optimizer):
+    """Proposal 0 states every rule; proposal 1 adds the breaking instruction."""
+
+    def step(self, sample_id=None):
+        result = self._new_result()
+        j = int((sample_id or "0").rsplit(":", 1)[-1])
+        extra = " ".join(rule for _, rule in RULES.values()) if j == 0 else BAD
+        self._apply(result, {n: p.value + " " + extra for n, p in self.names.items()}, {})
+        return result
+
+
+def test_a_later_proposal_stops_once_it_cannot_beat_the_best_so_far(tmp_path):
+    train, val = write_data(tmp_path)
+    fw = forward_llm()
+    model = QA(fw)
+    res = optimize(model, train, val, metric="exact_match", optimizer=TwoProposals(
+        model.parameters()), optimizer_engine=optimizer_llm(), steps=1, batch_size=4, seed=3,
+        beam=2, run_dir=False, progress=False, concurrency=1)
+    rec = res.history[0]
+    assert rec["result"] == "accepted" and res.best_score == 1.0
+    first, second = rec["beam"]
+    assert first["val"] == 1.0 and "val_stopped_after" not in first
+    # nothing can score above 1.0: one example shows the second cannot be picked
+    assert second["val_stopped_after"] == 1
+    val_questions = {r["question"] for r in rows(2, offset=10)}
+    assert sum(1 for r in fw.requests if BAD in r.messages[0]["content"]
+               and r.messages[-1]["content"] in val_questions) == 1

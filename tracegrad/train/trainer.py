@@ -13,8 +13,9 @@ the same history. Sampling is derived from ``(seed, step)`` alone, so a resumed 
 the same batches it would have drawn uninterrupted.
 
 Beside it: :mod:`.options` (every option), :mod:`.evaluate` (running and scoring),
-:mod:`.usage` (meters, budget), :mod:`.progress`, :mod:`.results`, :mod:`.search` (merge)
-and :mod:`.demos` (few-shot demos bootstrapped from correct examples).
+:mod:`.usage` (meters, budget), :mod:`.progress`, :mod:`.results`, :mod:`.search` (merge),
+:mod:`.validation` (scoring proposals, stopped once they cannot be kept) and :mod:`.demos`
+(few-shot demos bootstrapped from correct examples).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from .evaluate import (
     raise_if_all_crashed,
     score_note,
 )
-from .gate import PRECHECKED, Verdict, decide, needs_validation
+from .gate import Verdict, decide
 from .metrics import get_metric
 from .options import TrainOptions, signature_with_options
 from .params import give_task, named_parameters
@@ -69,6 +70,7 @@ from .runs import (
 from .sampling import minibatch
 from .search import propose_merge
 from .usage import Meters, as_budget, engines_in, over_budget
+from .validation import ProposalScorer
 
 __all__ = ["EvalResult", "OptimizeResult", "Outcome", "Trainer", "evaluate", "optimize"]
 
@@ -456,49 +458,15 @@ class Trainer:
             revert()
         self.load_values(parent_state)  # also undoes anything a partial revert missed
 
-    def _validate(self, cand_state: dict[str, Any],
-                  parent: Candidate) -> tuple[float, dict[str, float], list[Any], bool]:
-        """A proposal's validation, stopped once it cannot pass the gate. In full where
-        every score counts: a Pareto pool keeps losers that win somewhere, a Batch API
-        round is paid per submission, ``gate="none"`` keeps everything."""
-        o, val = self.opts, list(self.val or [])
-        if o.pareto or o.batch_eval or o.gate == "none" or parent["score"] is None:
-            return (*self.scores.score("val", val, cand_state), False)
-        return self.scores.score_against("val", val, cand_state, parent["scores"],
-                                         parent["score"], o.gate == "improve", o.concurrency)
-
-    def _score_proposal(self, cand_state: dict[str, Any], cand: Candidate, parent_mb: float,
-                        batch: list[Example], info: dict[str, Any], parent: Candidate
-                        ) -> tuple[Any, ...]:
-        """(minibatch score, gate score or None, notes, split) of one proposal."""
-        self.load_values(cand_state)
-        gate = self.opts.gate
-        mb, mb_scores, mb_notes = None, {}, []
-        if gate in PRECHECKED or self.val is None:
-            mb, mb_scores, mb_notes = self.scores.score("train", batch, cand_state)
-            info["minibatch"] = mb
-        if self.val is not None and needs_validation(gate, parent_mb, mb):
-            score, scores, notes, stopped = self._validate(cand_state, parent)
-            cand["score"], cand["scores"] = score, scores
-            info["val"] = score
-            if stopped:
-                info["val_stopped_after"] = len(scores)
-            return mb, score, notes, "val"
-        if self.val is None:
-            cand["score"], cand["scores"] = mb, mb_scores
-            return mb, mb, mb_notes, "train"
-        info["prechecked_out"] = True
-        return mb, None, mb_notes, "train"
-
     def _gate(self, parent: Candidate, parent_mb: float, batch: list[Example],
               proposals: list[Proposal], rec: dict[str, Any]) -> tuple[Proposal, Verdict]:
         """Score every proposal, keep the best if the gate accepts it, revert the rest."""
         evaluated, beam_log = [], []
+        scorer = ProposalScorer(self.scores, self.val, self.opts, self.load_values, parent,
+                                parent_mb, batch)
         for res, cand_state, cand in proposals:
             info: dict[str, Any] = {"candidate": cand["id"]}
-            evaluated.append((res, cand_state, cand,
-                              *self._score_proposal(cand_state, cand, parent_mb, batch, info,
-                                                    parent)))
+            evaluated.append((res, cand_state, cand, *scorer.score(cand_state, cand, info)))
             beam_log.append(info)
         self.load_values(parent["state"])
         if len(proposals) > 1:
@@ -516,7 +484,7 @@ class Trainer:
         if cut:  # score is the bound of a validation stopped early
             verdict = Verdict(False, f"val {base:.3f} -> at most {score:.3f}: stopped after "
                               f"{cut} of {len(self.val or [])} examples, when it could no "
-                              "longer reach its parent")
+                              "longer pass")
         for r, cs, c, m, s, n, split in evaluated:
             self.load_values(cs)
             won = c is cand and verdict.accepted
