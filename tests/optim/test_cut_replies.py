@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import tracegrad as tg
 from tracegrad.llm.base import Completion
 from tracegrad.optim.base import complete_whole
@@ -74,3 +76,27 @@ def test_a_merge_cut_twice_is_not_applied():
     e = CutFirst("<new_value>\nCount every object. A dozen is twelve.\n</new_value>", cuts=2)
     value, calls, events = tg.Reflect([p], engine=e).merge(p, "a", "b", "x", "y")
     assert value is None and calls == 2 and len(events) == 2
+
+
+def test_tgd_cut_twice_sends_no_repair_and_says_why():
+    """A reply cut twice used to go to the repair request as an empty reply: one call paid
+    for nothing, and the step read 'missing tags' instead of why."""
+    p = tg.Parameter("Answer briefly.", role="instruction", name="p")
+    p.grads.append(tg.Feedback("Say the unit.", source="t"))
+    e = CutFirst("<new_value>\nAnswer briefly, with the unit.\n</new_value>", cuts=5)
+    with pytest.warns(RuntimeWarning, match="cut_twice"):
+        res = tg.TGD([p], engine=e).step()
+    assert p.value == "Answer briefly." and res.calls == 2 and len(e.limits) == 2
+    assert [ev["event"] for ev in res.events][-1] == "cut_twice"
+    assert not any(ev["event"] in ("repair", "missing_tags") for ev in res.events)
+
+
+def test_opro_cut_twice_sends_no_repair():
+    p = tg.Parameter("Answer briefly.", role="instruction", name="p")
+    e = CutFirst('<value name="p">\nAnswer with the unit.\n</value>', cuts=5)
+    opt = tg.OPRO([p], engine=e)
+    opt.record_score(0.5)
+    with pytest.warns(RuntimeWarning, match="cut_twice"):
+        res = opt.step()
+    assert p.value == "Answer briefly." and res.calls == 2 and len(e.limits) == 2
+    assert not any(ev["event"] == "repair" for ev in res.events)

@@ -44,7 +44,7 @@ from . import constraints as cons
 
 # events that mean a proposal was made and thrown away (not that nothing was proposed)
 REJECTIONS = frozenset({"constraint_violation", "missing_tags", "empty_value", "invalid_reply",
-                        "unknown_key"})
+                        "unknown_key", "cut_twice"})
 
 MAX_PARAM_EVENTS = 200  # per parameter: a long run must not grow memory without bound
 
@@ -145,7 +145,9 @@ def complete_whole(engine: Any, request: Request) -> tuple[str, int, list[dict[s
     """A meta call's reply, asked once more with twice the reply limit if it was cut.
 
     A rewrite cut at the token limit is not a shorter rewrite: applied, it would delete
-    the part of the value the model never got to. Returns (text, calls, events).
+    the part of the value the model never got to. Returns (text, calls, events); text is
+    "" when the second reply was cut too (a ``cut_twice`` event: callers must not send
+    that to a repair request, which would only pay for a call on nothing).
     """
     c = engine.complete(request)
     if getattr(c, "problem", None) != "length":
@@ -156,9 +158,9 @@ def complete_whole(engine: Any, request: Request) -> tuple[str, int, list[dict[s
     again = engine.complete(dataclasses.replace(request, params={**params, "max_tokens": limit}))
     events = [{"event": "cut_reply", "detail": f"the reply was cut at {c.completion_limit} "
                f"tokens; asked again with {limit}"}]
-    if getattr(again, "problem", None) == "length":
-        events.append({"event": "cut_reply", "detail": f"cut again at {limit} tokens; the reply "
-                       "is not used"})
+    if getattr(again, "problem", None) == "length":  # nothing whole to apply or repair
+        events.append({"event": "cut_twice", "detail": f"cut again at {limit} tokens; the reply "
+                       "is not used (kept the previous value)"})
         return "", 2, events
     return again.text or "", 2, events
 

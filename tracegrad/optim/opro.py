@@ -99,6 +99,9 @@ class OPRO(Optimizer):
         result.calls += n
         for ev in cut:
             self._event(result, "", ev["event"], ev["detail"])
+        if not reply and cut:  # cut twice: nothing whole to parse or repair
+            self._apply(result, {}, {})
+            return result
         proposals, problems = self._collect(result, reply, names)
         if problems:
             for n, why in problems.items():

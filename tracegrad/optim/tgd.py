@@ -182,6 +182,8 @@ class TGD(Optimizer):
         reply, n, cut = complete_whole(engine, request)
         out.calls += n
         out.events += cut
+        if not reply and cut:  # cut twice: nothing whole to parse or repair
+            return out
         value, problem = self._parse(p, reply)
         if problem is not None:
             out.events.append({"event": "repair", "detail": f"{problem[0]}: {problem[1]}"})
