@@ -583,9 +583,11 @@ def why(t: dict[str, Any], r: dict[str, Any]) -> str:
             text += ("one of them is the feedback-summary call: the batch's feedback exceeds the "
                      "optimizer's budget and is summarised before the update (bounded context), "
                      "a dependent call the limit does not count. ")
-        return text + ("The rest is client time spent sending the batch's calls (the SDK and the "
-                       "HTTP pool, on one shared loop under one GIL) and the server's own time on "
-                       "the same cores; see the large-batch table.")
+        return text + ("The rest is the time one level of that many calls takes on this "
+                       "machine: the server's own work and the client's, on the same cores "
+                       "(`benchmarks/http_floor.py` measures a level against a bare asyncio "
+                       "client, the floor of any Python client on one loop); see the "
+                       "large-batch table.")
     if t["kind"] == "prompt":
         return "The largest optimizer request grew by more than its feedback budget between the smallest and largest batch."
     if t["kind"] == "scale":
