@@ -60,6 +60,27 @@ def test_calls_of_one_generation_overlap_within_the_limit():
     assert len(system.grads) == 9
 
 
+def test_a_second_backward_starts_no_threads():
+    """Each backward used to start its own pool: a thread per call, 0.2 s at batch 256."""
+    import threading
+
+    engine = MockLLM({r"Inputs to give feedback on": backward_reply}, latency=0.02)
+    forward = MockLLM(default="7")
+    system = tg.Parameter("Answer.", role="system prompt")
+    call = tg.LLMCall(forward, system=system)
+    prop = tg.TextualPropagator(engine, max_concurrency=5)
+
+    def names() -> set[str]:
+        return {t.name for t in threading.enumerate() if t.name.startswith("tg-backward")}
+
+    for step in range(3):
+        losses = [tg.MetricLoss(lambda p, e: 0.0)(call(f"q{step}.{i}"), "3") for i in range(5)]
+        assert tg.aggregate(losses).backward(propagator=prop).calls == 5
+        if step == 0:
+            first = names()
+    assert names() == first and 1 < len(first) <= 5
+
+
 def test_batched_feedback_groups_a_shared_prompt_into_one_call():
     engine = MockLLM({r"Inputs to give feedback on": backward_reply})
     forward = MockLLM(default="7")

@@ -74,3 +74,39 @@ def test_a_long_lived_pool_serves_several_batches_and_closes_idempotently():
     assert pool.submit(lambda a, b: a + b, 2, 3).result() == 5
     pool.close()
     pool.close()
+
+
+def test_a_shared_pool_is_one_per_name_and_size_and_keeps_the_context():
+    from tracegrad.core.concurrency import shared_pool
+
+    a, b = shared_pool(3, "tg-probe-shared"), shared_pool(3, "tg-probe-shared")
+    assert a is b and shared_pool(4, "tg-probe-shared") is not a
+    token = _setting.set("from the caller")
+    try:
+        assert a.map(lambda i: _setting.get(), range(3)) == ["from the caller"] * 3
+    finally:
+        _setting.reset(token)
+
+
+def test_ctrl_c_while_gathering_waits_for_the_running_jobs(monkeypatch: pytest.MonkeyPatch):
+    """Nothing is still calling an LLM once the interrupt surfaces: the pools are shared
+    now, so no pool shutdown waits for the running jobs any more; gather does."""
+    import tracegrad.core.concurrency as c
+
+    done: list[int] = []
+    real_wait = c.wait
+
+    def wait_interrupted_once(fs, return_when=None):
+        if return_when is not None:  # the first, waiting for results: Ctrl-C arrives
+            raise KeyboardInterrupt
+        return real_wait(fs)
+
+    with ContextPool(2, "tg-probe") as pool:
+        futures = [pool.submit(lambda: (time.sleep(0.2), done.append(1))) for _ in range(2)]
+        futures += [pool.submit(lambda: done.append(2)) for _ in range(4)]  # queued
+        time.sleep(0.05)  # the two workers have taken the first two jobs
+        monkeypatch.setattr(c, "wait", wait_interrupted_once)
+        with pytest.raises(KeyboardInterrupt):
+            c.gather(futures)
+        assert done.count(1) == 2  # the two running jobs had finished when it raised
+    assert 2 not in done  # the queued ones never started

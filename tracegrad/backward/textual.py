@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .. import prompts
-from ..core.concurrency import ContextPool
+from ..core.concurrency import shared_pool
 from ..core.context import get_backward_llm
 from ..core.feedback import is_positive, says_no_change  # THE "asks for no change"
 from ..core.keys import match_keys
@@ -104,31 +104,32 @@ class TextualPropagator:
         gens = generations(root)
         result.nodes = sum(len(g) for g in gens)
         # each call runs in a copy of the caller's context: a budget or call log scoped
-        # with ``with`` around backward() applies inside the workers too
-        with ContextPool(limit, "tg-backward") as pool:
-            for gen in gens:
-                llm_nodes = []
-                for node in gen:
-                    if node.op is None or not node.grads or not node.requires_grad:
-                        continue
-                    if node.op.uses_llm:
-                        if all(is_positive(g) for g in node.grads):
-                            # "this was right, keep it" needs no rewriting by a model: pass
-                            # it through as it is and save the call
-                            node.op.backward(node)
-                        elif any(v.requires_grad for v in node.op.inputs.values()):
-                            llm_nodes.append(node)
-                    else:
-                        node.op.backward(node)
-                if not llm_nodes:
+        # with ``with`` around backward() applies inside the workers too; the pool's
+        # threads outlive this call, so the next step's backward starts none
+        pool = shared_pool(limit, "tg-backward")
+        for gen in gens:
+            llm_nodes = []
+            for node in gen:
+                if node.op is None or not node.grads or not node.requires_grad:
                     continue
-                jobs = self._jobs(llm_nodes)
-                outcomes = pool.map(functools.partial(self._ask, engine), jobs)
-                for assignments, calls, events in outcomes:
-                    result.calls += calls
-                    result.events.extend(events)
-                    for var, fb in assignments:
-                        var.add_feedback(fb)
+                if node.op.uses_llm:
+                    if all(is_positive(g) for g in node.grads):
+                        # "this was right, keep it" needs no rewriting by a model: pass
+                        # it through as it is and save the call
+                        node.op.backward(node)
+                    elif any(v.requires_grad for v in node.op.inputs.values()):
+                        llm_nodes.append(node)
+                else:
+                    node.op.backward(node)
+            if not llm_nodes:
+                continue
+            jobs = self._jobs(llm_nodes)
+            outcomes = pool.map(functools.partial(self._ask, engine), jobs)
+            for assignments, calls, events in outcomes:
+                result.calls += calls
+                result.events.extend(events)
+                for var, fb in assignments:
+                    var.add_feedback(fb)
         result.elapsed_s = time.perf_counter() - t0
         return result
 

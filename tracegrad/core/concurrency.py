@@ -13,6 +13,8 @@ error of the first failed job, in job order, is raised.
 from __future__ import annotations
 
 import contextvars
+import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from types import TracebackType
@@ -58,9 +60,10 @@ def gather(futures: Sequence[Future[R]]) -> list[R]:
     """The results of ``futures`` in order, or the first job's error once none still runs."""
     try:
         wait(futures, return_when=FIRST_EXCEPTION)
-    except BaseException:  # e.g. Ctrl-C while waiting: start nothing new, stop at once
+    except BaseException:  # e.g. Ctrl-C while waiting: start nothing new, let the running end
         for f in futures:
             f.cancel()
+        wait(futures)  # a second Ctrl-C interrupts this wait
         raise
     if any(f.done() and not f.cancelled() and f.exception() is not None for f in futures):
         for f in futures:
@@ -69,6 +72,34 @@ def gather(futures: Sequence[Future[R]]) -> list[R]:
         errors = [f.exception() for f in futures if not f.cancelled()]
         raise next(e for e in errors if e is not None)
     return [f.result() for f in futures]
+
+
+_SHARED: dict[tuple[str, int], ContextPool] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_pool(max_workers: int, thread_name_prefix: str = "tg") -> ContextPool:
+    """A process-wide pool per (name, size), never closed, for work that comes back every
+    step: its threads start once. A pool per call started a thread per job -- at batch 256
+    the textual backward's 145 thread starts took 0.2 s of a 0.4 s level. Do not close it;
+    :func:`gather` (through ``map``) still waits for every job it started."""
+    key = (thread_name_prefix, max(1, int(max_workers)))
+    with _SHARED_LOCK:
+        pool = _SHARED.get(key)
+        if pool is None:
+            pool = _SHARED[key] = ContextPool(key[1], thread_name_prefix)
+        return pool
+
+
+def _forget_shared_pools() -> None:
+    """A forked child has none of the parent's threads: its pools start afresh."""
+    global _SHARED_LOCK
+    _SHARED.clear()
+    _SHARED_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_shared_pools)
 
 
 def run_concurrently(fn: Callable[[T], R], items: Iterable[T], *, max_workers: int,
@@ -85,4 +116,4 @@ def run_concurrently(fn: Callable[[T], R], items: Iterable[T], *, max_workers: i
         return pool.map(fn, items)
 
 
-__all__ = ["ContextPool", "gather", "run_concurrently"]
+__all__ = ["ContextPool", "gather", "run_concurrently", "shared_pool"]
