@@ -193,7 +193,7 @@ def test_an_evaluation_totals_its_calls_and_scores_each_example(spans):
     assert results[0]["gen_ai.evaluation.score.value"] == 0.0
 
 
-def test_an_optimize_run_in_a_user_span_is_one_trace(spans, backward_engine):
+def test_an_optimize_run_in_a_user_span_is_one_trace(spans, backward_engine, tmp_path):
     llm = tg.LLM("mock", replies={r"pear": "3"}, default="7")
     system = tg.Parameter("Answer.", role="system prompt", name="system")
     qa = tg.LLMCall(llm, system=system)
@@ -202,7 +202,7 @@ def test_an_optimize_run_in_a_user_span_is_one_trace(spans, backward_engine):
             {"question": "a banana and a kiwi", "answer": "2"}]
     with tg.tracing.span("nightly", dataset="fruits"):
         tg.optimize(lambda question: qa(question), data, data, metric="exact_match", steps=1,
-                    batch_size=2, progress=False, parameters=[system])
+                    batch_size=2, progress=False, parameters=[system], run_dir=tmp_path / "run")
     all_spans = spans.get_finished_spans()
     assert len({s.context.trace_id for s in all_spans}) == 1
     (root,) = by_name(spans, "invoke_workflow tracegrad.nightly")
@@ -310,7 +310,8 @@ def _one_root(exporter, name):
     return root, all_spans, by_id
 
 
-def test_an_optimize_run_is_one_trace_under_a_tracegrad_optimize_root(spans, backward_engine):
+def test_an_optimize_run_is_one_trace_under_a_tracegrad_optimize_root(spans, backward_engine,
+                                                                      tmp_path):
     llm = tg.tracing.traced(MockLLM({r"pear": "3"}, default="7", model="gpt-4o-mini"))
     system = tg.Parameter("Answer.", role="system prompt", name="system")
     qa = tg.LLMCall(llm, system=system)
@@ -319,7 +320,7 @@ def test_an_optimize_run_is_one_trace_under_a_tracegrad_optimize_root(spans, bac
             {"question": "a banana and a kiwi", "answer": "2"}]
     with tg.backward_llm(tg.tracing.traced(backward_engine)):
         tg.optimize(lambda question: qa(question), data, data, metric="exact_match", steps=2,
-                    batch_size=2, progress=False, parameters=[system])
+                    batch_size=2, progress=False, parameters=[system], run_dir=tmp_path / "run")
     root, all_spans, by_id = _one_root(spans, "invoke_workflow tracegrad.optimize")
     a = root.attributes
     assert a["gen_ai.operation.name"] == "invoke_workflow"

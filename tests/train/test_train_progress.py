@@ -99,7 +99,8 @@ def test_the_terminal_table_shows_an_evaluation_in_progress_with_live_usage() ->
     assert "962" in text and "2.5k" in text and "$0.0123" in text
 
 
-def test_optimize_reports_the_baseline_as_it_runs(capsys, monkeypatch, backward_engine) -> None:
+def test_optimize_reports_the_baseline_as_it_runs(capsys, monkeypatch, backward_engine,
+                                                  tmp_path) -> None:
     monkeypatch.setattr(progress_mod, "LINE_INTERVAL", 0.0)
     engine = Meter(MockLLM(lambda r: "0", model="gpt-4o-mini"))
     system = tg.Parameter("Answer.", role="system prompt", name="system")
@@ -107,7 +108,8 @@ def test_optimize_reports_the_baseline_as_it_runs(capsys, monkeypatch, backward_
     backward_engine.on(r"<new_value>|new value", "<new_value>Count carefully.</new_value>")
     with tg.backward_llm(backward_engine):
         tg.optimize(lambda q: qa(q), ROWS[:4], ROWS, metric="exact_match", steps=1,
-                    batch_size=2, concurrency=1, parameters=[system], engine=engine)
+                    batch_size=2, concurrency=1, parameters=[system], engine=engine,
+                    run_dir=tmp_path / "run")
     err = capsys.readouterr().err
     base = re.findall(r"baseline: validation (\d)/6 ETA \S+  calls (\d+)", err)
     assert [int(n) for n, _ in base][:6] == [1, 2, 3, 4, 5, 6]
