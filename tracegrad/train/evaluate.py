@@ -329,10 +329,9 @@ class ScoreCache:
         brought) and ``scores``/``notes`` cover the scored examples only.
         """
         order = sorted(examples, key=lambda ex: parent.get(ex.id, 0.0))
-        n, step, h = len(order), max(1, chunk), state_hash(state)
+        n, step, got = len(order), max(1, chunk), 0.0
         for i in range(step, n, step):  # the last chunk cannot stop anything early
-            self.score(split, order[i - step:i], state)
-            got = sum(self.known[(h, split, ex.id)][0] for ex in order[:i])
+            got += sum(self.score(split, order[i - step:i], state)[1].values())
             best = got + (n - i)
             if best <= floor * n + 1e-9 if strict else best < floor * n - 1e-9:
                 _, scores, notes = self.score(split, order[:i], state)

@@ -49,11 +49,17 @@ def decide(
     score: float | None,
     parent_minibatch: float,
     minibatch: float | None,
+    stopped: tuple[int, int] | None = None,
 ) -> Verdict:
     """The verdict on a proposal scoring ``score`` against its parent's ``base``.
 
-    ``score`` is None when the minibatch pre-check ruled the proposal out.
+    ``score`` is None when the minibatch pre-check ruled the proposal out. ``stopped``:
+    ``(scored, of)`` when validation stopped early, once it could no longer pass; then
+    ``score`` is the bound it could at most have reached.
     """
+    if stopped is not None:
+        return Verdict(False, f"{where} {base:.3f} -> at most {score:.3f}: stopped after "
+                       f"{stopped[0]} of {stopped[1]} examples, when it could no longer pass")
     if score is None:
         return Verdict(
             False,

@@ -479,12 +479,9 @@ class Trainer:
         rec["val_score"] = score if self.val is not None else None
         base = parent["score"] if parent["score"] is not None else parent_mb
         where = "val" if self.val is not None else "minibatch"
-        verdict = decide(self.opts.gate, where, base, score, parent_mb, mb)
-        cut = beam_log[[e[2] for e in evaluated].index(cand)].get("val_stopped_after")
-        if cut:  # score is the bound of a validation stopped early
-            verdict = Verdict(False, f"val {base:.3f} -> at most {score:.3f}: stopped after "
-                              f"{cut} of {len(self.val or [])} examples, when it could no "
-                              "longer pass")
+        cut = beam_log[evaluated.index(pick)].get("val_stopped_after")
+        verdict = decide(self.opts.gate, where, base, score, parent_mb, mb,
+                         (cut, len(self.val or [])) if cut else None)
         for r, cs, c, m, s, n, split in evaluated:
             self.load_values(cs)
             won = c is cand and verdict.accepted
