@@ -4,6 +4,7 @@ TLS, and the SDK's calls (plain and streamed) through it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import ssl
 import subprocess
@@ -34,7 +35,17 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes | None:
     return head + await reader.readexactly(length)
 
 
-def _serve(script: Callable[[int, bytes], bytes | None], **kw):
+@contextlib.asynccontextmanager
+async def _listening(handle, **kw):
+    """A raw asyncio server on a free loopback port, closed on exit; yields the port."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, **kw)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+def _serve(script: Callable[[int, bytes], bytes | None]):
     """Run ``check(client, server_state)`` against a raw server whose reply to the n-th
     request on a connection is ``script(n, request)`` (None: close without replying)."""
     state = {"connections": 0, "requests": []}
@@ -55,14 +66,9 @@ def _serve(script: Callable[[int, bytes], bytes | None], **kw):
         writer.close()
 
     async def run(check):
-        server = await asyncio.start_server(handle, "127.0.0.1", 0, **kw)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            async with httpx2.AsyncClient(transport=Http1Transport(**kw.get("transport", {})),
-                                          timeout=5) as client:
-                return await check(client, f"http://127.0.0.1:{port}", state)
-        finally:
-            server.close()
+        async with _listening(handle) as port, httpx2.AsyncClient(
+                transport=Http1Transport(), timeout=5) as client:
+            return await check(client, f"http://127.0.0.1:{port}", state)
 
     return run
 
@@ -149,16 +155,12 @@ def test_read_and_connect_timeouts_are_httpx_timeouts():
         writer.close()
 
     async def run():
-        server = await asyncio.start_server(slow, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            async with httpx2.AsyncClient(transport=Http1Transport()) as client:
-                with pytest.raises(httpx2.ReadTimeout):
-                    await client.get(f"http://127.0.0.1:{port}/", timeout=0.2)
-                with pytest.raises(httpx2.ConnectError):
-                    await client.get("http://127.0.0.1:1/", timeout=2)
-        finally:
-            server.close()
+        async with _listening(slow) as port, httpx2.AsyncClient(
+                transport=Http1Transport()) as client:
+            with pytest.raises(httpx2.ReadTimeout):
+                await client.get(f"http://127.0.0.1:{port}/", timeout=0.2)
+            with pytest.raises(httpx2.ConnectError):
+                await client.get("http://127.0.0.1:1/", timeout=2)
 
     asyncio.run(run())
 
@@ -192,17 +194,13 @@ def test_tls_with_a_trusted_self_signed_certificate(tmp_path):
         writer.close()
 
     async def run():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
-        port = server.sockets[0].getsockname()[1]
-        try:
+        async with _listening(handle, ssl=server_ctx) as port:
             async with httpx2.AsyncClient(transport=Http1Transport(client_ctx)) as client:
                 ok = (await client.get(f"https://localhost:{port}/", timeout=5)).text
             async with httpx2.AsyncClient(transport=Http1Transport()) as client:
                 with pytest.raises(httpx2.ConnectError):  # not trusted by the default context
                     await client.get(f"https://localhost:{port}/", timeout=5)
             return ok
-        finally:
-            server.close()
 
     assert asyncio.run(run()) == "secure"
 
@@ -243,17 +241,13 @@ def test_a_stream_longer_than_the_read_timeout_is_fine_while_it_keeps_coming():
         writer.close()
 
     async def run():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
+        async with _listening(handle) as port:
             async with httpx2.AsyncClient(transport=Http1Transport()) as client:
                 async with client.stream("GET", f"http://127.0.0.1:{port}/",
                                          timeout=httpx2.Timeout(5, read=0.35)) as resp:
                     parts = [c async for c in resp.aiter_bytes()]
             await asyncio.sleep(0.5)  # no timer left armed to cancel this task later
             return b"".join(parts)
-        finally:
-            server.close()
 
     # 0.6 s of body, each piece within 0.35 s: httpx's read timeout is per read
     assert asyncio.run(run()) == b"000102030405"
