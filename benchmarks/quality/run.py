@@ -482,7 +482,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise", type=_noise_override, action="append", default=[],
                     metavar="KEY=VALUE", help="override a stand-in rate in every world, "
                     "e.g. prior=0 (no blind guesses); repeatable")
-    ap.add_argument("--out", type=Path, default=HERE / "results.json")
+    ap.add_argument("--batch", type=int, default=4,
+                    help="training minibatch size (default 4, the size the tables use)")
+    ap.add_argument("--out", type=Path, default=HERE / "results.json",
+                    help="where results go; quality.svg is redrawn only for the default")
     args = ap.parse_args(argv)
     NOISE_OVERRIDES.clear()
     NOISE_OVERRIDES.update(dict(args.noise))
@@ -502,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config["hard" if world in HARD else "classic"]
         for opt in args.optimizers.split(","):
             for seed in range(cfg["seeds"]):
-                r = run_one(world, opt, seed, steps=cfg["steps"], batch=4, sizes=cfg["sizes"],
+                r = run_one(world, opt, seed, steps=cfg["steps"], batch=args.batch, sizes=cfg["sizes"],
                             cap=cfg["cap"])
                 print(f"SIMULATED {world:<19} {opt:<12} seed {seed}: test {r['test']:.2f} "
                       f"(baseline val {r['baseline_val']:.2f}), {r['metric_calls']} metric "
@@ -525,11 +528,11 @@ def main(argv: list[str] | None = None) -> int:
         print(budget_table(brows, budgets))
     seconds = round(time.perf_counter() - t0, 1)
     print(f"\n{len(runs)} runs in {seconds} s")
-    if not args.quick and not args.noise:
+    if not args.quick and not args.noise and args.out == HERE / "results.json":
         (HERE / "quality.svg").write_text(plot_svg(rows, hard_runs, ceilings))
     noises = {w: vars(world_noise(w)) for w in args.worlds.split(",")}
     args.out.write_text(dump({
-        "simulated": True, "quick": args.quick, "config": config,
+        "simulated": True, "quick": args.quick, "config": config, "batch": args.batch,
         "budgets": budgets, "seconds": seconds, "noise": noises, "summary": rows,
         "budget_summary": brows, "runs": runs}))
     return 0

@@ -199,7 +199,8 @@ def test_without_gate_positive_feedback_still_calls():
     assert result.events[0]["event"] == "no_change" and result.unchanged == ["sys"]
 
 
-def test_prompt_size_stays_bounded_as_feedback_grows():
+@pytest.mark.parametrize("condense", ["select", "summary"])
+def test_prompt_size_stays_bounded_as_feedback_grows(condense):
     value = "Solve the task carefully."
     budget = 4000
 
@@ -216,12 +217,19 @@ def test_prompt_size_stays_bounded_as_feedback_grows():
                 f"Example {i}: the answer {i * 7} lacks its unit; expected '{i * 7} km'. " * 4,
                 source=f"loss{i}", context={"output": f"{i * 7}"}))
         llm = MockLLM(reply)
-        result = TGD([p], llm, feedback_budget=budget, summary_input_chars=12000).step()
+        result = TGD([p], llm, feedback_budget=budget, summary_input_chars=12000,
+                     condense=condense).step()
         update = [r for r in llm.requests if "<current_value>" in request_text(r)]
         assert len(update) == 1
         sizes[n] = len(request_text(update[0]))
+        events = {e["event"] for e in result.events}
         if n == 4:
-            assert llm.calls == 1 and not any(e["event"] == "feedback_summarised" for e in result.events)
+            assert llm.calls == 1 and not events & {"feedback_summarised", "feedback_condensed"}
+        elif condense == "select":  # cut without a call: the critiques themselves, counted
+            assert llm.calls == 1 and result.calls == 1 and "feedback_condensed" in events
+            shown = request_text(update[0])
+            assert f"Feedback from {n} runs" in shown and "lacks its unit" in shown
+            assert f'times="{n}"' in shown  # every critique says the same: one point
         else:
             assert llm.calls == 2 and result.calls == 2
             assert any(e["event"] == "feedback_summarised" for e in result.events)
@@ -361,7 +369,7 @@ def test_sample_id_reaches_every_request_of_the_step():
     for i in range(30):
         p.add_feedback(f"Problem number {i}: " + "the answer is too long and rambles. " * 8)
     llm = MockLLM(["- too long", "no tags", "<new_value>Be brief.</new_value>"])
-    result = TGD([p], llm, feedback_budget=2000).step(sample_id="beam-1")
+    result = TGD([p], llm, feedback_budget=2000, condense="summary").step(sample_id="beam-1")
     assert result.calls == 3 and p.value == "Be brief."
     assert [r.sample_id for r in llm.requests] == ["beam-1"] * 3
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import tracegrad as tg
 from tracegrad.optim.registry import calls_per_step
 from tracegrad.train.estimate import BACKWARD_REPLY_TOKENS, TaskShape, estimate_run, nice_ceiling
 
@@ -33,12 +34,17 @@ def test_meta_calls_are_the_optimizers_declaration_times_steps(optimizer: str) -
     assert est["total"]["calls"] == sum(r["calls"] for r in est["rows"])
 
 
-def test_summary_calls_appear_when_the_feedback_outgrows_the_optimizers_budget() -> None:
-    """The hand-kept estimate left these out; a batch of 16 failures is over TGD's budget."""
+def test_feedback_over_budget_costs_a_summary_call_only_when_condense_is_summary() -> None:
+    """A batch of 16 failures is over TGD's budget: the default cut makes no call, and
+    ``condense="summary"`` pays one per parameter per step (the estimate once left it out)."""
     est = estimate_run(_shape(n_train=32), optimizer="tgd", steps=3, batch_size=16,
                        model="openai:gpt-4o-mini", optimizer_model="openai:gpt-4o-mini",
                        accuracy=0.0, improves=0.0)
-    assert _calls(est, "summary") == 3 * est["calls_per_step"]["summary"] > 0
+    assert _calls(est, "summary") == est["calls_per_step"]["summary"] == 0
+    for cls in (tg.TGD, tg.TraceOptimizer):
+        p = tg.Parameter("x", name="p")
+        assert cls([p], condense="summary").calls_per_step(1, 64, 64, feedback_chars=400)["summary"] == 1
+        assert cls([p]).calls_per_step(1, 64, 64, feedback_chars=400)["summary"] == 0
 
 
 def test_beam_multiplies_proposals_and_their_validation_not_backward() -> None:

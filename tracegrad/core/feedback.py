@@ -112,26 +112,30 @@ _CONTEXT_SKIP = {"kind", "nodes", "fallback", "outputs", "success", "score"}
 
 def render_feedback(items: list[FeedbackItem], *, context_limit: int = 400,
                     text_limit: int | None = None) -> str:
-    blocks = []
-    for i, it in enumerate(items, 1):
-        attrs = f' n="{i}"'
-        if it.sources:
-            attrs += f' from="{", ".join(it.sources[:3])}{", ..." if len(it.sources) > 3 else ""}"'
-        if it.count > 1:
-            attrs += f' times="{it.count}"'
-        text = it.text if text_limit is None else shorten(it.text, text_limit)
-        ctx_lines = []
-        for k, v in it.context.items():
-            if k in _CONTEXT_SKIP or v in (None, "", [], {}):
-                continue
-            ctx_lines.append(f"  {k}: {shorten(v, context_limit)}")
-        ctx = ("\ncontext:\n" + "\n".join(ctx_lines)) if ctx_lines and context_limit > 0 else ""
-        blocks.append(f"<feedback{attrs}>\n{text}{ctx}\n</feedback>")
-    return "\n".join(blocks)
+    return "\n".join(feedback_block(i, it, context_limit=context_limit, text_limit=text_limit)
+                     for i, it in enumerate(items, 1))
+
+
+def feedback_block(n: int, it: FeedbackItem, *, context_limit: int = 400,
+                   text_limit: int | None = None) -> str:
+    """Item ``n`` as one ``<feedback>`` block: its text, how many runs said it, its context."""
+    attrs = f' n="{n}"'
+    if it.sources:
+        attrs += f' from="{", ".join(it.sources[:3])}{", ..." if len(it.sources) > 3 else ""}"'
+    if it.count > 1:
+        attrs += f' times="{it.count}"'
+    text = it.text if text_limit is None else shorten(it.text, text_limit)
+    ctx_lines = []
+    for k, v in it.context.items():
+        if k in _CONTEXT_SKIP or v in (None, "", [], {}):
+            continue
+        ctx_lines.append(f"  {k}: {shorten(v, context_limit)}")
+    ctx = ("\ncontext:\n" + "\n".join(ctx_lines)) if ctx_lines and context_limit > 0 else ""
+    return f"<feedback{attrs}>\n{text}{ctx}\n</feedback>"
 
 
 __all__ = [
-    "Evidence", "Feedback", "FeedbackItem", "collect_feedback", "is_positive",
+    "Evidence", "Feedback", "FeedbackItem", "collect_feedback", "feedback_block", "is_positive",
     "positive_feedback", "render_evidence", "render_feedback", "says_no_change", "verdict",
 ]
 

@@ -89,6 +89,17 @@ class StepResult:
 # -- feedback -----------------------------------------------------------------------
 
 
+CONDENSE = ("select", "summary")
+
+
+def check_condense(how: str) -> str:
+    """How over-budget feedback is cut: ``select`` (:mod:`tracegrad.core.condense`, no
+    call) or ``summary`` (one LLM call, :func:`summarise_feedback`)."""
+    if how not in CONDENSE:
+        raise ValueError(f"condense={how!r}: use one of {', '.join(map(repr, CONDENSE))}")
+    return how
+
+
 def summarise_feedback(
     engine: Any,
     items: list[FeedbackItem],
@@ -503,5 +514,5 @@ def _key(values: dict[str, Any]) -> str:
 
 __all__ = [
     "FeedbackItem", "Optimizer", "OptimizerOptions", "StepResult", "collect_feedback", "extract_tag", "is_positive",
-    "render_feedback", "repair_request", "same_value", "summarise_feedback", "value_text",
+    "check_condense", "render_feedback", "repair_request", "same_value", "summarise_feedback", "value_text",
 ]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Unpack
 
 from .. import prompts
+from ..core.condense import condense_feedback
 from ..core.feedback import render_evidence
 from ..core.shorten import shorten
 from ..core.variable import Parameter
@@ -34,6 +35,7 @@ from .base import (
     Optimizer,
     OptimizerOptions,
     StepResult,
+    check_condense,
     collect_feedback,
     complete_whole,
     extract_tag,
@@ -64,7 +66,10 @@ class TGD(Optimizer):
 
     ``gate=True`` skips the call for a parameter whose feedback all says nothing needs
     to change. ``examples`` are shown in every request (shortened to
-    ``examples_budget`` in total) to ground the rewrite in the task.
+    ``examples_budget`` in total) to ground the rewrite in the task. Feedback over
+    ``feedback_budget`` is cut to fit by ``condense``: ``"select"`` merges and counts
+    similar critiques with no call (:mod:`tracegrad.core.condense`), ``"summary"`` asks
+    the model for a summary first, one more serial call per step.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class TGD(Optimizer):
         examples_budget: int = 3000,
         prompt: str = "tgd_update",
         summary_prompt: str = "feedback_summary",
+        condense: str = "select",
         batch_feedback: bool = False,
         evidence_budget: int = 0,
         **common: Unpack[OptimizerOptions],
@@ -96,6 +102,7 @@ class TGD(Optimizer):
         self.examples_budget = examples_budget
         self.prompt = prompt
         self.summary_prompt = summary_prompt
+        self.condense = check_condense(condense)
         self.evidence_budget = evidence_budget
 
     def propagator(self) -> Any:
@@ -110,7 +117,8 @@ class TGD(Optimizer):
                     worst: bool) -> dict[str, int]:
         # per parameter: a summary first when its feedback (one backward reply per failed
         # example) is over budget, one update, and at worst one repair of it (_update_one)
-        summary = n_params if n_failures * feedback_chars > self.feedback_budget else 0
+        over = n_failures * feedback_chars > self.feedback_budget
+        summary = n_params if over and self.condense == "summary" else 0
         return {"summary": summary, "optimizer": n_params, "repair": n_params if worst else 0}
 
     # -- step ------------------------------------------------------------------------
@@ -149,27 +157,22 @@ class TGD(Optimizer):
         out = _Rewrite()
         rendered = render_feedback(items, context_limit=self.context_limit)
         runs = sum(it.count for it in items)
-        if len(rendered) > self.feedback_budget:
-            summary, calls, events = summarise_feedback(
-                engine, items, about=f"{name} ({p.role or p.value_kind})",
-                limit=self.feedback_budget, input_limit=self.summary_input_chars,
-                prompt=self.summary_prompt, sample_id=self._sample,
-            )
-            out.calls += calls
-            out.events += events
+        if len(rendered) <= self.feedback_budget:
+            feedback_block, out.reason = rendered, "\n".join(it.text for it in items)
+        elif self.condense == "select":
+            cut = condense_feedback(items, limit=self.feedback_budget,
+                                    context_limit=self.context_limit)
+            out.events.append({"event": "feedback_condensed",
+                               "detail": f"{len(items)} distinct items from {runs} runs "
+                                         f"({len(rendered)} chars) {cut.detail}"})
+            feedback_block, out.reason = cut.text, "\n".join(it.text for it in cut.shown)
+        else:
+            feedback_block, out.reason = self._summarised(engine, name, p, items, out)
             out.events.append({
                 "event": "feedback_summarised",
                 "detail": f"{len(items)} distinct items from {runs} runs ({len(rendered)} chars) "
-                          f"condensed to {len(summary)} chars",
+                          f"condensed to {len(out.reason)} chars",
             })
-            feedback_block = (
-                f"(Feedback from {runs} runs, {len(items)} distinct items, condensed into a "
-                f"summary because it was too long to show in full.)\n{summary}"
-            )
-            out.reason = summary
-        else:
-            feedback_block = rendered
-            out.reason = "\n".join(it.text for it in items)
 
         request = Request(
             messages=[
@@ -199,6 +202,20 @@ class TGD(Optimizer):
             out.events.append({"event": "no_change", "detail": "the optimizer returned the current value"})
         out.value, out.accepted = value, True
         return out
+
+    def _summarised(self, engine: Any, name: str, p: Parameter, items: list[FeedbackItem],
+                    out: _Rewrite) -> tuple[str, str]:
+        """``condense="summary"``: the feedback condensed by one call; (block, summary)."""
+        summary, calls, events = summarise_feedback(
+            engine, items, about=f"{name} ({p.role or p.value_kind})",
+            limit=self.feedback_budget, input_limit=self.summary_input_chars,
+            prompt=self.summary_prompt, sample_id=self._sample,
+        )
+        out.calls += calls
+        out.events += events
+        runs = sum(it.count for it in items)
+        return (f"(Feedback from {runs} runs, {len(items)} distinct items, condensed into a "
+                f"summary because it was too long to show in full.)\n{summary}"), summary
 
     def _parse(self, p: Parameter, reply: str) -> tuple[Any, tuple[str, str] | None]:
         raw = extract_tag(reply, TAG)

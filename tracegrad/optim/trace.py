@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from .. import prompts
 from ..backward import TracePropagator
+from ..core.condense import condense_feedback
 from ..core.keys import match_keys
 from ..core.shorten import shorten
 from ..core.variable import Parameter, Variable, name_by_position, topo_order
@@ -34,6 +35,7 @@ from .base import (
     Optimizer,
     OptimizerOptions,
     StepResult,
+    check_condense,
     collect_feedback,
     render_feedback,
     repair_request,
@@ -211,9 +213,11 @@ class TraceOptimizer(Optimizer):
         history_value_limit: int = 800,
         prompt: str = "trace_update",
         summary_prompt: str = "feedback_summary",
+        condense: str = "select",
         **common: Unpack[OptimizerOptions],
     ) -> None:
         super().__init__(parameters, engine, **common)
+        self.condense = check_condense(condense)
         self.max_listing_chars = max_listing_chars
         self.value_limit = value_limit
         self.feedback_budget = feedback_budget
@@ -231,7 +235,7 @@ class TraceOptimizer(Optimizer):
         # budget (it is the aggregate's text: each example cut to AGGREGATE_ITEM_LIMIT);
         # at worst a JSON repair and then a constraint repair
         shown = n_failures * (min(feedback_chars, AGGREGATE_ITEM_LIMIT) + len("[0] \n"))
-        summary = 1 if shown > self.feedback_budget else 0
+        summary = 1 if shown > self.feedback_budget and self.condense == "summary" else 0
         return {"summary": summary, "optimizer": 1, "repair": 2 if worst else 0}
 
     def step(self, sample_id: str | None = None) -> StepResult:
@@ -295,12 +299,18 @@ class TraceOptimizer(Optimizer):
 
     def _feedback(self, engine: Any, result: StepResult,
                   offered: dict[str, Parameter]) -> tuple[str, str]:
-        """The feedback section, condensed by one call when over budget, and the text
-        that is recorded as the reason for the new values."""
+        """The feedback section, cut to fit when over budget (see TGD's ``condense``), and
+        the text that is recorded as the reason for the new values."""
         items = self._feedback_items(offered)
         feedback = render_feedback(items, context_limit=self.value_limit)
         if len(feedback) <= self.feedback_budget:
             return feedback, "\n".join(it.text for it in items)
+        if self.condense == "select":
+            cut = condense_feedback(items, limit=self.feedback_budget,
+                                    context_limit=self.value_limit)
+            self._events(result, offered, "feedback_condensed",
+                         f"{len(items)} items ({len(feedback)} chars) {cut.detail}")
+            return cut.text, "\n".join(it.text for it in cut.shown)
         summary, calls, events = summarise_feedback(
             engine, items, about="the result of the program traced below",
             limit=self.feedback_budget, input_limit=self.summary_input_chars,
