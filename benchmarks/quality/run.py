@@ -1,6 +1,6 @@
 """SIMULATED optimization-quality benchmark: every optimizer, every world, several seeds.
 
-    python benchmarks/quality/run.py            # full: 4 optimizers x 7 worlds x 5/10 seeds
+    python benchmarks/quality/run.py            # full: 6 optimizers x 7 worlds x 5/10 seeds
     python benchmarks/quality/run.py --quick    # smoke: 2 seeds, small splits (< 1 minute)
 
 Measures whether evidence reaches the optimizer and whether search and selection resist
@@ -54,7 +54,7 @@ from tracegrad.testing import MockLLM  # noqa: E402
 from tracegrad.train import evaluate, optimize  # noqa: E402
 from tracegrad.train.metrics import get_metric  # noqa: E402
 
-OPTIMIZERS = ["tgd", "tgd-batched", "trace", "opro", "reflect"]
+OPTIMIZERS = ["tgd", "tgd-batched", "trace", "opro", "reflect", "reflect-lean"]
 
 
 def prompt_file(world: World) -> str:
@@ -362,7 +362,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-_COLOURS = {"tgd": "#1f77b4", "tgd-batched": "#17becf", "trace": "#d62728", "opro": "#7f7f7f"}
+_COLOURS = {"tgd": "#1f77b4", "tgd-batched": "#17becf", "trace": "#d62728", "opro": "#7f7f7f",
+            "reflect": "#2ca02c", "reflect-lean": "#98df8a"}
 
 
 def _scatter_panel(rows: list[dict[str, Any]], world: str, x0: int, y0: int) -> list[str]:

@@ -32,15 +32,18 @@ def test_every_name_builds_its_class_with_its_options():
     p = tg.Parameter("Answer.", name="p")
     expected = {"tgd": TGD, "textgrad": TGD, "textual": TGD, "tgd-batched": TGD,
                 "trace": TraceOptimizer, "optoprime": TraceOptimizer, "opro": OPRO,
-                "reflect": tg.Reflect}
+                "reflect": tg.Reflect, "reflect-lean": tg.Reflect}
     assert optimizer_names() == sorted(expected)
-    assert optimizer_names(aliases=False) == ["tgd", "tgd-batched", "trace", "opro", "reflect"]
+    assert optimizer_names(aliases=False) == ["tgd", "tgd-batched", "trace", "opro", "reflect",
+                                                "reflect-lean"]
     engine = MockLLM()
     for name, cls in expected.items():
         opt = build_optimizer(f" {name.upper()} ", [p], engine=engine, max_concurrency=3)
         assert type(opt) is cls and opt.max_concurrency == 3 and opt._engine is engine
     assert build_optimizer("tgd-batched", [p]).batch_feedback is True
     assert build_optimizer("tgd", [p]).batch_feedback is False
+    assert build_optimizer("reflect", [p]).critique is True
+    assert build_optimizer("reflect-lean", [p]).critique is False
     assert resolve("optoprime")[0] is TraceOptimizer
 
 

@@ -103,10 +103,11 @@ def test_ctrl_c_while_the_cli_starts_exits_130_with_one_line(tmp_path: Path) -> 
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)
-        # 0: it had already finished; -2 with nothing printed: the signal came before the
-        # interpreter had started (its default action), before any of our code could run
-        assert p.returncode in (0, 130) or (p.returncode == -2 and not err.strip()), (
-            p.returncode, err)
+        # 0: it had already finished; -2: the signal came before any of our code could
+        # run -- before the interpreter had started (nothing printed) or while pip's
+        # wrapper was still importing tracegrad_launch (a loaded machine: no frame of ours)
+        early = p.returncode == -2 and (not err.strip() or "tracegrad_launch.py" not in err)
+        assert p.returncode in (0, 130) or early, (p.returncode, err)
         # a one-line exit, except when the interrupt lands inside a compiled extension's
         # own import (pydantic_core prints its panic first): rare, and still exit 130
         outcomes.append((p.returncode, err.strip() == "error: interrupted"))

@@ -19,18 +19,21 @@ from tracegrad.train.search import propose_merge
 from .sim_task import QA, RULES, forward_llm, optimizer_llm, write_data
 
 
-def _run(tmp_path, **kw):
+def _run(tmp_path, optimizer="reflect", **kw):
     train, val = write_data(tmp_path)
     fw, op = forward_llm(), optimizer_llm()
-    res = optimize(QA(fw), train, val, metric="exact_match", optimizer="reflect",
+    res = optimize(QA(fw), train, val, metric="exact_match", optimizer=optimizer,
                    optimizer_engine=op, run_dir=False, progress=False, seed=1,
                    **{"steps": 4, "batch_size": 4, **kw})
     return res, fw, op
 
 
-def test_the_update_request_shows_the_failing_examples_and_no_backward_call_is_made(tmp_path):
-    res, _, op = _run(tmp_path)
-    assert op.calls_for("backward") == 0
+@pytest.mark.parametrize("optimizer", ["reflect", "reflect-lean"])
+def test_the_update_request_shows_the_failing_examples_and_critiques_unless_lean(tmp_path,
+                                                                                optimizer):
+    res, _, op = _run(tmp_path, optimizer)
+    lean = optimizer == "reflect-lean"
+    assert (op.calls_for("backward") == 0) is lean
     updates = [r for r in op.requests if r.purpose == "optimizer"]
     assert updates, res.history
     text = updates[0].messages[-1]["content"]
@@ -38,6 +41,9 @@ def test_the_update_request_shows_the_failing_examples_and_no_backward_call_is_m
     assert "### Failing example 1" in table
     assert "input: " in table and "expected: " in table and "got: " in table
     assert "examples failed." in table
+    critiques = text.split("## Feedback on the current value", 1)[1].split("## What the", 1)[0]
+    # a backward model's critique beside the table, or the metric's own words passed along
+    assert "<feedback" in critiques and ('from="aggregate' in critiques) is lean
     assert res.best_score > res.baseline_score
 
 

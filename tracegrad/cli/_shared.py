@@ -280,8 +280,9 @@ OptimizerOpt = Annotated[
     typer.Option("--optimizer", "-o", help="tgd (textual gradients, per prompt), tgd-batched "
                  "(the same, with one feedback call per batch instead of one per example), "
                  "trace (whole-trace, no backward calls), opro (scored history of "
-                 "candidates) or reflect (GEPA-class: rewrites from the failing examples "
-                 "themselves, Pareto search and merge, no backward calls)."),
+                 "candidates), reflect (GEPA-class: rewrites from the failing examples "
+                 "themselves beside per-example critiques, several proposals, pre-check and "
+                 "merge) or reflect-lean (reflect without the critiques: no backward calls)."),
 ]
 PromptArg = Annotated[
     Path, typer.Argument(help="The prompt file: a tracegrad .prompt file (YAML front matter + "

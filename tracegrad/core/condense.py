@@ -5,9 +5,10 @@ should carry (DESIGN principle 5). Asking a model to summarise them costs a whol
 serial call before the update can start -- on a real model seconds, on every step --
 and what it drops is unaudited. This cut is deterministic instead: critiques that say
 nearly the same thing (by word overlap) become one point with the number of runs that
-raised it, points are shown most frequent first at an equal share of the budget, a few
-"keep this, it works" items stay so a rewrite does not break what works, and what did
-not fit is counted, not silently lost. ``condense="summary"`` on TGD and the Trace
+raised it, points are shown most frequent first -- as many distinct points as fit, each
+with the context of its example when room is left -- a few "keep this, it works" items
+stay so a rewrite does not break what works, and what did not fit is counted, not
+silently lost. ``condense="summary"`` on TGD and the Trace
 optimizer still asks a model instead.
 """
 
@@ -19,8 +20,8 @@ from dataclasses import dataclass, replace
 from .feedback import _CONTEXT_SKIP, FeedbackItem, feedback_block, is_positive
 
 _WORD = re.compile(r"[a-z0-9]+")
-_BLOCK = 120  # the tags, attributes and context labels of one block, about
-_MIN_SHARE = 240  # below this a critique is too cut to act on: show fewer points instead
+_BLOCK = 90  # the tags, attributes and context labels of one block, about
+_TEXT = 400  # a point's text is cut to this; what is left goes to the examples' context
 _KEEP_POSITIVE = 2
 
 
@@ -90,15 +91,31 @@ def _runs(n: int) -> str:
     return f"{n} run" if n == 1 else f"{n} runs"
 
 
-def _block(n: int, it: FeedbackItem, share: int, context_limit: int) -> str:
-    """One point in about ``share`` characters: what its text leaves (at least a third)
-    for its context, if it has any."""
-    keys = sum(1 for k, v in it.context.items() if k not in _CONTEXT_SKIP
-               and v not in (None, "", [], {}))
-    if not keys:
-        return feedback_block(n, it, context_limit=0, text_limit=share)
-    per_key = min(context_limit, max(share - len(it.text), share // 3) // keys)
-    return feedback_block(n, it, context_limit=per_key, text_limit=share - per_key * keys)
+def _context_keys(it: FeedbackItem) -> int:
+    return sum(1 for k, v in it.context.items()
+               if k not in _CONTEXT_SKIP and v not in (None, "", [], {}))
+
+
+def _fit(points: list[FeedbackItem], keep: list[FeedbackItem],
+         room: int) -> tuple[list[FeedbackItem], list[FeedbackItem]]:
+    """As many points as fit at their text alone (most frequent first), then the kept
+    successes if they fit too; (chosen, left out). Distinct points first: a rewrite can
+    fix a problem it is told about without its example, not one it is never told about."""
+    chosen: list[FeedbackItem] = []
+    size = 0
+    for it in points:
+        need = min(len(it.text), _TEXT) + _BLOCK
+        if chosen and size + need > room:
+            break
+        chosen.append(it)
+        size += need
+    left = points[len(chosen):]
+    for it in keep:
+        need = min(len(it.text), _TEXT) + _BLOCK
+        if size + need <= room:
+            chosen.append(it)
+            size += need
+    return chosen, left
 
 
 def condense_feedback(items: list[FeedbackItem], *, limit: int,
@@ -106,18 +123,18 @@ def condense_feedback(items: list[FeedbackItem], *, limit: int,
     """A view of ``items`` in at most about ``limit`` characters; see the module doc."""
     positive = [it for it in items if is_positive(it)]
     points = group_feedback([it for it in items if not is_positive(it)])
-    keep = positive[:_KEEP_POSITIVE]
     runs = sum(it.count for it in items)
     head = (f"(Feedback from {runs} runs, {len(items)} distinct items: too long to show in "
             f"full, so items that say nearly the same are merged into {len(points)} points, "
             "shown most frequent first; `times` is how many runs raised a point.)")
-    room = max(limit - len(head) - 240, _MIN_SHARE + _BLOCK)
-    cap = max(1, room // (_MIN_SHARE + _BLOCK))
-    n_pos = min(len(keep), max(cap - len(points), 1 if cap >= 4 else 0))
-    n_pts = min(len(points), cap - n_pos)
-    chosen, left = points[:n_pts] + keep[:n_pos], points[n_pts:]
-    share = room // max(len(chosen), 1) - _BLOCK
-    blocks = [_block(i, it, share, context_limit) for i, it in enumerate(chosen, 1)]
+    room = max(limit - len(head) - 240, _TEXT + _BLOCK)
+    chosen, left = _fit(points, positive[:_KEEP_POSITIVE], room)
+    # what the texts leave goes to the examples behind them, evenly
+    spare = room - sum(min(len(it.text), _TEXT) + _BLOCK for it in chosen)
+    keys = sum(_context_keys(it) for it in chosen)
+    per_key = min(context_limit, spare // keys) if keys else 0
+    blocks = [feedback_block(i, it, context_limit=per_key if per_key >= 40 else 0,
+                             text_limit=_TEXT) for i, it in enumerate(chosen, 1)]
     omitted_runs = sum(it.count for it in left)
     notes = []
     if left:

@@ -29,9 +29,12 @@ OPTIMIZERS: Mapping[str, _Entry] = MappingProxyType({
     "trace": (TraceOptimizer, _NONE),
     "opro": (OPRO, _NONE),
     "reflect": (Reflect, _NONE),
+    # reflect without the backward critiques: the metric's feedback along the trace only
+    "reflect-lean": (Reflect, MappingProxyType({"critique": False})),
 })
 # trainer settings a name is meant to run with; an option the caller gives wins
-SEARCH: Mapping[str, Mapping[str, Any]] = MappingProxyType({"reflect": REFLECT_SEARCH})
+SEARCH: Mapping[str, Mapping[str, Any]] = MappingProxyType({"reflect": REFLECT_SEARCH,
+                                                            "reflect-lean": REFLECT_SEARCH})
 
 
 def search_defaults(optimizer: Any) -> dict[str, Any]:
