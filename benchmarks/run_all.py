@@ -578,9 +578,9 @@ def why(t: dict[str, Any], r: dict[str, Any]) -> str:
     if t["kind"] == "large":
         v = r["large"][t["mode"]][t["batch"]]
         text = (f"The step waited for {fmt(v['depth'])} latency periods (limit "
-                f"{v['limit_s'] / lat:.0f}); ")
+                f"{v['limit_s'] / lat:.0f}). ")
         if v["summary_calls"]:
-            text += ("one of them is the feedback-summary call: the batch's feedback exceeds the "
+            text += ("One of them is the feedback-summary call: the batch's feedback exceeds the "
                      "optimizer's budget and is summarised before the update (bounded context), "
                      "a dependent call the limit does not count. ")
         return text + ("The rest is the time one level of that many calls takes on this "
