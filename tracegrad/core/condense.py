@@ -8,8 +8,8 @@ nearly the same thing (by word overlap) become one point with the number of runs
 raised it, points are shown most frequent first -- as many distinct points as fit, each
 with the context of its example when room is left -- a few "keep this, it works" items
 stay so a rewrite does not break what works, and what did not fit is counted, not
-silently lost. ``condense="summary"`` on TGD and the Trace
-optimizer still asks a model instead.
+silently lost. ``condense="summary"`` on TGD and the Trace optimizer still asks a model
+instead.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from .feedback import _CONTEXT_SKIP, FeedbackItem, feedback_block, is_positive
+from .feedback import FeedbackItem, feedback_block, is_positive, shown_context
 
 _WORD = re.compile(r"[a-z0-9]+")
 _BLOCK = 90  # the tags, attributes and context labels of one block, about
@@ -91,9 +91,9 @@ def _runs(n: int) -> str:
     return f"{n} run" if n == 1 else f"{n} runs"
 
 
-def _context_keys(it: FeedbackItem) -> int:
-    return sum(1 for k, v in it.context.items()
-               if k not in _CONTEXT_SKIP and v not in (None, "", [], {}))
+def _text_size(it: FeedbackItem) -> int:
+    """What a point's block takes before any context: its (cut) text and its tags."""
+    return min(len(it.text), _TEXT) + _BLOCK
 
 
 def _fit(points: list[FeedbackItem], keep: list[FeedbackItem],
@@ -104,14 +104,14 @@ def _fit(points: list[FeedbackItem], keep: list[FeedbackItem],
     chosen: list[FeedbackItem] = []
     size = 0
     for it in points:
-        need = min(len(it.text), _TEXT) + _BLOCK
+        need = _text_size(it)
         if chosen and size + need > room:
             break
         chosen.append(it)
         size += need
     left = points[len(chosen):]
     for it in keep:
-        need = min(len(it.text), _TEXT) + _BLOCK
+        need = _text_size(it)
         if size + need <= room:
             chosen.append(it)
             size += need
@@ -121,8 +121,10 @@ def _fit(points: list[FeedbackItem], keep: list[FeedbackItem],
 def condense_feedback(items: list[FeedbackItem], *, limit: int,
                       context_limit: int = 400) -> Condensed:
     """A view of ``items`` in at most about ``limit`` characters; see the module doc."""
-    positive = [it for it in items if is_positive(it)]
-    points = group_feedback([it for it in items if not is_positive(it)])
+    positive, failing = [], []
+    for it in items:
+        (positive if is_positive(it) else failing).append(it)
+    points = group_feedback(failing)
     runs = sum(it.count for it in items)
     head = (f"(Feedback from {runs} runs, {len(items)} distinct items: too long to show in "
             f"full, so items that say nearly the same are merged into {len(points)} points, "
@@ -130,8 +132,8 @@ def condense_feedback(items: list[FeedbackItem], *, limit: int,
     room = max(limit - len(head) - 240, _TEXT + _BLOCK)
     chosen, left = _fit(points, positive[:_KEEP_POSITIVE], room)
     # what the texts leave goes to the examples behind them, evenly
-    spare = room - sum(min(len(it.text), _TEXT) + _BLOCK for it in chosen)
-    keys = sum(_context_keys(it) for it in chosen)
+    spare = room - sum(_text_size(it) for it in chosen)
+    keys = sum(len(shown_context(it)) for it in chosen)
     per_key = min(context_limit, spare // keys) if keys else 0
     blocks = [feedback_block(i, it, context_limit=per_key if per_key >= 40 else 0,
                              text_limit=_TEXT) for i, it in enumerate(chosen, 1)]

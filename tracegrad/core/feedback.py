@@ -125,18 +125,22 @@ def feedback_block(n: int, it: FeedbackItem, *, context_limit: int = 400,
     if it.count > 1:
         attrs += f' times="{it.count}"'
     text = it.text if text_limit is None else shorten(it.text, text_limit)
-    ctx_lines = []
-    for k, v in it.context.items():
-        if k in _CONTEXT_SKIP or v in (None, "", [], {}):
-            continue
-        ctx_lines.append(f"  {k}: {shorten(v, context_limit)}")
+    ctx_lines = [f"  {k}: {shorten(v, context_limit)}" for k, v in shown_context(it)]
     ctx = ("\ncontext:\n" + "\n".join(ctx_lines)) if ctx_lines and context_limit > 0 else ""
     return f"<feedback{attrs}>\n{text}{ctx}\n</feedback>"
 
 
+def shown_context(it: FeedbackItem) -> list[tuple[str, Any]]:
+    """The context entries a ``<feedback>`` block shows (bookkeeping keys and empty values
+    are left out)."""
+    return [(k, v) for k, v in it.context.items()
+            if k not in _CONTEXT_SKIP and v not in (None, "", [], {})]
+
+
 __all__ = [
     "Evidence", "Feedback", "FeedbackItem", "collect_feedback", "feedback_block", "is_positive",
-    "positive_feedback", "render_evidence", "render_feedback", "says_no_change", "verdict",
+    "positive_feedback", "render_evidence", "render_feedback", "says_no_change", "shown_context",
+    "verdict",
 ]
 
 

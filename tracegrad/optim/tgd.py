@@ -115,8 +115,9 @@ class TGD(Optimizer):
 
     def _step_calls(self, n_params: int, n_failures: int, feedback_chars: int,
                     worst: bool) -> dict[str, int]:
-        # per parameter: a summary first when its feedback (one backward reply per failed
-        # example) is over budget, one update, and at worst one repair of it (_update_one)
+        # per parameter: with condense="summary", a summary first when its feedback (one
+        # backward reply per failed example) is over budget; one update, and at worst one
+        # repair of it (_update_one)
         over = n_failures * feedback_chars > self.feedback_budget
         summary = n_params if over and self.condense == "summary" else 0
         return {"summary": summary, "optimizer": n_params, "repair": n_params if worst else 0}
@@ -167,7 +168,7 @@ class TGD(Optimizer):
                                          f"({len(rendered)} chars) {cut.detail}"})
             feedback_block, out.reason = cut.text, "\n".join(it.text for it in cut.shown)
         else:
-            feedback_block, out.reason = self._summarised(engine, name, p, items, out)
+            feedback_block, out.reason = self._summarised(engine, name, p, items, runs, out)
             out.events.append({
                 "event": "feedback_summarised",
                 "detail": f"{len(items)} distinct items from {runs} runs ({len(rendered)} chars) "
@@ -204,7 +205,7 @@ class TGD(Optimizer):
         return out
 
     def _summarised(self, engine: Any, name: str, p: Parameter, items: list[FeedbackItem],
-                    out: _Rewrite) -> tuple[str, str]:
+                    runs: int, out: _Rewrite) -> tuple[str, str]:
         """``condense="summary"``: the feedback condensed by one call; (block, summary)."""
         summary, calls, events = summarise_feedback(
             engine, items, about=f"{name} ({p.role or p.value_kind})",
@@ -213,7 +214,6 @@ class TGD(Optimizer):
         )
         out.calls += calls
         out.events += events
-        runs = sum(it.count for it in items)
         return (f"(Feedback from {runs} runs, {len(items)} distinct items, condensed into a "
                 f"summary because it was too long to show in full.)\n{summary}"), summary
 

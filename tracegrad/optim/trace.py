@@ -231,9 +231,9 @@ class TraceOptimizer(Optimizer):
 
     def _step_calls(self, n_params: int, n_failures: int, feedback_chars: int,
                     worst: bool) -> dict[str, int]:
-        # one update for all parameters, after one summary when the feedback is over
-        # budget (it is the aggregate's text: each example cut to AGGREGATE_ITEM_LIMIT);
-        # at worst a JSON repair and then a constraint repair
+        # one update for all parameters, after one summary when condense="summary" and the
+        # feedback is over budget (it is the aggregate's text: each example cut to
+        # AGGREGATE_ITEM_LIMIT); at worst a JSON repair and then a constraint repair
         shown = n_failures * (min(feedback_chars, AGGREGATE_ITEM_LIMIT) + len("[0] \n"))
         summary = 1 if shown > self.feedback_budget and self.condense == "summary" else 0
         return {"summary": summary, "optimizer": 1, "repair": 2 if worst else 0}
