@@ -57,6 +57,7 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "LLMError": (".llm.base", 'LLMError'),
     "load_dataset": (".train", 'load_dataset'),
     "load_run": (".train", 'load_run'),
+    "map": (".core.concurrency", 'map'),
     "MetricLoss": (".ops", 'MetricLoss'),
     "metrics": (".train", 'metrics'),
     "Module": (".core", 'Module'),
@@ -150,6 +151,7 @@ if TYPE_CHECKING:
         set_backward_llm,
         shorten,
     )
+    from .core.concurrency import map as map  # noqa: A004
     from .core.demos import Demos
     from .core.nxgraph import Graph
     from .llm import LLM

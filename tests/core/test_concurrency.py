@@ -110,3 +110,73 @@ def test_ctrl_c_while_gathering_waits_for_the_running_jobs(monkeypatch: pytest.M
             c.gather(futures)
         assert done.count(1) == 2  # the two running jobs had finished when it raised
     assert 2 not in done  # the queued ones never started
+
+
+# -- tg.map: the minibatch forward of a hand-written loop ---------------------------------
+def test_map_keeps_order_and_context_and_reuses_its_threads():
+    import tracegrad as tg
+
+    def probe(i: int) -> tuple[int, str, threading.Thread]:
+        time.sleep(0.01 * (4 - i))
+        return i, _setting.get(), threading.current_thread()
+
+    token = _setting.set("from the caller")
+    try:
+        first = tg.map(probe, range(4), concurrency=4)
+        second = tg.map(probe, range(4), concurrency=4)
+    finally:
+        _setting.reset(token)
+    assert [i for i, _, _ in first] == [0, 1, 2, 3]
+    assert {s for _, s, _ in first + second} == {"from the caller"}
+    # threads outlive the call: the second batch runs on threads the first one started
+    assert {t for *_, t in second} <= {t for *_, t in first}
+    assert all(t.is_alive() for *_, t in first)
+
+
+def test_map_applies_no_grad_inside_its_workers():
+    import tracegrad as tg
+
+    double = tg.op(lambda x: x * 2)
+    p = tg.Parameter("3", role="a number")
+    with tg.no_grad():
+        outs = tg.map(lambda _: double(p), range(3), concurrency=3)
+    assert all(not o.requires_grad for o in outs)
+    assert all(o.requires_grad for o in tg.map(lambda _: double(p), range(2), concurrency=2))
+
+
+def test_map_nested_inside_its_own_workers_does_not_deadlock():
+    import tracegrad as tg
+
+    def outer(i: int) -> list[int]:
+        return tg.map(lambda j: i * 10 + j, range(3), concurrency=2)
+
+    done: list[list[list[int]]] = []
+    t = threading.Thread(target=lambda: done.append(tg.map(outer, range(2), concurrency=2)))
+    t.start()
+    t.join(10)
+    assert done == [[[0, 1, 2], [10, 11, 12]]]
+
+
+def test_map_raises_the_first_failure_after_the_running_items_end():
+    import tracegrad as tg
+
+    finished: list[int] = []
+
+    def job(i: int) -> int:
+        if i == 1:
+            raise KeyError("row 1")
+        time.sleep(0.05)
+        finished.append(i)
+        return i
+
+    with pytest.raises(KeyError, match="row 1"):
+        tg.map(job, range(2), concurrency=2)
+    assert finished == [0]  # the running item ended before the error surfaced
+
+
+@pytest.mark.parametrize("bad", [0, -1, None, True])
+def test_map_rejects_a_concurrency_that_is_not_a_positive_integer(bad):
+    import tracegrad as tg
+
+    with pytest.raises(ValueError, match="concurrency"):
+        tg.map(str, range(3), concurrency=bad)

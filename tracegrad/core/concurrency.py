@@ -13,6 +13,7 @@ error of the first failed job, in job order, is raised.
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -116,4 +117,38 @@ def run_concurrently(fn: Callable[[T], R], items: Iterable[T], *, max_workers: i
         return pool.map(fn, items)
 
 
-__all__ = ["ContextPool", "gather", "run_concurrently", "shared_pool"]
+_IN_MAP = threading.local()
+
+
+def map(fn: Callable[[T], R], items: Iterable[T], *, concurrency: int = 32) -> list[R]:  # noqa: A001
+    """``[fn(item) for item in items]`` with up to ``concurrency`` running at once: the
+    forward passes of a minibatch in a hand-written training loop.
+
+    Why not a ``ThreadPoolExecutor``: its workers start in an empty context, so a
+    ``tg.no_grad()``, a budget or a call log the caller set silently stops applying; and a
+    pool built per step starts a thread per item every step (at batch 256 that was
+    0.15-0.2 s of a 0.4 s forward level). Here each call runs in a copy of the caller's
+    context, on threads that outlive the call, and errors follow :func:`gather`: results
+    in order, or the first failed item's error once nothing is still running. A ``map``
+    inside ``fn`` runs on a pool of its own, so nesting cannot starve the shared one.
+    """
+    if concurrency is None or isinstance(concurrency, bool) or int(concurrency) < 1:
+        raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
+    items = list(items)
+    if len(items) <= 1 or int(concurrency) == 1:
+        return [contextvars.copy_context().run(fn, item) for item in items]
+    if getattr(_IN_MAP, "active", False):
+        return run_concurrently(functools.partial(_marked, fn), items, max_workers=int(concurrency),
+                                thread_name_prefix="tg-map")
+    return shared_pool(int(concurrency), "tg-map").map(functools.partial(_marked, fn), items)
+
+
+def _marked(fn: Callable[[T], R], item: T) -> R:
+    _IN_MAP.active = True
+    try:
+        return fn(item)
+    finally:
+        _IN_MAP.active = False
+
+
+__all__ = ["ContextPool", "gather", "map", "run_concurrently", "shared_pool"]
