@@ -90,3 +90,60 @@ def test_a_body_that_is_not_json_is_a_retryable_malformed_reply(minimal):
                        api_key=SECRET, max_retries=0)
     with pytest.raises(LLMError):
         eng.complete(make_request([{"role": "user", "content": "hi"}]))
+
+
+def test_the_direct_path_sends_the_headers_the_http_client_would(server: FakeOpenAIServer):
+    """The poster skips httpx's client layer for tracegrad's own transport; what reaches
+    the server must not change."""
+    eng = OpenAIEngine("gpt-4o-mini", base_url=server.url, api_key=SECRET,
+                       default_headers={"X-Team": "evals"})
+    req = make_request([{"role": "user", "content": "hello"}], max_tokens=50)
+    eng.complete(req)
+    assert eng._poster is not None and eng._poster.direct is not None
+    direct = dict(server.requests[-1]["_headers"])
+    eng._poster.direct = None  # the httpx client's own path
+    eng.complete(req)
+    via_client = dict(server.requests[-1]["_headers"])
+    assert direct == via_client
+    assert direct["accept-encoding"] == "gzip, deflate" and direct["x-team"] == "evals"
+
+
+class _Redirecting(_Minimal):
+    def do_POST(self):  # noqa: N802
+        if self.path.endswith("/old/chat/completions"):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(307)
+            self.send_header("Location", "/v1/chat/completions")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_POST()
+
+
+def test_a_redirect_is_followed_as_the_http_client_follows_it():
+    httpd = HTTPServer(("127.0.0.1", 0), _Redirecting)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        eng = OpenAIEngine("m", base_url=f"http://127.0.0.1:{httpd.server_port}/old",
+                           api_key=SECRET, max_retries=0)
+        assert eng.complete(make_request([{"role": "user", "content": "hi"}])).text == "hi there"
+        assert eng._poster is not None and eng._poster.direct is not None
+    finally:
+        httpd.shutdown()
+
+
+def test_a_client_with_event_hooks_keeps_the_http_clients_path():
+    import httpx2
+
+    from tracegrad.llm.openai import Http1Transport, _direct_transport
+
+    seen = []
+
+    async def hook(request):
+        seen.append(request)
+
+    plain = httpx2.AsyncClient(transport=Http1Transport())
+    hooked = httpx2.AsyncClient(transport=Http1Transport(), event_hooks={"request": [hook]})
+    assert _direct_transport(plain) is plain._transport
+    assert _direct_transport(hooked) is None
+    assert _direct_transport(httpx2.AsyncClient()) is None  # httpx's own transport

@@ -105,6 +105,14 @@ class _ChatPoster:
         headers = {**client.default_headers, **client.auth_headers}
         self.headers = {k: v for k, v in headers.items() if isinstance(v, str)}
         self.headers["Content-Type"] = "application/json"
+        # straight to tracegrad's own transport when the HTTP client adds nothing a plain
+        # POST needs (no hooks, auth, proxies): httpx's client layer (URL and header
+        # merging, cookies, auth and redirect loops) was a third of the loop's CPU per
+        # call (0.62 -> 0.40-0.46 ms measured at concurrency 32)
+        self.direct = _direct_transport(http)
+        merged = httpx2.Headers(getattr(http, "headers", None) or {})
+        merged.update(self.headers)
+        self._direct_headers, self._direct_url = merged, httpx2.URL(self.url)
 
     @staticmethod
     def usable(client: Any) -> bool:
@@ -112,9 +120,9 @@ class _ChatPoster:
                 and bool(getattr(client, "auth_headers", None)) and not client.default_query)
 
     async def post(self, kwargs: dict[str, Any]) -> ChatCompletion:
+        body = json.dumps(wire_body(kwargs)).encode()
         try:
-            resp = await self.http.post(self.url, content=json.dumps(wire_body(kwargs)).encode(),
-                                        headers=self.headers, timeout=kwargs.get("timeout"))
+            resp = await self._send(body, kwargs.get("timeout"))
         except httpx2.TimeoutException as e:
             raise openai.APITimeoutError(request=e.request) from e
         except httpx2.HTTPError as e:
@@ -125,6 +133,33 @@ class _ChatPoster:
             return ChatCompletion.model_validate_json(resp.content)
         except ValidationError:  # a server that leaves out fields: the SDK's lenient reading
             return ChatCompletion.construct(**resp.json())
+
+    async def _send(self, body: bytes, timeout: Any) -> httpx2.Response:
+        if self.direct is None:
+            return await self.http.post(self.url, content=body, headers=self.headers,
+                                        timeout=timeout)
+        req = httpx2.Request("POST", self._direct_url, headers=self._direct_headers,
+                             content=body, extensions={"timeout": httpx2.Timeout(timeout).as_dict()})
+        resp = await self.direct.handle_async_request(req)
+        resp.request = req
+        try:
+            await resp.aread()
+        except BaseException:
+            await resp.aclose()
+            raise
+        if resp.is_redirect:  # the client follows redirects; let it
+            return await self.http.post(self.url, content=body, headers=self.headers,
+                                        timeout=timeout)
+        return resp
+
+
+def _direct_transport(http: Any) -> Http1Transport | None:
+    transport = getattr(http, "_transport", None)
+    hooks = getattr(http, "event_hooks", None) or {}
+    if (not isinstance(transport, Http1Transport) or getattr(http, "_mounts", True)
+            or any(hooks.values()) or getattr(http, "auth", None) is not None):
+        return None
+    return transport
 
 
 def _shared_http(max_concurrency: int) -> Any:
