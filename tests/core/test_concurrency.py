@@ -180,3 +180,21 @@ def test_map_rejects_a_concurrency_that_is_not_a_positive_integer(bad):
 
     with pytest.raises(ValueError, match="concurrency"):
         tg.map(str, range(3), concurrency=bad)
+
+
+def test_the_readme_minibatch_loop_gets_feedback_for_every_failing_example(backward_engine):
+    import tracegrad as tg
+    from tracegrad.testing import MockLLM
+
+    llm = MockLLM(default="7")
+    system = tg.Parameter("Answer the question.", role="system prompt")
+    qa = tg.LLMCall(llm, system=system)
+    loss_fn = tg.MetricLoss(tg.metrics.exact_match)
+    batch = [("2 + 1?", "3"), ("3 + 4?", "7"), ("1 + 1?", "2")]
+    losses = tg.map(lambda ex: loss_fn(qa(ex[0]), ex[1]), batch, concurrency=3)
+    assert [v.value.startswith("Wrong") for v in losses] == [True, False, True]
+    tg.sum(losses).backward(propagator=tg.TextualPropagator(backward_engine))
+    texts = sorted(g.text for g in system.grads)
+    # the two wrong answers got a critique each, one call apiece; the right one passes through
+    assert texts == ["Correct: expected '7' and got it.", "feedback for system", "feedback for system"]
+    assert len(backward_engine.requests) == 2
